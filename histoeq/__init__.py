@@ -1,0 +1,3 @@
+"""histoeq: rotation-invariant histopathology detection with group-equivariant CNNs."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,7 @@
+"""`python -m histoeq` is the same as the `histoeq` console script."""
+
+import sys
+
+from histoeq.cli import main
+
+sys.exit(main())

@@ -1,0 +1,45 @@
+"""Shared fixtures. Tests that need the real data skip with a reason when ../shared/data is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("HISTOEQ_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (real H&E data); skips the test when it is absent."""
+    if not (SHARED_DATA / "idc" / "labels.csv").exists():
+        pytest.skip(f"real data not found at {SHARED_DATA} (set HISTOEQ_SHARED_DATA or provide ../shared/data)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def idc_dir(shared_data: Path) -> Path:
+    return shared_data / "idc"
+
+
+@pytest.fixture(scope="session")
+def cmu_svs(shared_data: Path) -> Path:
+    path = shared_data / "slides" / "CMU-1-Small-Region.svs"
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    return path
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run `histoeq ARGS` in-process; returns (exit code, stdout, stderr)."""
+    from histoeq.cli import main
+
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err

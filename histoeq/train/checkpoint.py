@@ -1,0 +1,120 @@
+"""Checkpoint files: one self-describing dict per file, written atomically, read without unpickling code.
+
+A checkpoint must be enough to rebuild and use a model on its own (export, eval, predict), so besides the weights it
+carries the model config, the classes, the tile geometry and the normalisation the model was trained with. Files are
+written to a temporary name and renamed (a crash never leaves a half-written ``best.pt``) and read with
+``torch.load(weights_only=True)`` so that opening a checkpoint from elsewhere cannot execute code.
+
+Payload keys (version 1)::
+
+    format="histoeq-checkpoint", version=1, model_config, state_dict, classes, tile_px, mpp,
+    normalisation={"mean": [...], "std": [...]}, data_hash, fraction_hash, metrics={"val": {...}}, epoch,
+    histoeq_version
+    # last.pt only, for --resume:
+    optimizer, scheduler, sampler, rng, history
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from histoeq.errors import InputError
+
+FORMAT = "histoeq-checkpoint"
+VERSION = 1
+BEST_NAME = "best.pt"
+LAST_NAME = "last.pt"
+REQUIRED_KEYS = ("model_config", "state_dict", "classes", "tile_px", "normalisation")
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write `payload` to `path` atomically (temporary file in the same folder, then `os.replace`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": VERSION, **payload}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint safely (``weights_only=True``); missing, corrupt or foreign files raise `InputError`."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "checkpoint not found")
+    if path.is_dir():
+        raise InputError(path, "is a folder, expected a checkpoint file (.pt)")
+    if path.stat().st_size == 0:
+        raise InputError(path, "not a histoeq checkpoint (zero-byte file)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated / foreign files
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(path, f"not a readable checkpoint ({first_line[:120]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise InputError(path, "not a histoeq checkpoint (missing format marker)")
+    if int(payload.get("version", 0)) > VERSION:
+        raise InputError(path, f"checkpoint version {payload.get('version')} is newer than this histoeq supports")
+    missing = [k for k in REQUIRED_KEYS if k not in payload]
+    if missing:
+        raise InputError(path, f"checkpoint lacks {', '.join(missing)}")
+    return payload
+
+
+def resolve_checkpoint(run_or_ckpt: str | Path, name: str = BEST_NAME) -> Path:
+    """A run folder means its `name` (best.pt by default); a file is used as is."""
+    path = Path(run_or_ckpt)
+    if path.is_dir():
+        candidate = path / name
+        if not candidate.exists():
+            raise InputError(path, f"run folder has no {name} (did training finish at least one epoch?)")
+        return candidate
+    return path
+
+
+def load_state(model: nn.Module, state_dict: dict[str, torch.Tensor], path: str | Path) -> nn.Module:
+    """Load weights strictly; a state dict from another architecture becomes a one-line `InputError`."""
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        detail = str(exc).strip().splitlines()[0][:160]
+        raise InputError(path, f"checkpoint weights do not fit the model ({detail})") from None
+    return model
+
+
+def build_model(model_config: dict[str, Any], path: str | Path = "<config>") -> nn.Module:
+    """Create the model described by a checkpoint's `model_config` (unknown names become `InputError`)."""
+    from histoeq import models
+
+    config = dict(model_config)
+    name = config.pop("name", None)
+    if name is None:
+        raise InputError(path, "checkpoint model_config has no model name")
+    try:
+        return models.create(name, **config)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise InputError(path, f"cannot rebuild model {name!r} from checkpoint ({exc})") from None
+
+
+def load_model(run_or_ckpt: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model of a run folder (its best.pt) or a checkpoint file; returns (model in eval mode, payload)."""
+    path = resolve_checkpoint(run_or_ckpt)
+    payload = load_checkpoint(path)
+    model = build_model(payload["model_config"], path)
+    load_state(model, payload["state_dict"], path)
+    model.eval()
+    return model, payload

@@ -1,0 +1,269 @@
+"""The one patch-dataset format every histoeq command reads and writes.
+
+A dataset is a folder::
+
+    DATASET/
+      images.npy   uint8 array N x H x W x 3 (RGB), opened with ``mmap_mode="r"`` so training on 2 cores never
+                   decodes PNGs and never loads the whole set into memory.
+      index.csv    one row per image, row i <-> images[i]. Columns (at least):
+                   id       int, == row position in images.npy
+                   label    int class index into meta.json "classes"
+                   patient  patient / case id (string; splits are made per patient, never per patch)
+                   slide    slide name the patch came from (string, may be empty)
+                   x, y     top-left corner of the patch in level-0 pixels of that slide (-1 when unknown)
+                   mpp      micrometres per pixel of the stored patch (NaN when unknown)
+                   split    "train" | "val" | "test" | "" (empty: no split given; see fractions.patient_splits)
+                   source   where the patch came from (file path relative to the imported folder, or slide path)
+    meta.json    {"format": "histoeq-dataset", "version": 1, "tile_px": H, "mpp": float | null,
+                  "classes": [names...], "provenance": {...}, "splits": {"train": n, ...},
+                  "normalisation": {"mean": [r, g, b], "std": [r, g, b]},   # train split, [0, 1] units
+                  "skipped": {"reason": count, ...}}
+
+Why this shape: one memory-mapped array is the fastest thing to feed a CPU training loop; a CSV index stays
+readable with any tool; meta.json carries what a model needs to be reproducible (classes, scale, normalisation).
+
+`DatasetWriter` writes a dataset atomically: everything goes into a hidden temp folder next to the target which is
+renamed into place only when complete, so a failed import/extract never leaves a half-written DATASET.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from histoeq.errors import HistoeqError, InputError
+
+FORMAT_NAME = "histoeq-dataset"
+FORMAT_VERSION = 1
+INDEX_COLUMNS = ["id", "label", "patient", "slide", "x", "y", "mpp", "split", "source"]
+SPLITS = ("train", "val", "test")
+_NPY_HEADER_BYTES = 128  # fixed-size .npy header so the row count can be written when the data is complete
+
+
+@dataclass
+class PatchDataset:
+    """An opened dataset: memory-mapped images plus the index and metadata."""
+
+    path: Path
+    images: np.ndarray
+    index: pd.DataFrame
+    meta: dict[str, Any]
+
+    @classmethod
+    def open(cls, path: str | Path) -> PatchDataset:
+        """Open DATASET; `InputError` naming the folder when it is missing, not a dataset, or inconsistent."""
+        path = Path(path)
+        if not path.is_dir():
+            raise InputError(path, "not a dataset folder (does not exist)" if not path.exists() else "not a folder")
+        meta_path, index_path, images_path = path / "meta.json", path / "index.csv", path / "images.npy"
+        for p in (meta_path, index_path, images_path):
+            if not p.is_file():
+                raise InputError(path, f"not a histoeq dataset ({p.name} missing)")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(meta_path, f"unreadable meta.json ({exc})") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+            raise InputError(meta_path, f"not a histoeq dataset (format is not {FORMAT_NAME!r})")
+        if meta.get("version") != FORMAT_VERSION:
+            raise InputError(meta_path, f"unsupported dataset version {meta.get('version')!r}")
+        try:
+            images = np.load(images_path, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise InputError(images_path, f"unreadable images.npy ({exc})") from None
+        try:
+            index = pd.read_csv(index_path, dtype={"patient": str, "slide": str, "split": str, "source": str},
+                                keep_default_na=False, na_values={"mpp": [""]})
+        except (OSError, ValueError) as exc:
+            raise InputError(index_path, f"unreadable index.csv ({exc})") from None
+        missing = [c for c in INDEX_COLUMNS if c not in index.columns]
+        if missing:
+            raise InputError(index_path, f"missing columns {', '.join(missing)}")
+        if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
+            raise InputError(images_path, f"expected uint8 N x H x W x 3, got {images.dtype} {images.shape}")
+        if len(index) != images.shape[0]:
+            raise InputError(path, f"index.csv has {len(index)} rows but images.npy has {images.shape[0]}")
+        return cls(path=path, images=images, index=index, meta=meta)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    @property
+    def tile_px(self) -> int:
+        return int(self.meta["tile_px"])
+
+    @property
+    def mpp(self) -> float | None:
+        return self.meta.get("mpp")
+
+    @property
+    def normalisation(self) -> dict[str, list[float]]:
+        return self.meta["normalisation"]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.index["label"].to_numpy(dtype=np.int64)
+
+    def split_ids(self, split: str) -> np.ndarray:
+        """Ids (== rows of images) of one split; `InputError` when the dataset has no such rows."""
+        ids = self.index.loc[self.index["split"] == split, "id"].to_numpy(dtype=np.int64)
+        if ids.size == 0:
+            present = sorted(s for s in self.index["split"].unique() if s)
+            raise InputError(self.path, f"split {split!r} is empty (splits present: {', '.join(present) or 'none'})")
+        return ids
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+def _npy_header(n: int, h: int, w: int) -> bytes:
+    """A version-1 .npy header for uint8 (n, h, w, 3), padded to a fixed size (numpy's own writer pads to a
+    length that depends on the digits of the shape, which we do not know until the data is complete)."""
+    text = "{'descr': '|u1', 'fortran_order': False, 'shape': (%d, %d, %d, 3), }" % (n, h, w)
+    body_len = _NPY_HEADER_BYTES - 10
+    text = text.ljust(body_len - 1) + "\n"
+    return b"\x93NUMPY\x01\x00" + body_len.to_bytes(2, "little") + text.encode("latin1")
+
+
+@dataclass
+class DatasetWriter:
+    """Write a dataset atomically (use as a context manager).
+
+    Images are streamed into a temp ``images.npy`` (no full copy in memory); per-channel sums over the train split
+    (or over everything when no row is marked train) give the normalisation stored in meta.json.
+    """
+
+    out: Path
+    tile_px: int
+    classes: list[str]
+    mpp: float | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    overwrite: bool = False
+    _tmp: Path | None = field(default=None, init=False, repr=False)
+    _fh: Any = field(default=None, init=False, repr=False)
+    _rows: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
+    _sums: dict[bool, np.ndarray] = field(default_factory=dict, init=False, repr=False)
+    skipped: dict[str, int] = field(default_factory=dict, init=False)
+    meta: dict[str, Any] = field(default_factory=dict, init=False)  # filled when the dataset is complete
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        self._sums = {True: np.zeros(7), False: np.zeros(7)}  # [n_px, sum rgb, sum sq rgb] for train / other
+
+    def __enter__(self) -> DatasetWriter:
+        out = self.out
+        if out.exists() and not self.overwrite:
+            raise InputError(out, "output already exists (choose a new name or pass --force)")
+        if out.exists() and not (out / "meta.json").is_file():
+            raise InputError(out, "output exists and is not a histoeq dataset; refusing to replace it")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+            self._fh = open(self._tmp / "images.npy", "wb")
+            self._fh.write(b"\0" * _NPY_HEADER_BYTES)
+        except OSError as exc:
+            self._cleanup()
+            raise InputError(out, f"cannot write output ({exc.strerror or exc})") from None
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            self._cleanup()
+            return
+        try:
+            self._finish()
+        except BaseException:
+            self._cleanup()
+            raise
+
+    def skip(self, reason: str, count: int = 1) -> None:
+        """Count a patch that was not written, with why (reported in meta.json and by the CLI)."""
+        self.skipped[reason] = self.skipped.get(reason, 0) + count
+
+    def add(self, images: np.ndarray, rows: list[dict[str, Any]]) -> None:
+        """Append a batch: `images` uint8 (n, tile_px, tile_px, 3) and one index row (dict) per image."""
+        images = np.ascontiguousarray(images, dtype=np.uint8)
+        if images.ndim == 3:
+            images = images[None]
+        if images.shape[1:] != (self.tile_px, self.tile_px, 3) or len(rows) != images.shape[0]:
+            raise HistoeqError(f"internal: batch shape {images.shape} / {len(rows)} rows does not fit "
+                               f"{self.tile_px} px tiles")
+        try:
+            self._fh.write(images.tobytes())
+        except OSError as exc:
+            raise InputError(self.out, f"cannot write output ({exc.strerror or exc})") from None
+        is_train = np.array([r.get("split", "") == "train" for r in rows])
+        for flag in (True, False):
+            sel = images[is_train == flag]
+            if sel.size:
+                px = sel.reshape(-1, 3).astype(np.float64) / 255.0
+                self._sums[flag] += np.concatenate([[px.shape[0]], px.sum(0), (px * px).sum(0)])
+        start = len(self._rows)
+        for i, r in enumerate(rows):
+            row = {"id": start + i, "label": int(r["label"]), "patient": str(r.get("patient", "")),
+                   "slide": str(r.get("slide", "")), "x": int(r.get("x", -1)), "y": int(r.get("y", -1)),
+                   "mpp": r.get("mpp", self.mpp), "split": str(r.get("split", "") or ""),
+                   "source": str(r.get("source", ""))}
+            for k, v in r.items():  # extra columns are kept
+                row.setdefault(k, v)
+            self._rows.append(row)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def _finish(self) -> None:
+        n = len(self._rows)
+        if n == 0:
+            reasons = ", ".join(f"{k}: {v}" for k, v in self.skipped.items())
+            raise InputError(self.out, "no patches to write" + (f" (skipped {reasons})" if reasons else ""))
+        self._fh.seek(0)
+        self._fh.write(_npy_header(n, self.tile_px, self.tile_px))
+        self._fh.close()
+        self._fh = None
+        index = pd.DataFrame(self._rows)
+        index["mpp"] = pd.to_numeric(index["mpp"], errors="coerce")
+        index.to_csv(self._tmp / "index.csv", index=False)
+        sums = self._sums[True] if self._sums[True][0] > 0 else self._sums[True] + self._sums[False]
+        mean = sums[1:4] / sums[0]
+        std = np.sqrt(np.maximum(sums[4:7] / sums[0] - mean**2, 0.0))
+        splits = {s: int((index["split"] == s).sum()) for s in SPLITS}
+        splits["none"] = int((index["split"] == "").sum())
+        meta = {
+            "format": FORMAT_NAME, "version": FORMAT_VERSION, "tile_px": self.tile_px, "mpp": self.mpp,
+            "classes": list(self.classes), "n": n, "provenance": self.provenance,
+            "splits": {k: v for k, v in splits.items() if v},
+            "class_counts": {c: int((index["label"] == i).sum()) for i, c in enumerate(self.classes)},
+            "normalisation": {"mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std],
+                              "computed_on": "train" if self._sums[True][0] > 0 else "all"},
+            "skipped": dict(self.skipped),
+        }
+        (self._tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        try:
+            if self.out.exists():  # overwrite=True, checked in __enter__ to be a dataset
+                old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
+                self.out.rename(old)
+                self._tmp.rename(self.out)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                self._tmp.rename(self.out)
+        except OSError as exc:
+            raise InputError(self.out, f"cannot write output ({exc.strerror or exc})") from None
+        self._tmp = None
+        self.meta = meta
+
+    def _cleanup(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None

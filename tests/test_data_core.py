@@ -1,0 +1,130 @@
+"""Dataset format, fractions and transforms on small synthetic data (fast)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from histoeq.data.dataset import DatasetWriter, PatchDataset
+from histoeq.data.fractions import FractionError, fraction_hash, patient_splits, select_fraction
+from histoeq.data.transforms import build_transform
+from histoeq.errors import HistoeqError, InputError
+
+
+def _index(n_patients: int = 12, per_patient: int = 100, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_patients):
+        for _ in range(per_patient):
+            rows.append({"patient": f"p{p}", "label": int(rng.random() < 0.25)})
+    df = pd.DataFrame(rows)
+    df.insert(0, "id", np.arange(len(df)))
+    df["split"] = patient_splits(df, val=0.15, test=0.15, seed=seed).to_numpy()
+    return df
+
+
+def test_writer_roundtrip_and_normalisation(tmp_path):
+    out = tmp_path / "ds"
+    imgs = np.random.default_rng(0).integers(0, 256, (10, 8, 8, 3), dtype=np.uint8)
+    rows = [{"label": i % 2, "patient": f"p{i // 4}", "split": "train" if i < 6 else "val"} for i in range(10)]
+    with DatasetWriter(out, tile_px=8, classes=["neg", "pos"], mpp=4.0) as w:
+        w.add(imgs[:4], rows[:4])
+        w.add(imgs[4:], rows[4:])
+        w.skip("edge crop", 3)
+    ds = PatchDataset.open(out)
+    assert len(ds) == 10 and ds.tile_px == 8 and ds.classes == ["neg", "pos"] and ds.mpp == 4.0
+    assert np.array_equal(np.asarray(ds.images), imgs)
+    assert list(ds.split_ids("val")) == [6, 7, 8, 9]
+    train = imgs[:6].reshape(-1, 3) / 255.0
+    assert np.allclose(ds.normalisation["mean"], train.mean(0), atol=1e-5)
+    assert np.allclose(ds.normalisation["std"], train.std(0), atol=1e-5)
+    assert ds.meta["skipped"] == {"edge crop": 3} and ds.meta["splits"] == {"train": 6, "val": 4}
+    with pytest.raises(InputError, match="split 'test' is empty"):
+        ds.split_ids("test")
+    assert [p.name for p in tmp_path.iterdir()] == ["ds"]  # no temp left behind
+
+
+def test_writer_failure_leaves_nothing(tmp_path):
+    out = tmp_path / "ds"
+    with pytest.raises(RuntimeError):
+        with DatasetWriter(out, tile_px=4, classes=["a"]) as w:
+            w.add(np.zeros((1, 4, 4, 3), np.uint8), [{"label": 0}])
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(InputError, match="no patches"):
+        with DatasetWriter(out, tile_px=4, classes=["a"]):
+            pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_open_rejects_broken(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        PatchDataset.open(tmp_path / "nope")
+    (tmp_path / "d").mkdir()
+    with pytest.raises(InputError, match="meta.json missing"):
+        PatchDataset.open(tmp_path / "d")
+    for name in ("meta.json", "index.csv", "images.npy"):
+        (tmp_path / "d" / name).write_text("garbage")
+    with pytest.raises(InputError, match="meta.json"):
+        PatchDataset.open(tmp_path / "d")
+    (tmp_path / "d" / "meta.json").write_text(json.dumps({"format": "histoeq-dataset", "version": 1}))
+    with pytest.raises(InputError, match="images.npy"):
+        PatchDataset.open(tmp_path / "d")
+
+
+def test_fractions_nested_stratified_deterministic():
+    df = _index()
+    train = df[df["split"] == "train"]
+    full_rate = train["label"].mean()
+    previous: set[int] = set()
+    for f in (0.1, 0.25, 0.5, 1.0):
+        ids = select_fraction(df, f, seed=7)
+        assert previous <= set(ids.tolist())
+        previous = set(ids.tolist())
+        assert abs(df.loc[ids, "label"].mean() - full_rate) < 0.01
+        assert abs(len(ids) - f * len(train)) <= 2
+        assert np.array_equal(ids, select_fraction(df, f, seed=7))
+        assert fraction_hash(ids) == fraction_hash(select_fraction(df, f, seed=7)[::-1])
+    assert len(previous) == len(train)
+    assert not np.array_equal(select_fraction(df, 0.1, seed=1), select_fraction(df, 0.1, seed=2))
+    for bad in (0, -0.1, 1.5, float("nan")):
+        with pytest.raises(FractionError):
+            select_fraction(df, bad, seed=0)
+    assert issubclass(FractionError, HistoeqError) and issubclass(FractionError, ValueError)
+
+
+def test_patient_splits_never_share_patients():
+    df = _index(n_patients=20)
+    per_patient = df.groupby("patient")["split"].nunique()
+    assert (per_patient == 1).all()
+    assert set(df["split"]) == {"train", "val", "test"}
+    with pytest.raises(FractionError):
+        patient_splits(df[df["patient"].isin(["p0", "p1"])])
+
+
+@pytest.mark.parametrize("preset", ["none", "flip", "rot90", "rotate", "stain", "rot90+stain"])
+def test_transform_presets(preset):
+    x = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    t = build_transform(preset, seed=3)
+    y = t(x)
+    assert y.dtype == np.uint8 and y.shape == x.shape
+    assert np.array_equal(y, build_transform(preset, seed=3)(x))
+
+
+def test_rot90_is_d4():
+    x = np.arange(16 * 16 * 3, dtype=np.uint8).reshape(16, 16, 3)
+    t = build_transform("rot90", seed=0)
+    d4 = [np.rot90(x, k) for k in range(4)] + [np.rot90(x[:, ::-1], k) for k in range(4)]
+    seen = set()
+    for _ in range(80):
+        y = t(x)
+        seen.add(next(i for i, g in enumerate(d4) if np.array_equal(y, g)))
+    assert seen == set(range(8))
+
+
+def test_unknown_preset():
+    with pytest.raises(HistoeqError, match="unknown augmentation preset"):
+        build_transform("rot90+blur")

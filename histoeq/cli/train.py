@@ -1,0 +1,62 @@
+"""`histoeq train`, `histoeq eval`, `histoeq sweep`, `histoeq bench train`: parse, call one library function, print."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from histoeq.cli import app, bench_app
+
+_MODEL_HELP = "Model name: cnn, p4, p4m, se2 (see `histoeq models`)."
+_DEVICE_HELP = "auto (CUDA when available), cpu or cuda."
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+@app.command("train")
+def train_command(
+    data: Path = typer.Option(..., "--data", help="Dataset folder (histoeq import / extract)."),
+    model: str = typer.Option(..., "--model", help=_MODEL_HELP),
+    out: Path = typer.Option(..., "--out", help="Run folder (checkpoints, metrics.jsonl, run.json)."),
+    orientations: int = typer.Option(8, "--orientations", help="Orientations N of the se2 model."),
+    width: int = typer.Option(None, "--width", help="Baseline first-stage channels (model default when omitted)."),
+    match: str = typer.Option(None, "--match", help="G-CNN sizing: params (default) or width."),
+    fraction: float = typer.Option(1.0, "--fraction", help="Fraction of the train split, in (0, 1]."),
+    augment: str = typer.Option("none", "--augment", help="none, flip, rot90, rotate, stain, combined with '+'."),
+    epochs: int = typer.Option(20, "--epochs"),
+    batch_size: int = typer.Option(128, "--batch-size", help="Global batch (split over torchrun processes)."),
+    lr: float = typer.Option(1e-3, "--lr", help="AdamW peak learning rate (cosine decay per step)."),
+    weight_decay: float = typer.Option(1e-4, "--weight-decay"),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
+    num_workers: int = typer.Option(0, "--num-workers", help="Threads for per-patch (rotate/stain) augmentation."),
+    patience: int = typer.Option(5, "--patience", help="Stop after this many epochs without a better val AUC."),
+    max_steps: int = typer.Option(None, "--max-steps", help="Cap on optimizer steps per epoch (smoke tests)."),
+) -> None:
+    """Train a model on the train split, validating every epoch; best.pt is chosen by validation AUC."""
+    from histoeq.cli._render import print_table, rich_progress
+    from histoeq.train.trainer import TrainConfig, train
+
+    config = TrainConfig(data=data, model=model, out=out, orientations=orientations, width=width, match=match,
+                         fraction=fraction, augment=augment, epochs=epochs, batch_size=batch_size, lr=lr,
+                         weight_decay=weight_decay, seed=seed, device=device, resume=resume,
+                         num_workers=num_workers, patience=patience, max_steps=max_steps)
+    with rich_progress() as progress:
+        result = train(config, progress=progress)
+    if result.get("world_size", 1) > 1 and not _is_rank0():
+        return
+    best = result["best_val"]
+    print_table(f"histoeq train: {out}", ["Status", "Epochs", "Best epoch", "val AUC", "val bal. acc",
+                                          "s/epoch (train)"],
+                [[result["status"], result["epochs_run"], result["best_epoch"], best.get("auc", float("nan")),
+                  best.get("balanced_accuracy", float("nan")), result["train_seconds_per_epoch"] or float("nan")]])
+
+
+def _is_rank0() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"

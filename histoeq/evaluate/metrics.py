@@ -1,0 +1,51 @@
+"""Classification metrics from predicted probabilities, all from scikit-learn.
+
+Shared by validation during training and by rotation evaluation so that "AUC" means the same number everywhere.
+Binary tasks score the positive class (index 1) and threshold its probability at 0.5; multi-class tasks use
+one-vs-rest macro AUC and the arg-max label.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
+
+METRIC_NAMES = ("auc", "accuracy", "balanced_accuracy", "f1")
+
+
+def positive_score(probs: np.ndarray) -> np.ndarray:
+    """The score AUC and invariance errors are computed on: p(class 1) for binary, else the full matrix."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim == 1:
+        return probs
+    return probs[:, 1] if probs.shape[1] == 2 else probs
+
+
+def predicted_labels(probs: np.ndarray) -> np.ndarray:
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim == 1:
+        return (probs >= 0.5).astype(np.int64)
+    return probs.argmax(axis=1)
+
+
+def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """AUC, accuracy, balanced accuracy and F1 (binary: of the positive class; multi-class: macro).
+
+    AUC is NaN when only one class is present in `labels` (a tiny subset), instead of raising.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    pred = predicted_labels(probs)
+    binary = probs.ndim == 1 or probs.shape[1] == 2
+    if np.unique(labels).size < 2:
+        auc = float("nan")
+    elif binary:
+        auc = float(roc_auc_score(labels, positive_score(probs)))
+    else:
+        auc = float(roc_auc_score(labels, probs, multi_class="ovr", labels=list(range(probs.shape[1]))))
+    return {
+        "auc": auc,
+        "accuracy": float(accuracy_score(labels, pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(labels, pred)),
+        "f1": float(f1_score(labels, pred, average="binary" if binary else "macro", zero_division=0)),
+    }

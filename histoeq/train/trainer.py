@@ -1,0 +1,356 @@
+"""The training loop behind `histoeq train`: one run folder per (model, data fraction, augmentation, seed).
+
+Choices, and why:
+
+* AdamW + cosine learning-rate decay stepped per batch (no warm restarts): robust defaults for small CNNs and G-CNNs
+  alike, so model comparisons do not hinge on per-model tuning.
+* Class imbalance (IDC is 23 % positive) is handled with a class-weighted cross-entropy, weights n / (K * n_c)
+  computed on the chosen training ids. A weighted loss keeps every patch in every epoch (a balanced sampler would
+  drop or repeat patches, which muddies the data-fraction comparison).
+* Validation every epoch on the whole val split; the best checkpoint is chosen by validation AUC; training stops
+  early after `patience` epochs without improvement.
+* AMP (bf16, or fp16 with a grad scaler) on CUDA only; on CPU everything is float32 and deterministic for a seed.
+* Every random draw is seeded from (seed, epoch): model init from `seed`, batch order from `DistributedSampler`
+  (seed, epoch), augmentation per sample from (seed, epoch). `last.pt` is written at the end of every epoch with the
+  optimizer, scheduler, grad-scaler, sampler and RNG states, so `--resume` after an interruption continues from the
+  last finished epoch and ends with the same weights as an unbroken run.
+* Under torchrun the global batch is `--batch-size` split evenly over the processes; the loss is normalised by the
+  global batch size so DDP's gradient averaging gives the single-process gradient. Each process validates on the
+  whole val split (cheap, and every rank then takes the same early-stopping decision without communication);
+  rank 0 alone writes files.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
+
+from histoeq import __version__
+from histoeq.errors import HistoeqError, InputError
+from histoeq.evaluate.metrics import classification_metrics
+from histoeq.progress import ProgressFn, null_progress
+from histoeq.train import runinfo
+from histoeq.train.batches import PatchBatches, epoch_generator, parse_augment
+from histoeq.train.checkpoint import BEST_NAME, LAST_NAME, load_checkpoint, load_state, save_checkpoint
+from histoeq.train.distributed import DistInfo, barrier, init_distributed, shutdown
+from histoeq.train.models import create_model, model_config, unwrap
+
+# Options that must not change when a run is resumed (device, workers and patience may).
+RESUME_KEYS = ("data", "model", "orientations", "width", "match", "fraction", "augment", "epochs", "batch_size",
+               "lr", "weight_decay", "seed", "max_steps")
+EVAL_BATCH = 1024
+
+
+@dataclass
+class TrainConfig:
+    """Every option of `histoeq train` (recorded verbatim in run.json)."""
+
+    data: Path
+    model: str
+    out: Path
+    orientations: int = 8
+    width: int | None = None
+    match: str | None = None
+    fraction: float = 1.0
+    augment: str = "none"
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = False
+    num_workers: int = 0
+    patience: int = 5
+    max_steps: int | None = None  # cap on optimizer steps per epoch (smoke tests, benchmarks)
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra create() arguments, e.g. dropout
+
+    def options(self) -> dict[str, Any]:
+        opts = asdict(self)
+        opts["data"], opts["out"] = str(self.data), str(self.out)
+        return opts
+
+    def check(self) -> None:
+        if self.epochs < 1:
+            raise HistoeqError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise HistoeqError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise HistoeqError(f"--lr must be a positive number, got {self.lr}")
+        if not (0.0 < self.fraction <= 1.0):
+            raise HistoeqError(f"--fraction must be in (0, 1], got {self.fraction}")
+        if self.patience < 1:
+            raise HistoeqError(f"--patience must be at least 1, got {self.patience}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise HistoeqError(f"--max-steps must be at least 1, got {self.max_steps}")
+        parse_augment(self.augment)
+
+
+def train(config: TrainConfig, progress: ProgressFn = null_progress) -> dict[str, Any]:
+    """Train one model into `config.out`; returns a summary (best epoch, best val AUC, status, timings)."""
+    config.check()
+    from histoeq.data.dataset import PatchDataset
+    from histoeq.data.fractions import select_fraction
+
+    dataset = PatchDataset.open(config.data)
+    train_ids = dataset.split_ids("train")  # InputError when the dataset has no train split
+    dataset.split_ids("val")
+    chosen = select_fraction(dataset.index, config.fraction, config.seed, split="train")
+    assert np.isin(chosen, train_ids).all()
+    info, device = init_distributed(config.device)
+    try:
+        return _Run(config, dataset, chosen, info, device, progress if info.is_main else null_progress).run()
+    finally:
+        shutdown(info)
+
+
+class _Run:
+    def __init__(self, config: TrainConfig, dataset: Any, chosen: np.ndarray, info: DistInfo,
+                 device: torch.device, progress: ProgressFn) -> None:
+        from histoeq.data.fractions import fraction_hash
+
+        self.config, self.dataset, self.info, self.device, self.progress = config, dataset, info, device, progress
+        self.out = Path(config.out)
+        self.chosen = chosen
+        self.fraction_hash = fraction_hash(chosen)
+        if config.batch_size % info.world_size:
+            raise HistoeqError(f"--batch-size {config.batch_size} must be divisible by the number of processes "
+                               f"({info.world_size})")
+        self.local_batch = config.batch_size // info.world_size
+        last = self.out / LAST_NAME
+        if last.exists() and not config.resume:
+            raise InputError(self.out, "already holds a run (pass --resume to continue it, or choose another --out)")
+        self.plan = parse_augment(config.augment)
+        labels = dataset.labels
+        num_classes = len(dataset.classes)
+        torch.manual_seed(config.seed)
+        self.model = create_model(config.model, num_classes=num_classes, orientations=config.orientations,
+                                  width=config.width, match=config.match, **config.model_kwargs).to(device)
+        self.train_data = PatchBatches(dataset.images[chosen], labels[chosen], dataset.normalisation, device,
+                                       self.plan, config.seed, config.num_workers)
+        val_ids = dataset.split_ids("val")
+        self.val_data = PatchBatches(dataset.images[val_ids], labels[val_ids], dataset.normalisation, device)
+        counts = np.bincount(labels[chosen], minlength=num_classes).astype(np.float64)
+        weights = counts.sum() / (num_classes * np.maximum(counts, 1.0))
+        self.class_weights = torch.tensor(weights, dtype=torch.float32, device=device)
+        self.sampler = DistributedSampler(range(len(chosen)), num_replicas=info.world_size, rank=info.rank,
+                                          shuffle=True, seed=config.seed, drop_last=False)
+        per_rank = len(self.sampler)
+        self.steps_per_epoch = math.ceil(per_rank / self.local_batch)
+        if config.max_steps is not None:
+            self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=config.epochs * self.steps_per_epoch)
+        self.amp_dtype = None
+        if device.type == "cuda":
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.net: nn.Module = self.model
+        if info.enabled:
+            # BatchNorm statistics stay per process (GroupBatchNorm2d cannot become SyncBatchNorm).
+            self.net = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda"
+                                               else None)
+        self.history: list[dict[str, Any]] = []
+        self.start_epoch, self.best_auc, self.best_epoch, self.bad_epochs = 0, -math.inf, None, 0
+        self.resumed_from: int | None = None
+        self.seconds_before = 0.0
+        if config.resume and last.exists():
+            self._restore(last)
+        self.static = {
+            "model_config": model_config(self.model),
+            "classes": dataset.classes,
+            "tile_px": dataset.tile_px,
+            "mpp": dataset.mpp,
+            "normalisation": {"mean": list(dataset.normalisation["mean"]), "std": list(dataset.normalisation["std"])},
+            "data_hash": runinfo.dataset_hash(dataset.path),
+            "fraction_hash": self.fraction_hash,
+            "histoeq_version": __version__,
+        }
+
+    # ---- bookkeeping -------------------------------------------------------------------------------------------
+    def _restore(self, last: Path) -> None:
+        payload = load_checkpoint(last)
+        saved = payload.get("options", {})
+        now = self.config.options()
+        changed = [k for k in RESUME_KEYS if k in saved and saved[k] != now[k]]
+        if changed:
+            detail = ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in changed)
+            raise InputError(last, f"cannot resume with different options ({detail})")
+        if payload.get("fraction_hash") != self.fraction_hash:
+            raise InputError(last, "cannot resume: the chosen training ids differ (dataset changed?)")
+        load_state(self.model, payload["state_dict"], last)
+        try:
+            self.optimizer.load_state_dict(payload["optimizer"])
+            self.scheduler.load_state_dict(payload["scheduler"])
+            self.scaler.load_state_dict(payload["scaler"])
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise InputError(last, f"checkpoint has no usable optimizer state for --resume ({exc})") from None
+        torch.set_rng_state(payload["rng"]["torch"])
+        self.start_epoch = int(payload["sampler"]["epoch"])
+        self.history = list(payload.get("history", []))
+        self.best_auc = float(payload["best"]["auc"])
+        self.best_epoch = payload["best"]["epoch"]
+        self.bad_epochs = int(payload["best"]["bad_epochs"])
+        self.seconds_before = float(payload.get("seconds", 0.0))
+        self.resumed_from = self.start_epoch
+
+    def _write_run_json(self, status: str, extra: dict[str, Any] | None = None) -> None:
+        if not self.info.is_main:
+            return
+        record = {
+            "status": status,
+            "options": self.config.options(),
+            "dataset": {"path": str(self.dataset.path), "hash": self.static["data_hash"],
+                        "classes": self.dataset.classes, "tile_px": self.dataset.tile_px, "mpp": self.dataset.mpp},
+            "fraction": {"fraction": self.config.fraction, "n_train": int(len(self.chosen)),
+                         "sha256": self.fraction_hash, "ids_file": runinfo.FRACTION_IDS},
+            "n_val": len(self.val_data),
+            "model_config": self.static["model_config"],
+            "parameters": int(sum(p.numel() for p in self.model.parameters())),
+            "class_imbalance": {"method": "class-weighted cross-entropy, w_c = n / (K n_c)",
+                                "weights": [round(float(w), 6) for w in self.class_weights.cpu()]},
+            "optimizer": {"name": "AdamW", "lr": self.config.lr, "weight_decay": self.config.weight_decay,
+                          "schedule": "cosine per step", "steps_per_epoch": self.steps_per_epoch},
+            "device": str(self.device), "amp": None if self.amp_dtype is None else str(self.amp_dtype),
+            "world_size": self.info.world_size,
+            "resumed_from_epoch": self.resumed_from,
+            "versions": runinfo.library_versions(),
+            "git": runinfo.git_commit(),
+            **(extra or {}),
+        }
+        runinfo.write_json(self.out / runinfo.RUN_JSON, record)
+
+    def _save(self, epoch: int, val: dict[str, float], improved: bool, seconds: float) -> None:
+        if not self.info.is_main:
+            return
+        state = {k: v.detach().cpu() for k, v in unwrap(self.model).state_dict().items()}
+        common = {**self.static, "state_dict": state, "epoch": epoch, "metrics": {"val": val}}
+        if improved:
+            save_checkpoint(self.out / BEST_NAME, common)
+        save_checkpoint(self.out / LAST_NAME, {
+            **common,
+            "options": self.config.options(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "sampler": {"epoch": epoch + 1, "seed": self.config.seed, "world_size": self.info.world_size},
+            "rng": {"torch": torch.get_rng_state()},
+            "history": self.history,
+            "best": {"auc": self.best_auc, "epoch": self.best_epoch, "bad_epochs": self.bad_epochs},
+            "seconds": seconds,
+        })
+        runinfo.write_jsonl(self.out / runinfo.METRICS_JSONL, self.history)
+
+    # ---- the loop ----------------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        cfg = self.config
+        if self.info.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            from histoeq.data.fractions import save_fraction
+
+            save_fraction(self.out / runinfo.FRACTION_IDS, self.chosen, fraction=cfg.fraction, seed=cfg.seed,
+                          split="train", dataset=str(self.dataset.path))
+        status = "finished"
+        if self.start_epoch >= cfg.epochs or (self.history and self.history[-1].get("stopped_early")):
+            return self._finish("finished" if not self.history or not self.history[-1].get("stopped_early")
+                                else "stopped-early")
+        self._write_run_json("running")
+        total_steps = cfg.epochs * self.steps_per_epoch
+        seconds = self.seconds_before
+        for epoch in range(self.start_epoch, cfg.epochs):
+            torch.manual_seed(int(epoch_generator(cfg.seed, epoch, 3).initial_seed() % (2**63)))
+            t0 = time.perf_counter()
+            train_loss = self._train_epoch(epoch, total_steps)
+            t1 = time.perf_counter()
+            val = self._validate()
+            t2 = time.perf_counter()
+            seconds += t2 - t0
+            improved = math.isfinite(val["auc"]) and val["auc"] > self.best_auc or self.best_epoch is None
+            if improved:
+                self.best_auc = val["auc"] if math.isfinite(val["auc"]) else -math.inf
+                self.best_epoch, self.bad_epochs = epoch, 0
+            else:
+                self.bad_epochs += 1
+            stop = self.bad_epochs >= cfg.patience and epoch + 1 < cfg.epochs
+            self.history.append({
+                "epoch": epoch, "train_loss": train_loss, "lr": self.scheduler.get_last_lr()[0],
+                **{f"val_{k}": v for k, v in val.items()}, "train_seconds": round(t1 - t0, 4),
+                "val_seconds": round(t2 - t1, 4), "best": bool(improved), "stopped_early": bool(stop),
+            })
+            self._save(epoch, val, improved, seconds)
+            self.progress("train", (epoch + 1) * self.steps_per_epoch, total_steps,
+                          f"epoch {epoch + 1}/{cfg.epochs} loss {train_loss:.4f} val AUC {val['auc']:.4f}")
+            if stop:
+                status = "stopped-early"
+                break
+        barrier(self.info)
+        return self._finish(status)
+
+    def _finish(self, status: str) -> dict[str, Any]:
+        best = next((h for h in self.history if h["epoch"] == self.best_epoch), {})
+        summary = {
+            "out": str(self.out), "status": status, "epochs_run": len(self.history), "best_epoch": self.best_epoch,
+            "best_val": {k[4:]: v for k, v in best.items() if k.startswith("val_") and k != "val_seconds"},
+            "train_seconds_per_epoch": (float(np.mean([h["train_seconds"] for h in self.history]))
+                                        if self.history else None),
+            "n_train": int(len(self.chosen)), "device": str(self.device), "world_size": self.info.world_size,
+        }
+        self._write_run_json(status, {"result": summary})
+        return summary
+
+    def _train_epoch(self, epoch: int, total_steps: int) -> float:
+        self.net.train()
+        self.sampler.set_epoch(epoch)
+        self.train_data.start_epoch(epoch)
+        order = torch.tensor(list(iter(self.sampler)), dtype=torch.long)
+        losses: list[float] = []
+        for step in range(self.steps_per_epoch):
+            positions = order[step * self.local_batch:(step + 1) * self.local_batch]
+            x, y = self.train_data.batch(positions)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                enabled=self.amp_dtype is not None):
+                logits = self.net(x)
+            per_sample = F.cross_entropy(logits.float(), y, weight=self.class_weights, reduction="none")
+            # sum / local size: DDP's average over equal-sized shards then equals the global-batch mean.
+            loss = per_sample.sum() / len(positions)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            losses.append(per_sample.detach().mean().item())
+            done = epoch * self.steps_per_epoch + step + 1
+            if step % 10 == 0 or step + 1 == self.steps_per_epoch:
+                self.progress("train", done, total_steps,
+                              f"epoch {epoch + 1}/{self.config.epochs} loss {np.mean(losses[-20:]):.4f}"
+                              + (f" best val AUC {self.best_auc:.4f}" if math.isfinite(self.best_auc) else ""))
+        return float(np.mean(losses)) if losses else float("nan")
+
+    @torch.no_grad()
+    def _validate(self) -> dict[str, float]:
+        model = unwrap(self.model)
+        model.eval()
+        probs, losses = [], []
+        for start in range(0, len(self.val_data), EVAL_BATCH):
+            positions = torch.arange(start, min(start + EVAL_BATCH, len(self.val_data)))
+            x, y = self.val_data.batch(positions, augment=False)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                enabled=self.amp_dtype is not None):
+                logits = model(x).float()
+            losses.append(F.cross_entropy(logits, y, weight=self.class_weights, reduction="sum").item())
+            probs.append(torch.softmax(logits, dim=1).cpu().numpy())
+        labels = self.val_data.labels.cpu().numpy()
+        metrics = classification_metrics(labels, np.concatenate(probs))
+        metrics["loss"] = float(np.sum(losses) / max(1, len(labels)))
+        return metrics

@@ -1,0 +1,181 @@
+"""Slide annotations: QuPath-style GeoJSON polygons (region labels) and point files (cell detections).
+
+GeoJSON: a FeatureCollection (or a bare list of features, as older QuPath writes) in level-0 pixels; each feature's
+class is ``properties.classification.name`` (QuPath), else ``properties.classification`` as a string, else
+``properties.name``. Polygons of one class are merged with shapely. Where classes overlap (QuPath users draw
+"Tumour" inside "Tissue") the class later in the class list wins, so each class's geometry is made disjoint from
+the ones after it; labels by centre or by area are then unambiguous.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import shapely
+from shapely.geometry import shape
+from shapely.ops import unary_union
+
+from histoeq.errors import InputError
+
+
+def find_for_slide(source: Path, slide: Path, suffixes: tuple[str, ...]) -> Path | None:
+    """`source` itself when it is a file, else ``source/<slide stem><suffix>`` for the first suffix that exists."""
+    if source.is_file():
+        return source
+    if not source.exists():
+        raise InputError(source, "no such file or folder")
+    for suffix in suffixes:
+        candidate = source / f"{slide.stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _class_name(props: dict | None) -> str | None:
+    props = props or {}
+    cls = props.get("classification")
+    if isinstance(cls, dict) and cls.get("name"):
+        return str(cls["name"])
+    if isinstance(cls, str) and cls:
+        return cls
+    name = props.get("name")
+    return str(name) if name else None
+
+
+def _load_features(path: Path) -> list[dict]:
+    try:
+        data = json.loads(path.read_text())
+    except UnicodeDecodeError:
+        raise InputError(path, "not a GeoJSON file (not text)") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot read ({exc.strerror or exc})") from None
+    if isinstance(data, dict) and data.get("type") == "FeatureCollection":
+        feats = data.get("features")
+    elif isinstance(data, dict) and data.get("type") == "Feature":
+        feats = [data]
+    elif isinstance(data, list):
+        feats = data
+    else:
+        raise InputError(path, "not a GeoJSON FeatureCollection")
+    if not isinstance(feats, list):
+        raise InputError(path, "GeoJSON 'features' is not a list")
+    return [f for f in feats if isinstance(f, dict)]
+
+
+@dataclass
+class RegionAnnotations:
+    """Polygons per class (disjoint after priority resolution), in level-0 pixels."""
+
+    path: Path
+    classes: list[str]  # label index == position; later classes win overlaps
+    geometries: list[shapely.Geometry]
+    ignored: dict[str, int]  # features skipped: reason -> count
+
+    @classmethod
+    def load(cls, path: Path, classes: list[str] | None = None, ignore: set[str] | None = None) -> RegionAnnotations:
+        """Read polygons; `classes` fixes the label order (default: by total area, largest first = label 0)."""
+        ignore = ignore or set()
+        by_class: dict[str, list] = {}
+        ignored: dict[str, int] = {}
+        for feat in _load_features(path):
+            name = _class_name(feat.get("properties"))
+            try:
+                geom = shape(feat["geometry"]) if feat.get("geometry") else None
+            except Exception:  # shapely raises several types on malformed coordinates
+                geom = None
+            if geom is None or geom.geom_type not in ("Polygon", "MultiPolygon"):
+                ignored["not a polygon"] = ignored.get("not a polygon", 0) + 1
+                continue
+            if name is None or name in ignore or (classes is not None and name not in classes):
+                key = f"class {name!r} not used" if name else "no class"
+                ignored[key] = ignored.get(key, 0) + 1
+                continue
+            by_class.setdefault(name, []).append(shapely.make_valid(geom))
+        if not by_class:
+            raise InputError(path, "no polygon annotations" + (" of the requested classes" if classes else ""))
+        merged = {name: unary_union(geoms) for name, geoms in by_class.items()}
+        if classes is None:
+            classes = sorted(merged, key=lambda n: (-merged[n].area, n))
+        geometries = []
+        later = shapely.Polygon()
+        for name in reversed(classes):
+            geom = merged.get(name, shapely.Polygon())
+            geometries.append(geom.difference(later) if not later.is_empty else geom)
+            later = later.union(geom)
+        geometries.reverse()
+        return cls(path=path, classes=list(classes), geometries=geometries, ignored=ignored)
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        return unary_union(self.geometries).bounds
+
+    def check_inside(self, width: int, height: int) -> None:
+        """`InputError` when no annotation overlaps the slide (wrong file, or coordinates not in level-0 pixels)."""
+        union = unary_union(self.geometries)
+        if not union.intersects(shapely.box(0, 0, width, height)):
+            x0, y0, x1, y1 = union.bounds
+            raise InputError(self.path, f"annotations lie outside the slide (bounds {x0:.0f},{y0:.0f}-{x1:.0f},{y1:.0f}"
+                                        f" vs slide {width}x{height} px)")
+
+    def label_tiles(self, xs: np.ndarray, ys: np.ndarray, size: float, mode: str) -> np.ndarray:
+        """Label per level-0 square tile (top-left xs, ys; side `size`): class index, or -1 when unannotated.
+
+        mode 'centre': the class containing the tile centre; 'area': the class covering most of the tile.
+        """
+        labels = np.full(len(xs), -1, dtype=np.int64)
+        if mode == "centre":
+            cx, cy = xs + size / 2, ys + size / 2
+            for k, geom in enumerate(self.geometries):
+                if not geom.is_empty:
+                    labels[shapely.contains_xy(geom, cx, cy)] = k
+            return labels
+        if mode != "area":
+            raise ValueError(f"unknown label mode {mode!r}")
+        boxes = shapely.box(xs, ys, xs + size, ys + size)
+        best = np.zeros(len(xs))
+        for k, geom in enumerate(self.geometries):
+            if geom.is_empty:
+                continue
+            shapely.prepare(geom)
+            hit = shapely.intersects(geom, boxes)
+            if not hit.any():
+                continue
+            area = np.zeros(len(xs))
+            area[hit] = shapely.area(shapely.intersection(boxes[hit], geom))
+            better = area > best
+            labels[better], best[better] = k, area[better]
+        return labels
+
+
+def load_points(path: Path) -> np.ndarray:
+    """Cell-detection points (level-0 px) as an (n, 2) float array, from CSV (columns x,y) or GeoJSON Points."""
+    if path.suffix.lower() in (".json", ".geojson"):
+        coords = []
+        for feat in _load_features(path):
+            try:
+                geom = shape(feat["geometry"])
+            except Exception:
+                continue
+            if geom.geom_type == "Point":
+                coords.append((geom.x, geom.y))
+            elif geom.geom_type == "MultiPoint":
+                coords += [(p.x, p.y) for p in geom.geoms]
+        if not coords:
+            raise InputError(path, "no point annotations")
+        return np.asarray(coords, dtype=np.float64)
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"not a readable CSV ({str(exc)[:100]})") from None
+    cols = {c.lower().strip(): c for c in table.columns}
+    if "x" not in cols or "y" not in cols:
+        raise InputError(path, "points CSV needs columns x and y")
+    pts = table[[cols["x"], cols["y"]]].apply(pd.to_numeric, errors="coerce").dropna().to_numpy(np.float64)
+    if len(pts) == 0:
+        raise InputError(path, "no points")
+    return pts

@@ -1,0 +1,251 @@
+"""Pixel sources behind `Slide`: OpenSlide, tifffile and PIL, each reading one rectangle of one pyramid level.
+
+Every backend returns RGB uint8 with the part outside the level painted white, so `Slide` does the µm/px
+arithmetic once for all formats. OpenSlide covers the vendor formats (SVS, NDPI, MRXS, SCN, generic tiled TIFF);
+tifffile covers the TIFFs OpenSlide refuses (OME-TIFF, strip TIFF, JPEG 2000 / 16-bit / grey tiles via
+imagecodecs); PIL reads PNG/JPEG as one-level slides.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from histoeq.errors import InputError
+
+
+def to_rgb8(arr: np.ndarray) -> np.ndarray:
+    """Any decoded pixel array -> RGB uint8: grey is repeated, alpha composited on white, 16-bit/float scaled."""
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating):
+            arr = np.clip(arr * (255.0 if arr.max(initial=0) <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+        else:  # unsigned/signed integers: use the full range of the type (uint16 -> /257)
+            arr = (arr.astype(np.float64) * (255.0 / np.iinfo(arr.dtype).max)).round().clip(0, 255).astype(np.uint8)
+    channels = arr.shape[2]
+    if channels == 1:
+        return np.repeat(arr, 3, axis=2)
+    if channels == 2:  # grey + alpha
+        arr = np.concatenate([np.repeat(arr[:, :, :1], 3, axis=2), arr[:, :, 1:2]], axis=2)
+        channels = 4
+    if channels >= 4:
+        alpha = arr[:, :, 3:4].astype(np.uint16)
+        rgb = arr[:, :, :3].astype(np.uint16)
+        return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+    return np.ascontiguousarray(arr[:, :, :3])
+
+
+def _paste(dst: np.ndarray, src: np.ndarray, x: int, y: int) -> None:
+    """Copy `src` into `dst` at (x, y) in dst coordinates, clipping what falls outside."""
+    h, w = dst.shape[:2]
+    x0, y0 = max(x, 0), max(y, 0)
+    x1, y1 = min(x + src.shape[1], w), min(y + src.shape[0], h)
+    if x1 > x0 and y1 > y0:
+        dst[y0:y1, x0:x1] = src[y0 - y:y1 - y, x0 - x:x1 - x]
+
+
+class OpenSlideBackend:
+    name = "openslide"
+
+    def __init__(self, path: Path) -> None:
+        import openslide
+
+        self._slide = openslide.OpenSlide(str(path))
+        props = self._slide.properties
+        self.vendor = props.get("openslide.vendor", "unknown")
+        self.level_dimensions = [tuple(map(int, d)) for d in self._slide.level_dimensions]
+        self.level_downsamples = [float(d) for d in self._slide.level_downsamples]
+        try:
+            mx, my = float(props["openslide.mpp-x"]), float(props["openslide.mpp-y"])
+            self.mpp: float | None = (mx + my) / 2 if mx > 0 and my > 0 else None
+        except (KeyError, ValueError):
+            self.mpp = None
+        self.properties = dict(props)
+
+    def read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        ds = self.level_downsamples[level]
+        # OpenSlide takes the location in level-0 pixels and paints outside the slide transparent.
+        region = self._slide.read_region((int(round(x * ds)), int(round(y * ds))), level, (w, h))
+        return to_rgb8(np.asarray(region))
+
+    def close(self) -> None:
+        self._slide.close()
+
+
+class TiffFileBackend:
+    """Tiled or stripped TIFF pyramids via tifffile; tiles decoded on demand (imagecodecs) with a small LRU cache."""
+
+    name = "tifffile"
+    _CACHE_TILES = 256
+
+    def __init__(self, path: Path) -> None:
+        import tifffile
+
+        self._tif = tifffile.TiffFile(str(path))
+        if not self._tif.series:
+            raise ValueError("no image series")
+        series = self._tif.series[0]
+        self._pages = [level.pages[0] for level in series.levels]
+        for page in self._pages:
+            page.shape  # noqa: B018  (forces the page to be parsed now, so broken files fail at open)
+        self.level_dimensions = [(int(p.imagewidth), int(p.imagelength)) for p in self._pages]
+        w0 = self.level_dimensions[0][0]
+        self.level_downsamples = [w0 / d[0] for d in self.level_dimensions]
+        t = self._tif
+        self.vendor = "ome-tiff" if t.is_ome else "aperio" if t.is_svs else "generic-tiff"
+        self.mpp = self._read_mpp()
+        self.properties: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._whole: dict[int, np.ndarray] = {}
+
+    def _read_mpp(self) -> float | None:
+        t, page = self._tif, self._pages[0]
+        if t.is_ome:
+            import re
+
+            m = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', t.ome_metadata or "")
+            unit = re.search(r'PhysicalSizeXUnit="([^"]+)"', t.ome_metadata or "")
+            if m and (unit is None or unit.group(1) in ("µm", "um", "\u00b5m")):
+                return float(m.group(1))
+        if t.is_svs:
+            import re
+
+            m = re.search(r"MPP\s*=\s*([0-9.]+)", page.description or "")
+            if m:
+                return float(m.group(1))
+        tag, unit = page.tags.get("XResolution"), page.tags.get("ResolutionUnit")
+        if tag is not None and unit is not None:
+            num, den = tag.value
+            if num and den:
+                per_unit = num / den
+                mpp = {2: 25400.0, 3: 10000.0}.get(int(unit.value), 0.0) / per_unit
+                # 72/96/300 dpi defaults of non-microscopy software are not a scan resolution.
+                if 0 < mpp < 50:
+                    return mpp
+        return None
+
+    def _tile(self, level: int, index: int) -> np.ndarray:
+        key = (level, index)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+            page = self._pages[level]
+            offset, count = page.dataoffsets[index], page.databytecounts[index]
+            if count:
+                fh = self._tif.filehandle
+                fh.seek(offset)
+                data = fh.read(count)
+            else:
+                data = None
+        seg, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
+        tile = to_rgb8(seg[0]) if seg is not None else np.full((page.tilelength, page.tilewidth, 3), 255, np.uint8)
+        with self._lock:
+            self._cache[key] = tile
+            while len(self._cache) > self._CACHE_TILES:
+                self._cache.popitem(last=False)
+        return tile
+
+    def read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        page = self._pages[level]
+        out = np.full((h, w, 3), 255, np.uint8)
+        if not page.is_tiled:  # strips: decode the level once (plain TIFFs are small enough)
+            if level not in self._whole:
+                with self._lock:
+                    self._whole[level] = to_rgb8(page.asarray())
+            _paste(out, self._whole[level], -x, -y)
+            return out
+        tw, th = page.tilewidth, page.tilelength
+        lw, lh = self.level_dimensions[level]
+        across = -(-lw // tw)
+        for ty in range(max(y, 0) // th, min(y + h, lh) // th + 1):
+            for tx in range(max(x, 0) // tw, min(x + w, lw) // tw + 1):
+                if ty * th >= lh or tx * tw >= lw or (ty + 1) * th <= y or (tx + 1) * tw <= x:
+                    continue
+                tile = self._tile(level, ty * across + tx)
+                # Tiles at the right/bottom edge are padded by the encoder; crop them to the level.
+                tile = tile[: min(th, lh - ty * th), : min(tw, lw - tx * tw)]
+                _paste(out, tile, tx * tw - x, ty * th - y)
+        return out
+
+    def close(self) -> None:
+        self._tif.close()
+
+
+class PilBackend:
+    """PNG/JPEG (and other PIL formats) as a one-level slide, decoded once."""
+
+    name = "pil"
+
+    def __init__(self, path: Path) -> None:
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = None  # slides are large on purpose
+        with Image.open(path) as img:
+            self.vendor = (img.format or "image").lower()
+            img.load()
+            if img.mode not in ("RGB", "RGBA", "L", "LA", "I;16", "I"):
+                img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
+            self._pixels = to_rgb8(np.asarray(img))
+        self.level_dimensions = [(self._pixels.shape[1], self._pixels.shape[0])]
+        self.level_downsamples = [1.0]
+        self.mpp = None  # PNG/JPEG carry no trustworthy scan resolution
+        self.properties = {}
+
+    def read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        out = np.full((h, w, 3), 255, np.uint8)
+        _paste(out, self._pixels, -x, -y)
+        return out
+
+    def close(self) -> None:
+        self._pixels = np.zeros((0, 0, 3), np.uint8)
+
+
+PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+
+
+def open_backend(path: Path) -> OpenSlideBackend | TiffFileBackend | PilBackend:
+    """Pick the backend for `path`: PIL for PNG/JPEG, else OpenSlide, else tifffile for TIFFs OpenSlide refuses."""
+    if not path.exists():
+        raise InputError(path, "no such file")
+    if path.is_dir() and not (path / "Slidedat.ini").exists():
+        raise InputError(path, "is a folder, not a slide")
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputError(path, "not a readable slide (zero-byte file)")
+    if path.suffix.lower() in PIL_SUFFIXES:
+        try:
+            return PilBackend(path)
+        except Exception as exc:  # PIL raises many types for broken files
+            raise InputError(path, f"not a readable image ({_short(exc)})") from None
+    errors = []
+    try:
+        return OpenSlideBackend(path)
+    except Exception as exc:  # openslide raises OpenSlideError/UnsupportedFormat and OSError
+        errors.append(f"openslide: {_short(exc)}")
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise InputError(path, f"cannot read ({exc.strerror or exc})") from None
+    if magic in TIFF_MAGIC:
+        try:
+            return TiffFileBackend(path)
+        except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct errors on truncated files
+            errors.append(f"tifffile: {_short(exc)}")
+        return _raise_unreadable(path, "truncated or corrupt TIFF", errors)
+    return _raise_unreadable(path, "not a readable slide (unknown format)", errors)
+
+
+def _raise_unreadable(path: Path, what: str, errors: list[str]) -> None:
+    raise InputError(path, f"{what} ({'; '.join(errors)})")
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:160]

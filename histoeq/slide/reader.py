@@ -1,0 +1,121 @@
+"""One slide interface for every format: read any level-0 rectangle at a requested µm/px.
+
+Models are trained at a physical scale (e.g. 4 µm/px), not at a pyramid level, so `Slide.read_region` takes the
+scale and picks the level: the coarsest level that is still at least as fine as asked, then exactly one resampling
+(area averaging when shrinking) to the requested output size. Reading at the native scale of a level is a plain
+copy, which is what makes extracted patches identical to the scanner's pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import TracebackType
+
+import cv2  # opencv-python-headless comes with albumentations; fastest area/linear resize available here
+import numpy as np
+
+from histoeq.errors import InputError
+from histoeq.slide.backends import open_backend
+
+_LEVEL_TOLERANCE = 1e-2  # pyramid downsamples are reported inexactly (2.0008 for 2)
+
+
+class Slide:
+    """An open whole-slide image (use `open_slide`). Coordinates are level-0 pixels unless said otherwise."""
+
+    def __init__(self, path: str | Path, mpp: float | None = None) -> None:
+        self.path = Path(path)
+        if mpp is not None and not (mpp > 0 and math.isfinite(mpp)):
+            raise InputError(self.path, f"--mpp must be a positive number, got {mpp}")
+        self._backend = open_backend(self.path)
+        self.backend: str = self._backend.name
+        self.vendor: str = self._backend.vendor
+        self.level_dimensions: list[tuple[int, int]] = list(self._backend.level_dimensions)
+        self.level_downsamples: list[float] = list(self._backend.level_downsamples)
+        self.dimensions: tuple[int, int] = self.level_dimensions[0]
+        self.metadata_mpp: float | None = self._backend.mpp
+        self._mpp = mpp if mpp is not None else self._backend.mpp
+        if self.dimensions[0] <= 0 or self.dimensions[1] <= 0:
+            self.close()
+            raise InputError(self.path, "slide has no pixels")
+
+    @property
+    def mpp(self) -> float:
+        """µm per level-0 pixel (the `mpp=` override wins over metadata)."""
+        if self._mpp is None:
+            raise InputError(self.path, "no resolution (µm/px) in the slide metadata; pass --mpp")
+        return self._mpp
+
+    @property
+    def level_count(self) -> int:
+        return len(self.level_dimensions)
+
+    def best_level(self, downsample: float) -> int:
+        """The coarsest level whose downsample does not exceed `downsample` (so we only ever shrink)."""
+        best = 0
+        for level, ds in enumerate(self.level_downsamples):
+            if ds <= downsample * (1 + _LEVEL_TOLERANCE) and ds >= self.level_downsamples[best]:
+                best = level
+        return best
+
+    def read_region(self, location: tuple[int, int], size: tuple[int, int], mpp: float) -> np.ndarray:
+        """RGB uint8 (h, w, 3) of `size` output pixels at `mpp` µm/px, top-left at level-0 `location`.
+
+        Parts outside the slide are white. One resampling at most: none when `mpp` matches a level.
+        """
+        return self.read_region_at(location, size, mpp / self.mpp)
+
+    def read_region_at(self, location: tuple[int, int], size: tuple[int, int], downsample: float) -> np.ndarray:
+        """`read_region` with the scale given as a downsample from level 0 (needs no mpp)."""
+        w, h = int(size[0]), int(size[1])
+        if w <= 0 or h <= 0:
+            raise ValueError(f"region size must be positive, got {size}")
+        level = self.best_level(downsample)
+        level_ds = self.level_downsamples[level]
+        x_l, y_l = location[0] / level_ds, location[1] / level_ds
+        scale = downsample / level_ds  # output px -> level px
+        if abs(scale - 1.0) <= _LEVEL_TOLERANCE:
+            return self._read(level, int(round(x_l)), int(round(y_l)), w, h)
+        x0, y0 = int(math.floor(x_l)), int(math.floor(y_l))
+        w_l = max(1, int(math.ceil(x_l + w * scale)) - x0)
+        h_l = max(1, int(math.ceil(y_l + h * scale)) - y0)
+        pixels = self._read(level, x0, y0, w_l, h_l)
+        interp = cv2.INTER_AREA if scale > 1 else cv2.INTER_LINEAR
+        return cv2.resize(pixels, (w, h), interpolation=interp)
+
+    def _read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        try:
+            return self._backend.read(level, x, y, w, h)
+        except InputError:
+            raise
+        except Exception as exc:  # decoder errors on truncated/corrupt tiles
+            raise InputError(self.path, f"corrupt slide data at level {level} ({str(exc)[:120] or type(exc).__name__})"
+                             ) from None
+
+    def thumbnail(self, max_size: int = 2048) -> tuple[np.ndarray, float]:
+        """The whole slide scaled so its longer side is at most `max_size`; returns (RGB, downsample vs level 0)."""
+        w0, h0 = self.dimensions
+        downsample = max(1.0, max(w0, h0) / max_size)
+        tw, th = max(1, int(round(w0 / downsample))), max(1, int(round(h0 / downsample)))
+        thumb = self.read_region_at((0, 0), (tw, th), downsample)
+        return thumb, w0 / tw
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Slide({self.path.name!r}, backend={self.backend}, vendor={self.vendor}, dims={self.dimensions}, "
+                f"levels={self.level_count}, mpp={self._mpp})")
+
+
+def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
+    """Open a slide with the right backend; `mpp` overrides the metadata resolution. Use as a context manager."""
+    return Slide(path, mpp=mpp)

@@ -1,0 +1,100 @@
+"""The contract between `histoeq export` and `histoeq predict`: what an exported ONNX file says about itself.
+
+An ONNX file must be usable on its own, on a server that never saw the training run, so everything `predict` needs
+travels inside it as ONNX ``metadata_props``: one key ``histoeq`` holding a JSON document (the source of truth) plus a
+few flat, human-readable keys (``histoeq.model``, ``histoeq.classes`` ...) that Netron or ``onnx`` show at a glance.
+
+Normalisation decision: the graph takes **uint8 RGB tiles, NHWC** (``image``: batch x tile x tile x 3) and does the
+uint8 -> float -> (x - mean) / std step itself, so a caller cannot get the normalisation wrong and feeds exactly what
+a slide reader returns. The mean/std are nevertheless recorded in the metadata for provenance. Outputs are
+``logits`` and ``probabilities`` (softmax over the classes, float32), both batch x classes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from histoeq.errors import InputError
+
+METADATA_KEY = "histoeq"
+FORMAT = "histoeq-onnx"
+FORMAT_VERSION = 1
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("logits", "probabilities")
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """Everything `predict` (and a human auditing a deployed model) needs to know about an exported model."""
+
+    model_name: str
+    model_config: dict[str, Any]
+    group: dict[str, Any]  # {"name": "D4", "order": 8}
+    classes: list[str]
+    tile_px: int
+    mpp: float  # micrometres per pixel of the tiles the model was trained on
+    normalisation: dict[str, list[float]]  # mean/std in [0, 1] units, applied inside the graph
+    precision: str = "fp32"  # fp32 or fp16 (weights and activations; input stays uint8, outputs float32)
+    data_hash: str | None = None
+    fraction_hash: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    histoeq_version: str = ""
+    verification: dict[str, Any] = field(default_factory=dict)
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+    input: dict[str, Any] = field(
+        default_factory=lambda: {"name": INPUT_NAME, "layout": "NHWC", "dtype": "uint8", "normalised_in_graph": True}
+    )
+    outputs: list[str] = field(default_factory=lambda: list(OUTPUT_NAMES))
+
+    @property
+    def positive_class(self) -> str:
+        """The class a heatmap shows: the last one (``1``/``idc``/``tumor`` in a binary model)."""
+        return self.classes[-1]
+
+    def to_props(self) -> dict[str, str]:
+        """ONNX ``metadata_props``: the JSON document plus flat keys for people and generic tools."""
+        doc = asdict(self)
+        return {
+            METADATA_KEY: json.dumps(doc, sort_keys=True),
+            "histoeq.model": self.model_name,
+            "histoeq.group": str(self.group.get("name", "")),
+            "histoeq.classes": ",".join(self.classes),
+            "histoeq.tile_px": str(self.tile_px),
+            "histoeq.mpp": repr(self.mpp),
+            "histoeq.version": self.histoeq_version,
+        }
+
+
+_REQUIRED = ("model_name", "model_config", "group", "classes", "tile_px", "mpp", "normalisation")
+
+
+def parse_metadata(props: Mapping[str, str], path: str | Path) -> ModelMetadata:
+    """Read the metadata of an exported model; anything missing or malformed is an `InputError` naming the file."""
+    raw = props.get(METADATA_KEY)
+    if raw is None:
+        raise InputError(path, "ONNX model has no histoeq metadata (export it with `histoeq export`)")
+    try:
+        doc = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"histoeq metadata is not valid JSON ({exc.msg})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise InputError(path, "histoeq metadata has the wrong format marker")
+    if int(doc.get("format_version", 0)) > FORMAT_VERSION:
+        raise InputError(path, f"model format version {doc.get('format_version')} is newer than this histoeq")
+    missing = [k for k in _REQUIRED if k not in doc]
+    if missing:
+        raise InputError(path, f"histoeq metadata lacks {', '.join(missing)}")
+    known = {f for f in ModelMetadata.__dataclass_fields__}
+    meta = ModelMetadata(**{k: v for k, v in doc.items() if k in known})
+    if not meta.classes or not all(isinstance(c, str) for c in meta.classes):
+        raise InputError(path, "histoeq metadata has no class names")
+    if not isinstance(meta.tile_px, int) or meta.tile_px < 4:
+        raise InputError(path, f"histoeq metadata has an unusable tile size ({meta.tile_px!r})")
+    if not isinstance(meta.mpp, int | float) or not meta.mpp > 0:
+        raise InputError(path, f"histoeq metadata has an unusable µm/px ({meta.mpp!r})")
+    return meta

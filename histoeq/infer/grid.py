@@ -1,0 +1,91 @@
+"""Where tiles go on a slide: a grid centred on the slide, so that rotating the slide rotates the tile grid.
+
+A grid anchored at the level-0 origin is not rotation-equivariant: after a 90° turn the old right edge becomes the
+top edge, and the leftover strip (slide size modulo the tile step) moves from the right/bottom to the top/left, so
+every tile lands a fraction of a tile off its rotated twin. Centring the grid puts half the leftover on each side:
+the tile set is then symmetric under x -> W - x - footprint (and likewise in y), hence under all eight 90°
+rotations and mirrors of the slide, and a p4m model gives the rotated heatmap exactly. With integer level-0
+positions this is exact when the leftover (W - span) is even; when it is odd the grid is off by one level-0 pixel
+after a rotation (documented, harmless at 50 px tiles).
+
+Positions and sizes are in level-0 pixels; `tile_px`/`stride_px` are in model pixels (at the model's µm/px).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """A centred grid of `rows` x `cols` square tiles on a slide of `width` x `height` level-0 px."""
+
+    width: int
+    height: int
+    origin_x: float
+    origin_y: float
+    step: float  # level-0 px between neighbouring tiles
+    footprint: float  # level-0 px covered by one tile's side
+    cols: int
+    rows: int
+    tile_px: int
+    stride_px: int
+
+    @property
+    def count(self) -> int:
+        return self.rows * self.cols
+
+    def top_left(self, row: np.ndarray, col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Integer level-0 top-left corners of tiles (row, col)."""
+        x = np.floor(self.origin_x + col * self.step + 0.5).astype(np.int64)
+        y = np.floor(self.origin_y + row * self.step + 0.5).astype(np.int64)
+        return x, y
+
+
+def _axis(length: int, footprint: float, step: float) -> tuple[int, float]:
+    if length + 1e-9 < footprint:
+        return 0, 0.0
+    count = math.floor((length - footprint) / step + 1e-9) + 1
+    span = footprint + (count - 1) * step
+    return count, (length - span) / 2.0
+
+
+def tile_grid(
+    dimensions: tuple[int, int], slide_mpp: float, model_mpp: float, tile_px: int, stride_px: int | None = None
+) -> TileGrid:
+    """The centred grid of model tiles (``tile_px`` at ``model_mpp``) on a slide of level-0 `dimensions`."""
+    stride_px = stride_px or tile_px
+    if stride_px <= 0 or tile_px <= 0:
+        raise ValueError("tile size and stride must be positive")
+    scale = model_mpp / slide_mpp
+    footprint, step = tile_px * scale, stride_px * scale
+    width, height = int(dimensions[0]), int(dimensions[1])
+    cols, ox = _axis(width, footprint, step)
+    rows, oy = _axis(height, footprint, step)
+    # Integer origins when the leftover is even; see the module docstring for the odd case.
+    return TileGrid(width, height, ox, oy, step, footprint, cols, rows, tile_px, stride_px)
+
+
+def tissue_fraction(grid: TileGrid, mask: np.ndarray, downsample: float) -> np.ndarray:
+    """Fraction of each tile's footprint that is tissue, (rows, cols), from a thumbnail mask (summed-area table)."""
+    if grid.count == 0:
+        return np.zeros((grid.rows, grid.cols))
+    sat = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
+    sat[1:, 1:] = np.cumsum(np.cumsum(mask.astype(np.int64), axis=0), axis=1)
+    cols, rows = np.arange(grid.cols), np.arange(grid.rows)
+    x0 = grid.origin_x + cols * grid.step
+    y0 = grid.origin_y + rows * grid.step
+
+    def bounds(start: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        lo = np.clip(np.floor(start / downsample + 0.5).astype(np.int64), 0, limit)
+        hi = np.clip(np.floor((start + grid.footprint) / downsample + 0.5).astype(np.int64), 0, limit)
+        return lo, np.maximum(hi, np.minimum(lo + 1, limit))
+
+    c0, c1 = bounds(x0, mask.shape[1])
+    r0, r1 = bounds(y0, mask.shape[0])
+    total = sat[r1][:, c1] - sat[r0][:, c1] - sat[r1][:, c0] + sat[r0][:, c0]
+    area = np.outer(r1 - r0, c1 - c0)
+    return np.where(area > 0, total / np.maximum(area, 1), 0.0)

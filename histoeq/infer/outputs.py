@@ -1,0 +1,95 @@
+"""Per-slide result files, each written atomically (temporary name in the same folder, then `os.replace`).
+
+* ``<stem>.csv``: one row per tile, ``minx,miny,width,height,prob_<class>...`` in level-0 pixels, as WSInfer writes.
+* ``<stem>.geojson``: the same tiles as QuPath-ready detection objects (polygon, classification = most likely
+  class with its colour, measurements = probabilities); streamed, so a 400k-tile slide needs no big buffer.
+* ``<stem>.heatmap.png``: the positive-class probability over the thumbnail (see `heatmap`).
+* ``<stem>.json``: run metadata, written last: its presence with all listed outputs marks the slide complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+SUFFIXES = (".csv", ".geojson", ".heatmap.png", ".json")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_COLOURS = [[0, 153, 0], [204, 0, 0], [0, 102, 204], [230, 159, 0], [128, 0, 128], [0, 158, 115]]
+
+
+def output_paths(out_dir: Path, stem: str) -> dict[str, Path]:
+    return {suffix: out_dir / f"{stem}{suffix}" for suffix in SUFFIXES}
+
+
+def write_atomically(path: Path, write: Callable[[IO[Any]], None], binary: bool = False) -> None:
+    """Call `write` on a temporary file next to `path`, then rename it over `path` (never a half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": "", "encoding": "utf-8"})) as fh:
+            write(fh)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_tiles_csv(path: Path, x: np.ndarray, y: np.ndarray, size: int, probs: np.ndarray, classes: Sequence[str]):
+    header = ",".join(["minx", "miny", "width", "height", *(f"prob_{c}" for c in classes)])
+
+    def write(fh: IO[str]) -> None:
+        fh.write(header + "\n")
+        for start in range(0, len(x), 65536):  # chunks keep memory flat
+            end = start + 65536
+            block = np.column_stack([x[start:end], y[start:end]])
+            for (tx, ty), p in zip(block, probs[start:end], strict=True):
+                fh.write(f"{tx},{ty},{size},{size}," + ",".join(f"{v:.6f}" for v in p) + "\n")
+
+    write_atomically(path, write)
+
+
+def write_tiles_geojson(
+    path: Path, x: np.ndarray, y: np.ndarray, size: int, probs: np.ndarray, classes: Sequence[str]
+) -> None:
+    best = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int)
+
+    def write(fh: IO[str]) -> None:
+        fh.write('{"type": "FeatureCollection", "features": [\n')
+        for i in range(len(x)):
+            x0, y0, x1, y1 = int(x[i]), int(y[i]), int(x[i]) + size, int(y[i]) + size
+            feature = {
+                "type": "Feature",
+                "geometry": {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]},
+                "properties": {
+                    "objectType": "tile",
+                    "classification": {"name": classes[best[i]], "color": _COLOURS[best[i] % len(_COLOURS)]},
+                    "measurements": {f"prob_{c}": round(float(p), 6) for c, p in zip(classes, probs[i], strict=True)},
+                },
+            }
+            fh.write(("," if i else "") + json.dumps(feature, separators=(",", ":")) + "\n")
+        fh.write("]}\n")
+
+    write_atomically(path, write)
+
+
+def write_run_json(path: Path, record: dict[str, Any]) -> None:
+    write_atomically(path, lambda fh: json.dump(record, fh, indent=2, sort_keys=True))
+
+
+def is_complete(out_dir: Path, stem: str) -> bool:
+    """Whether a previous run finished this slide: the JSON record exists, parses and its outputs all exist."""
+    paths = output_paths(out_dir, stem)
+    try:
+        record = json.loads(paths[".json"].read_text())
+    except (OSError, ValueError):
+        return False
+    listed = record.get("outputs", {}) if isinstance(record, dict) else {}
+    return all((out_dir / Path(name).name).is_file() for name in listed.values()) and len(listed) >= 3

@@ -60,3 +60,41 @@ def _is_rank0() -> bool:
     import os
 
     return os.environ.get("RANK", "0") == "0"
+
+
+@app.command("eval")
+def eval_command(
+    runs: list[Path] = typer.Argument(..., help="Run folders (their best.pt), checkpoints, or exported models."),
+    data: Path = typer.Option(..., "--data", help="Dataset folder."),
+    out: Path = typer.Option(..., "--out", help="Output folder for eval.json and the plot."),
+    split: str = typer.Option("test", "--split", help="train, val or test."),
+    rotations: int = typer.Option(8, "--rotations", help="N: evaluate at angles k*360/N."),
+    flips: bool = typer.Option(False, "--flips", help="Also evaluate every angle after a mirror."),
+    tta: str = typer.Option("none", "--tta", help="none or d4 (average over the 8 dihedral transforms)."),
+    slides: Path = typer.Option(None, "--slides", help="Folder with the source slides, for real rotation context."),
+    device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
+    batch_size: int = typer.Option(512, "--batch-size"),
+) -> None:
+    """Evaluate runs under rotations (and mirrors): metrics per angle, invariance error, label changes."""
+    from histoeq.cli._render import console, print_table, rich_progress
+    from histoeq.evaluate.report import evaluate_runs
+
+    with rich_progress(transient=True) as progress:
+        record = evaluate_runs(runs, data, out, split=split, rotations=rotations, flips=flips, tta=tta,
+                               slides=slides, device=device, batch_size=batch_size, progress=progress)
+    for result in record["runs"]:
+        rows = [[r["view"], r["exact"], r["auc"], r["accuracy"], r["balanced_accuracy"], r["f1"],
+                 r["invariance_mean"], r["invariance_max"]] for r in result["views"]]
+        print_table(f"{result['run']} on {split} (n={result['n']}, tta={record['tta']})",
+                    ["View (deg)", "Exact", "AUC", "Acc", "Bal. acc", "F1", "|dp| mean", "|dp| max"], rows)
+        inv = result["invariance"]
+        console.print(f"invariance exact: mean {_fmt(inv['exact']['mean'])} max {_fmt(inv['exact']['max'])}; "
+                      f"interpolated: mean {_fmt(inv['interpolated']['mean'])} max "
+                      f"{_fmt(inv['interpolated']['max'])}; D4 spread {result['spread']['exact']:.3g}; "
+                      f"label changes {result['label_change_fraction']:.2%}")
+    console.print(f"rotation context: {record['context']}")
+    console.print(f"wrote {record['files']['json']} and {record['files']['plot']}")
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"

@@ -1,0 +1,73 @@
+"""`histoeq eval`: evaluate one or more runs (or exported models) under rotations and write the report.
+
+Writes ``eval.json`` (settings, context used, and per run the result of `evaluate_predictor`) and
+``auc_vs_angle.png`` into the output folder; the CLI prints the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from histoeq.errors import InputError
+from histoeq.evaluate.plots import plot_metric_vs_angle
+from histoeq.evaluate.predictors import load_predictor
+from histoeq.evaluate.rotation_eval import evaluate_predictor, prepare_inputs
+from histoeq.progress import ProgressFn, null_progress
+
+EVAL_JSON = "eval.json"
+PLOT_NAME = "auc_vs_angle.png"
+
+
+def angle_series(results: Sequence[tuple[str, dict[str, Any]]], metric: str = "auc") -> list[dict[str, Any]]:
+    series = []
+    for label, result in results:
+        for mirrored in (False, True):
+            rows = [r for r in result["views"] if r["mirrored"] == mirrored]
+            if rows:
+                series.append({"label": label + (" (mirrored)" if mirrored else ""), "mirrored": mirrored,
+                               "angles": [r["angle"] for r in rows], "values": [r[metric] for r in rows],
+                               "invariance": [r["invariance_mean"] for r in rows]})
+    return series
+
+
+def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path, *, split: str = "test",
+                  rotations: int = 8, flips: bool = False, tta: str | None = None, slides: Path | None = None,
+                  device: str = "auto", batch_size: int = 512, limit: int | None = None,
+                  progress: ProgressFn = null_progress) -> dict[str, Any]:
+    """Evaluate each run on `split` of `data` at N rotations (and mirrors); write eval.json and the plot."""
+    from histoeq.data.dataset import PatchDataset
+    from histoeq.train.distributed import resolve_device
+    from histoeq.train.runinfo import write_json
+
+    if not runs:
+        raise InputError(None, "no run folder or model given")
+    torch_device = resolve_device(device)
+    predictors = [load_predictor(r, torch_device) for r in runs]  # fail fast on a bad run before heavy work
+    dataset = PatchDataset.open(data)
+    for p in predictors:
+        if p.tile_px is not None and p.tile_px != dataset.tile_px:
+            raise InputError(p.name, f"model was trained on {p.tile_px} px tiles but {data} has "
+                                     f"{dataset.tile_px} px tiles")
+    inputs = prepare_inputs(dataset, split=split, rotations=rotations, flips=flips, slides=slides, limit=limit,
+                            progress=progress)
+    results = []
+    for i, p in enumerate(predictors):
+        result = evaluate_predictor(p.predict, inputs, tta=tta, batch_size=batch_size, progress=progress,
+                                    task=f"eval {i + 1}/{len(predictors)}")
+        results.append({"run": p.name, **p.info, **result})
+    out = Path(out)
+    record = {"data": str(data), "split": split, "rotations": rotations, "flips": flips, "tta": tta or "none",
+              "context": inputs.context, "n": int(len(inputs.labels)), "runs": results}
+    write_json(out / EVAL_JSON, record)
+    labels = [_short_label(r["run"], r.get("model_config")) for r in results]
+    plot_metric_vs_angle(angle_series(list(zip(labels, results))), out / PLOT_NAME, "auc",
+                         f"AUC vs rotation ({split}, {inputs.context.split(' (')[0]})")
+    record["files"] = {"json": str(out / EVAL_JSON), "plot": str(out / PLOT_NAME)}
+    return record
+
+
+def _short_label(run: str, config: dict[str, Any] | None) -> str:
+    name = (config or {}).get("name")
+    return f"{Path(run).name} ({name})" if name else Path(run).name

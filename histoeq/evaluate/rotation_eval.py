@@ -1,0 +1,162 @@
+"""Rotation evaluation of any predictor: metrics per view, invariance errors, label changes.
+
+The hook for other model formats is `evaluate_predictor(predict_fn, inputs_or_dataset, ...)`: `predict_fn` takes a
+uint8 batch (B, H, W, 3) RGB numpy array (un-normalised, as stored in the dataset) and returns class probabilities
+(B, C) or positive-class probabilities (B,). A PyTorch checkpoint (`histoeq.evaluate.predictors`) and an ONNX
+model plug in the same way, so their numbers are directly comparable.
+
+Definitions (scores are p(positive) for binary tasks, all class probabilities otherwise):
+
+* per view (angle k * 360/N, optionally mirrored): AUC, accuracy, balanced accuracy, F1 (scikit-learn);
+  invariance error |p(x) - p(view(x))|, mean and max over patches;
+* `invariance.exact` / `invariance.interpolated`: the same pooled over the 90-degree-multiple views (pure pixel
+  permutations; a D4-invariant model must give 0) and over the other angles (interpolated; never exactly 0);
+* `spread.exact`: max over patches of (max - min) of the score over all exact views;
+* `label_change_fraction`: share of patches whose predicted label is not the same in every view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from histoeq.evaluate.context import build_contexts, describe_context
+from histoeq.evaluate.metrics import METRIC_NAMES, classification_metrics, positive_score, predicted_labels
+from histoeq.evaluate.rotations import View, apply_view, exact_view, make_views
+from histoeq.progress import ProgressFn, null_progress
+
+PredictFn = Callable[[np.ndarray], np.ndarray]
+D4_VIEWS = make_views(4, flips=True)
+TTA_CHOICES = ("none", "d4")
+
+
+@dataclass
+class EvalInputs:
+    """Everything that does not depend on the model: patches, labels, views and their context squares."""
+
+    images: torch.Tensor  # uint8 (N, H, W, 3)
+    labels: np.ndarray
+    views: list[View]
+    split: str
+    tile_px: int
+    contexts: torch.Tensor | None = None
+    context_counts: dict[str, int] = field(default_factory=lambda: {"slide": 0, "reflect": 0})
+    dataset: str = ""
+
+    @property
+    def context(self) -> str:
+        if self.contexts is None:
+            return "not needed (all views are exact 90-degree multiples / mirrors)"
+        return describe_context(self.context_counts)
+
+
+def prepare_inputs(dataset: Any, split: str = "test", rotations: int = 8, flips: bool = False,
+                   slides: Path | None = None, limit: int | None = None,
+                   progress: ProgressFn = null_progress) -> EvalInputs:
+    """Load a split of a `PatchDataset` and, when some views are not 90-degree multiples, their context squares."""
+    if rotations < 1:
+        from histoeq.errors import HistoeqError
+
+        raise HistoeqError(f"--rotations must be at least 1, got {rotations}")
+    ids = dataset.split_ids(split)
+    if limit is not None:
+        ids = ids[:limit]
+    images = torch.from_numpy(np.ascontiguousarray(dataset.images[ids]))
+    views = make_views(rotations, flips)
+    inputs = EvalInputs(images=images, labels=dataset.labels[ids], views=views, split=split,
+                        tile_px=dataset.tile_px, dataset=str(dataset.path))
+    if not all(v.exact for v in views):
+        rows = dataset.index.iloc[ids] if (dataset.index["id"].to_numpy() == np.arange(len(dataset))).all() \
+            else dataset.index.set_index("id").loc[ids].reset_index()
+        inputs.contexts, inputs.context_counts = build_contexts(images, rows, dataset.meta, Path(dataset.path),
+                                                                slides, progress)
+    return inputs
+
+
+def d4_tta(predict_fn: PredictFn) -> PredictFn:
+    """Test-time augmentation: the mean prediction over the 8 exact dihedral transforms of each patch."""
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        tiles = torch.from_numpy(np.ascontiguousarray(batch))
+        outs = [np.asarray(predict_fn(exact_view(tiles, v).numpy()), dtype=np.float64) for v in D4_VIEWS]
+        return np.mean(outs, axis=0)
+
+    return predict
+
+
+def _predict_view(predict_fn: PredictFn, inputs: EvalInputs, view: View, batch_size: int) -> np.ndarray:
+    chunks = []
+    for start in range(0, len(inputs.labels), batch_size):
+        tiles = inputs.images[start:start + batch_size]
+        context = None if inputs.contexts is None else inputs.contexts[start:start + batch_size]
+        chunks.append(np.asarray(predict_fn(apply_view(tiles, view, context).numpy()), dtype=np.float64))
+    return np.concatenate(chunks)
+
+
+def evaluate_predictor(predict_fn: PredictFn, inputs: Any, *, tta: str | None = None, batch_size: int = 512,
+                       progress: ProgressFn = null_progress, task: str = "eval", **prepare_kw: Any) -> dict[str, Any]:
+    """Score `predict_fn` on every view of `inputs` (an `EvalInputs`, or a `PatchDataset` plus `prepare_inputs`
+    keyword arguments: split, rotations, flips, slides). Returns a JSON-able dict (see module docstring)."""
+    if not isinstance(inputs, EvalInputs):
+        inputs = prepare_inputs(inputs, progress=progress, **prepare_kw)
+    tta = tta or "none"
+    if tta not in TTA_CHOICES:
+        from histoeq.errors import HistoeqError
+
+        raise HistoeqError(f"unknown --tta {tta!r} (choose from {', '.join(TTA_CHOICES)})")
+    if tta == "d4":
+        predict_fn = d4_tta(predict_fn)
+    scores, labels_per_view, rows = [], [], []
+    reference: np.ndarray | None = None
+    for i, view in enumerate(inputs.views):
+        probs = _predict_view(predict_fn, inputs, view, batch_size)
+        score = positive_score(probs)
+        if reference is None:
+            reference = score
+        diff = np.abs(score - reference).reshape(len(score), -1).max(axis=1)
+        rows.append({"angle": view.angle, "mirrored": view.mirrored, "exact": view.exact, "view": view.name,
+                     **classification_metrics(inputs.labels, probs),
+                     "invariance_mean": float(diff.mean()), "invariance_max": float(diff.max())})
+        scores.append(score)
+        labels_per_view.append(predicted_labels(probs))
+        progress(task, i + 1, len(inputs.views), f"view {view.name}: AUC {rows[-1]['auc']:.4f}")
+    return _summarise(inputs, rows, scores, labels_per_view, tta)
+
+
+def _pooled(rows: list[dict[str, Any]], scores: list[np.ndarray], exact: bool) -> dict[str, float | None]:
+    picked = [i for i, r in enumerate(rows) if r["exact"] == exact and i > 0]
+    if not picked:
+        return {"mean": None, "max": None, "views": 0}
+    diffs = np.stack([np.abs(scores[i] - scores[0]).reshape(len(scores[0]), -1).max(axis=1) for i in picked])
+    return {"mean": float(diffs.mean()), "max": float(diffs.max()), "views": len(picked)}
+
+
+def _summarise(inputs: EvalInputs, rows: list[dict[str, Any]], scores: list[np.ndarray],
+               labels_per_view: list[np.ndarray], tta: str) -> dict[str, Any]:
+    exact_idx = [i for i, r in enumerate(rows) if r["exact"]]
+    stacked = np.stack([s.reshape(len(s), -1) for s in scores])  # (views, N, C')
+    exact_spread = stacked[exact_idx].max(axis=0) - stacked[exact_idx].min(axis=0)
+    labels = np.stack(labels_per_view)
+    changed = (labels != labels[0]).any(axis=0)
+    changed_exact = (labels[exact_idx] != labels[0]).any(axis=0)
+    summary = {}
+    for name in METRIC_NAMES:
+        values = np.array([r[name] for r in rows], dtype=np.float64)
+        summary[name] = {"identity": float(values[0]), "mean": float(np.nanmean(values)),
+                         "min": float(np.nanmin(values)), "max": float(np.nanmax(values)),
+                         "sd": float(np.nanstd(values))}
+    return {
+        "n": int(len(inputs.labels)), "split": inputs.split, "tta": tta, "context": inputs.context,
+        "context_counts": inputs.context_counts if inputs.contexts is not None else None,
+        "views": rows,
+        "invariance": {"exact": _pooled(rows, scores, True), "interpolated": _pooled(rows, scores, False)},
+        "spread": {"exact": float(exact_spread.max()), "exact_views": len(exact_idx)},
+        "label_change_fraction": float(changed.mean()),
+        "label_change_fraction_exact": float(changed_exact.mean()),
+        "summary": summary,
+    }

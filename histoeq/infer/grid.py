@@ -69,23 +69,10 @@ def tile_grid(
     return TileGrid(width, height, ox, oy, step, footprint, cols, rows, tile_px, stride_px)
 
 
-def tissue_fraction(grid: TileGrid, mask: np.ndarray, downsample: float) -> np.ndarray:
-    """Fraction of each tile's footprint that is tissue, (rows, cols), from a thumbnail mask (summed-area table)."""
-    if grid.count == 0:
-        return np.zeros((grid.rows, grid.cols))
-    sat = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
-    sat[1:, 1:] = np.cumsum(np.cumsum(mask.astype(np.int64), axis=0), axis=1)
-    cols, rows = np.arange(grid.cols), np.arange(grid.rows)
-    x0 = grid.origin_x + cols * grid.step
-    y0 = grid.origin_y + rows * grid.step
-
-    def bounds(start: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
-        lo = np.clip(np.floor(start / downsample + 0.5).astype(np.int64), 0, limit)
-        hi = np.clip(np.floor((start + grid.footprint) / downsample + 0.5).astype(np.int64), 0, limit)
-        return lo, np.maximum(hi, np.minimum(lo + 1, limit))
-
-    c0, c1 = bounds(x0, mask.shape[1])
-    r0, r1 = bounds(y0, mask.shape[0])
-    total = sat[r1][:, c1] - sat[r0][:, c1] - sat[r1][:, c0] + sat[r0][:, c0]
-    area = np.outer(r1 - r0, c1 - c0)
-    return np.where(area > 0, total / np.maximum(area, 1), 0.0)
+def tile_rects(grid: TileGrid) -> np.ndarray:
+    """Level-0 (x, y, w, h) of every grid cell, row-major (real-valued: for tissue-fraction lookup)."""
+    rows, cols = np.divmod(np.arange(grid.count), max(grid.cols, 1))
+    x = grid.origin_x + cols * grid.step
+    y = grid.origin_y + rows * grid.step
+    size = np.full(grid.count, grid.footprint)
+    return np.column_stack([x, y, size, size])

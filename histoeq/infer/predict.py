@@ -20,13 +20,14 @@ import numpy as np
 
 from histoeq import __version__
 from histoeq.errors import HistoeqError, InputError
-from histoeq.infer.grid import TileGrid, tile_grid, tissue_fraction
+from histoeq.infer.grid import TileGrid, tile_grid, tile_rects
 from histoeq.infer.heatmap import probability_grid, write_heatmap_png
 from histoeq.infer.onnx_model import OnnxTileModel
 from histoeq.infer.outputs import is_complete, output_paths, write_run_json, write_tiles_csv, write_tiles_geojson
 from histoeq.infer.reader import iter_batches
-from histoeq.infer.slide_access import open_for_inference, tissue_mask
 from histoeq.progress import ProgressFn, null_progress
+from histoeq.slide import open_slide
+from histoeq.slide.tissue import tissue_fraction, tissue_mask
 
 THUMBNAIL_PX = 1024  # tissue mask and heatmap background; 50 px tiles of a 32k slide are still 1.6 px here
 
@@ -94,7 +95,8 @@ def select_tiles(slide: Any, model: OnnxTileModel, options: PredictOptions) -> t
     if options.tissue_threshold <= 0:
         keep = np.ones((grid.rows, grid.cols), dtype=bool)
     else:
-        keep = tissue_fraction(grid, tissue_mask(thumb), float(downsample)) >= options.tissue_threshold
+        fraction = tissue_fraction(tissue_mask(thumb), float(downsample), tile_rects(grid))
+        keep = fraction.reshape(grid.rows, grid.cols) >= options.tissue_threshold
     return grid, keep, thumb, float(downsample)
 
 
@@ -124,7 +126,7 @@ def predict_slide(
 ) -> SlideResult:
     """Predict one slide and write its four outputs; returns what was done."""
     start = time.perf_counter()
-    slide = open_for_inference(path, options.mpp)
+    slide = open_slide(path, options.mpp)
     grid, keep, thumb, downsample = select_tiles(slide, model, options)
     indices, probs = run_tiles(slide, grid, keep, model, options, progress, task=path.name)
     infer_s = time.perf_counter() - start

@@ -98,3 +98,70 @@ def eval_command(
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3g}"
+
+
+@app.command("sweep")
+def sweep_command(
+    data: Path = typer.Option(..., "--data", help="Dataset folder."),
+    out: Path = typer.Option(..., "--out", help="Sweep folder (runs/, summary.csv, plots); rerun to resume."),
+    models: str = typer.Option("cnn,p4m,se2", "--models", help="Comma-separated model names."),
+    fractions: str = typer.Option("1,0.5,0.25,0.1", "--fractions", help="Comma-separated fractions in (0, 1]."),
+    augment: str = typer.Option("none,rot90", "--augment", help="Comma-separated augmentation presets."),
+    seeds: int = typer.Option(3, "--seeds", help="Seeds 0..N-1 per cell."),
+    epochs: int = typer.Option(20, "--epochs"),
+    width: int = typer.Option(None, "--width"),
+    match: str = typer.Option(None, "--match"),
+    orientations: int = typer.Option(8, "--orientations"),
+    batch_size: int = typer.Option(128, "--batch-size"),
+    lr: float = typer.Option(1e-3, "--lr"),
+    patience: int = typer.Option(5, "--patience"),
+    rotations: int = typer.Option(8, "--rotations", help="Test-split evaluation at angles k*360/N."),
+    flips: bool = typer.Option(False, "--flips"),
+    device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
+    max_steps: int = typer.Option(None, "--max-steps", help="Cap on optimizer steps per epoch (smoke tests)."),
+) -> None:
+    """Train and rotation-evaluate every (model, fraction, augmentation, seed) cell; finished cells are skipped."""
+    from histoeq.cli._render import console, print_table, rich_progress
+    from histoeq.errors import HistoeqError
+    from histoeq.train.sweep import SweepConfig, run_sweep
+
+    try:
+        fraction_values = [float(f) for f in _csv(fractions)]
+    except ValueError:
+        raise HistoeqError(f"--fractions must be comma-separated numbers, got {fractions!r}") from None
+    config = SweepConfig(data=data, out=out, models=_csv(models), fractions=fraction_values, augments=_csv(augment),
+                         seeds=seeds, epochs=epochs, width=width, match=match, orientations=orientations,
+                         batch_size=batch_size, lr=lr, patience=patience, device=device, rotations=rotations,
+                         flips=flips, max_steps=max_steps)
+    with rich_progress() as progress:
+        result = run_sweep(config, progress=progress)
+    rows = [[g["model"], g["augment"], g["fraction"], g["seeds"],
+             f"{g['auc_mean_angles_mean']:.4f} ± {g['auc_mean_angles_sd']:.4f}",
+             f"[{g['auc_mean_angles_ci95_low']:.4f}, {g['auc_mean_angles_ci95_high']:.4f}]",
+             g["invariance_interpolated_mean_mean"]] for g in result["groups"]]
+    print_table(f"histoeq sweep: {out}", ["Model", "Augment", "Fraction", "Seeds", "AUC (mean over angles)",
+                                          "95% CI", "|dp| interpolated"], rows)
+    console.print(f"{result['trained']} cells trained, {result['skipped']} already done; wrote {result['summary']}")
+
+
+@bench_app.command("train")
+def bench_train_command(
+    data: Path = typer.Option(..., "--data", help="Dataset folder."),
+    models: str = typer.Option("", "--models", help="Comma-separated model names (default: all)."),
+    fraction: float = typer.Option(1.0, "--fraction", help="Fraction of the train split to time."),
+    batch_size: int = typer.Option(128, "--batch-size"),
+    width: int = typer.Option(None, "--width"),
+    orientations: int = typer.Option(8, "--orientations"),
+    augment: str = typer.Option("none", "--augment"),
+    device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
+) -> None:
+    """Time one training epoch per model on the train split."""
+    from histoeq.cli._render import print_table, rich_progress
+    from histoeq.train.bench import bench_train
+
+    with rich_progress(transient=True) as progress:
+        rows = bench_train(data, _csv(models) or None, fraction=fraction, batch_size=batch_size, width=width,
+                           orientations=orientations, augment=augment, device=device, progress=progress)
+    print_table(f"one training epoch ({rows[0]['patches']} patches, batch {batch_size}, {rows[0]['device']}, "
+                f"{rows[0]['threads']} threads)", ["Model", "Params", "Seconds/epoch", "Patches/s"],
+                [[r["model"], r["parameters"], r["seconds"], r["patches_per_s"]] for r in rows])

@@ -1,0 +1,195 @@
+"""`histoeq sweep`: the models x data fractions x augmentations x seeds grid, trained and rotation-evaluated.
+
+Each cell is an ordinary run folder under ``OUT/runs/`` plus a ``cell.json`` written (atomically) once the cell is
+trained *and* evaluated, so a rerun skips finished cells and resumes an interrupted one from its last.pt. The test
+split and its rotated views are prepared once and shared by all cells. Outputs:
+
+* ``summary.csv``: one row per cell (test metrics at 0 degrees, averaged and worst over angles, invariance errors,
+  AUC per angle);
+* ``summary_groups.csv``: per (model, augment, fraction): number of seeds, mean, sd and 95 % t-interval of each
+  metric;
+* ``metric_vs_fraction.png`` (mean +- sd over seeds, one line per model and augmentation) and
+  ``metric_vs_angle.png`` (at the largest fraction, mean +- sd over seeds).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from histoeq.errors import HistoeqError
+from histoeq.evaluate.plots import plot_metric_vs_angle, plot_metric_vs_fraction
+from histoeq.evaluate.predictors import load_checkpoint_predictor
+from histoeq.evaluate.rotation_eval import evaluate_predictor, prepare_inputs
+from histoeq.progress import ProgressFn, null_progress
+from histoeq.train import runinfo
+from histoeq.train.batches import parse_augment
+from histoeq.train.distributed import resolve_device
+from histoeq.train.models import available_models
+from histoeq.train.trainer import TrainConfig, train
+
+CELL_JSON = "cell.json"
+GROUP_KEYS = ["model", "augment", "fraction"]
+GROUP_METRICS = ["auc_identity", "auc_mean_angles", "auc_min_angles", "balanced_accuracy_mean_angles",
+                 "f1_mean_angles", "invariance_exact_mean", "invariance_interpolated_mean", "label_change_fraction"]
+
+
+@dataclass
+class SweepConfig:
+    data: Path
+    out: Path
+    models: list[str]
+    fractions: list[float]
+    augments: list[str]
+    seeds: int = 3
+    epochs: int = 20
+    width: int | None = None
+    match: str | None = None
+    orientations: int = 8
+    batch_size: int = 128
+    lr: float = 1e-3
+    patience: int = 5
+    device: str = "auto"
+    rotations: int = 8
+    flips: bool = False
+    split: str = "test"
+    max_steps: int | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        unknown = [m for m in self.models if m not in available_models()]
+        if unknown or not self.models:
+            raise HistoeqError(f"unknown model {', '.join(unknown) or '(none given)'} "
+                               f"(available: {', '.join(available_models())})")
+        bad = [f for f in self.fractions if not (0.0 < f <= 1.0)]
+        if bad or not self.fractions:
+            raise HistoeqError(f"fractions must be in (0, 1], got {bad or 'none'}")
+        for preset in self.augments or ["?"]:
+            parse_augment(preset)
+        if self.seeds < 1:
+            raise HistoeqError(f"--seeds must be at least 1, got {self.seeds}")
+
+
+def cell_name(model: str, augment: str, fraction: float, seed: int) -> str:
+    return f"{model}_{augment.replace('+', '-')}_f{fraction:g}_s{seed}"
+
+
+def run_sweep(config: SweepConfig, progress: ProgressFn = null_progress) -> dict[str, Any]:
+    """Run every missing cell, then (re)write the summaries and plots from all finished cells."""
+    config.check()
+    from histoeq.data.dataset import PatchDataset
+
+    dataset = PatchDataset.open(config.data)
+    dataset.split_ids("train")
+    device = resolve_device(config.device)
+    cells = list(itertools.product(config.models, config.augments, config.fractions, range(config.seeds)))
+    out = Path(config.out)
+    inputs = None
+    skipped = 0
+    for i, (model, augment, fraction, seed) in enumerate(cells):
+        run_dir = out / "runs" / cell_name(model, augment, fraction, seed)
+        progress("sweep", i, len(cells), f"{run_dir.name}")
+        if (run_dir / CELL_JSON).exists():
+            skipped += 1
+            continue
+        train(TrainConfig(data=Path(config.data), model=model, out=run_dir, orientations=config.orientations,
+                          width=config.width, match=config.match, fraction=fraction, augment=augment,
+                          epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=seed,
+                          device=config.device, resume=True, patience=config.patience, max_steps=config.max_steps,
+                          model_kwargs=dict(config.model_kwargs)))
+        if inputs is None:
+            inputs = prepare_inputs(dataset, split=config.split, rotations=config.rotations, flips=config.flips)
+        predictor = load_checkpoint_predictor(run_dir, device)
+        result = evaluate_predictor(predictor.predict, inputs)
+        runinfo.write_json(run_dir / "eval.json", {"data": str(config.data), "split": config.split,
+                                                   "rotations": config.rotations, "flips": config.flips,
+                                                   "context": inputs.context, "runs": [{"run": str(run_dir),
+                                                                                        **result}]})
+        run_json = runinfo.read_json(run_dir / runinfo.RUN_JSON)
+        runinfo.write_json(run_dir / CELL_JSON, cell_row(model, augment, fraction, seed, run_json, result))
+    progress("sweep", len(cells), len(cells), f"{len(cells) - skipped} trained, {skipped} already done")
+    return write_summaries(out, [out / "runs" / cell_name(*c) for c in cells],
+                           {"cells": len(cells), "skipped": skipped, "trained": len(cells) - skipped})
+
+
+def cell_row(model: str, augment: str, fraction: float, seed: int, run_json: dict[str, Any],
+             result: dict[str, Any]) -> dict[str, Any]:
+    """One flat summary row (a line of summary.csv) for a finished cell."""
+    summary = result["summary"]
+    best_val = run_json.get("result", {}).get("best_val", {})
+    row = {
+        "model": model, "augment": augment, "fraction": fraction, "seed": seed,
+        "n_train": run_json.get("fraction", {}).get("n_train"), "epochs_run": run_json.get("result", {})
+        .get("epochs_run"), "best_epoch": run_json.get("result", {}).get("best_epoch"),
+        "val_auc": best_val.get("auc"),
+        "auc_identity": summary["auc"]["identity"], "auc_mean_angles": summary["auc"]["mean"],
+        "auc_min_angles": summary["auc"]["min"],
+        "balanced_accuracy_identity": summary["balanced_accuracy"]["identity"],
+        "balanced_accuracy_mean_angles": summary["balanced_accuracy"]["mean"],
+        "f1_identity": summary["f1"]["identity"], "f1_mean_angles": summary["f1"]["mean"],
+        "invariance_exact_mean": result["invariance"]["exact"]["mean"],
+        "invariance_interpolated_mean": result["invariance"]["interpolated"]["mean"],
+        "spread_exact": result["spread"]["exact"],
+        "label_change_fraction": result["label_change_fraction"],
+    }
+    for view in result["views"]:
+        row[f"auc_{view['view']}"] = view["auc"]
+    return row
+
+
+def group_stats(cells: pd.DataFrame) -> pd.DataFrame:
+    """Mean, sd and 95 % t-interval over seeds of each metric per (model, augment, fraction)."""
+    records = []
+    for key, part in cells.groupby(GROUP_KEYS, sort=True):
+        rec: dict[str, Any] = dict(zip(GROUP_KEYS, key))
+        rec["seeds"] = len(part)
+        for metric in GROUP_METRICS:
+            values = pd.to_numeric(part[metric], errors="coerce").dropna().to_numpy(dtype=np.float64)
+            mean = float(values.mean()) if values.size else float("nan")
+            sd = float(values.std(ddof=1)) if values.size > 1 else float("nan")
+            half = float(stats.t.ppf(0.975, values.size - 1) * sd / np.sqrt(values.size)) if values.size > 1 \
+                else float("nan")
+            rec.update({f"{metric}_mean": mean, f"{metric}_sd": sd, f"{metric}_ci95_low": mean - half,
+                        f"{metric}_ci95_high": mean + half})
+        records.append(rec)
+    return pd.DataFrame.from_records(records)
+
+
+def write_summaries(out: Path, run_dirs: list[Path], counts: dict[str, int]) -> dict[str, Any]:
+    rows = [json.loads((d / CELL_JSON).read_text()) for d in run_dirs if (d / CELL_JSON).exists()]
+    if not rows:
+        raise HistoeqError(f"{out}: no finished sweep cells to summarise")
+    cells = pd.DataFrame.from_records(rows).sort_values(["model", "augment", "fraction", "seed"])
+    groups = group_stats(cells)
+    runinfo.write_text_atomic(out / "summary.csv", cells.to_csv(index=False))
+    runinfo.write_text_atomic(out / "summary_groups.csv", groups.to_csv(index=False))
+    series = []
+    for (model, augment), part in groups.groupby(["model", "augment"], sort=True):
+        part = part.sort_values("fraction")
+        series.append({"label": f"{model} / {augment}", "fractions": part["fraction"].tolist(),
+                       "mean": part["auc_mean_angles_mean"].tolist(),
+                       "sd": part["auc_mean_angles_sd"].fillna(0.0).tolist()})
+    plot_metric_vs_fraction(series, out / "metric_vs_fraction.png", "test AUC (mean over angles)")
+    angle_cols = [c for c in cells.columns if c.startswith("auc_") and c[4:].lstrip("m").replace(".", "").isdigit()]
+    top = cells[cells["fraction"] == cells["fraction"].max()]
+    angle_series = []
+    for (model, augment), part in top.groupby(["model", "augment"], sort=True):
+        for mirrored in (False, True):
+            cols = [c for c in angle_cols if c[4:].startswith("m") == mirrored]
+            if not cols:
+                continue
+            values = part[cols].astype(float)
+            angle_series.append({"label": f"{model} / {augment}" + (" (mirrored)" if mirrored else ""),
+                                 "mirrored": mirrored, "angles": [float(c[4:].lstrip("m")) for c in cols],
+                                 "values": values.mean().tolist(), "sd": values.std(ddof=1).fillna(0.0).tolist()})
+    plot_metric_vs_angle(angle_series, out / "metric_vs_angle.png", "test AUC",
+                         f"test AUC vs angle at fraction {cells['fraction'].max():g} (mean ± sd over seeds)")
+    return {"out": str(out), **counts, "finished": len(rows), "summary": str(out / "summary.csv"),
+            "groups": groups.to_dict(orient="records")}

@@ -64,3 +64,11 @@ def small_threads() -> None:
 
     torch.set_num_threads(1)
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
+def small_idc_fixture_path(idc_dir: Path, tmp_path_factory) -> Path:  # noqa: ANN001 (pytest type)
+    """The session's small IDC dataset (built on first use, shared by every train/eval/sweep test module)."""
+    return build_small_idc(idc_dir, tmp_path_factory.getbasetemp() / "small_idc")
+
+
+FAST_TRAIN = ["--epochs", "1", "--max-steps", "2", "--batch-size", "32", "--width", "4", "--device", "cpu"]

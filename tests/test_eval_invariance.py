@@ -1,0 +1,72 @@
+"""At the production tile size (50 px) a trained p4m has zero spread over the 8 D4 views; a plain CNN does not.
+
+Also checks the rotation primitives: interpolated rotation by 90-degree multiples reproduces torch.rot90 exactly,
+and the training augmentation's D4 codes are the same transforms as the evaluation views.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from histoeq.evaluate.rotations import View, exact_view, make_views, reflect_context, context_size, rotate_context
+from histoeq.train.batches import apply_d4
+from tests.conftest import run_cli
+from tests.test_train_helpers import small_idc_fixture_path, small_threads
+
+
+@pytest.fixture(scope="module")
+def small_idc(idc_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    small_threads()
+    return small_idc_fixture_path(idc_dir, tmp_path_factory)
+
+
+@pytest.mark.realdata
+def test_p4m_has_zero_d4_spread_cnn_does_not(small_idc: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    spreads = {}
+    for model in ("p4m", "cnn"):
+        run = tmp_path / model
+        code, _, err = run_cli(["train", "--data", small_idc, "--model", model, "--out", run, "--epochs", "1",
+                                "--max-steps", "3", "--batch-size", "32", "--width", "4", "--augment", "none",
+                                "--device", "cpu"], capsys)
+        assert code == 0, err
+        code, _, err = run_cli(["eval", run, "--data", small_idc, "--out", tmp_path / f"eval_{model}",
+                                "--rotations", "4", "--flips", "--device", "cpu"], capsys)
+        assert code == 0, err
+        result = json.loads((tmp_path / f"eval_{model}" / "eval.json").read_text())["runs"][0]
+        assert result["spread"]["exact_views"] == 8 and len(result["views"]) == 8
+        assert result["context"].startswith("not needed")
+        spreads[model] = result["spread"]["exact"]
+        if model == "p4m":
+            assert result["invariance"]["exact"]["max"] <= 1e-5
+            assert result["label_change_fraction"] == 0.0
+    assert spreads["p4m"] <= 1e-5
+    assert spreads["cnn"] > 1e-3
+
+
+def test_d4_views_match_training_codes() -> None:
+    tiles = torch.randint(0, 256, (8, 50, 50, 3), dtype=torch.uint8)
+    for code in range(8):
+        view = View(90.0 * (code % 4), mirrored=code >= 4)
+        expected = exact_view(tiles, view)
+        got = apply_d4(tiles, torch.full((8,), code))
+        assert torch.equal(got, expected), code
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_interpolated_rotation_reduces_to_rot90(mirrored: bool) -> None:
+    tiles = torch.randint(0, 256, (4, 50, 50, 3), dtype=torch.uint8)
+    context = reflect_context(tiles, context_size(50))
+    assert torch.equal(context[:, 12:62, 12:62], tiles)
+    for angle in (0.0, 90.0, 180.0, 270.0):
+        view = View(angle, mirrored)
+        assert torch.equal(rotate_context(context, view, 50), exact_view(tiles, view)), angle
+
+
+def test_views() -> None:
+    views = make_views(8, flips=True)
+    assert len(views) == 16 and views[0] == View(0.0) and sum(v.exact for v in views) == 8

@@ -31,7 +31,7 @@ from histoeq.slide.tissue import tissue_fraction, tissue_mask
 
 GEOJSON_SUFFIXES = (".geojson", ".json")
 POINT_SUFFIXES = (".csv", ".geojson", ".json")
-MAX_BLOCK_TILES = 32
+BLOCK = 8  # grid tiles per block side: one region read serves up to 64 tiles
 
 
 @dataclass
@@ -153,17 +153,25 @@ def plan_points(slide: Slide, points: np.ndarray, opts: ExtractOptions) -> TileP
     return TilePlan(slide, centres[:, 0] - tile0 / 2, centres[:, 1] - tile0 / 2, labels, ds, False, skipped)
 
 
-def _blocks(plan: TilePlan, stride0: float) -> list[np.ndarray]:
-    """Tile indices grouped into runs of horizontally adjacent grid tiles (one region read each)."""
+def _blocks(plan: TilePlan, opts: ExtractOptions) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Grid tiles grouped into square blocks of up to BLOCK x BLOCK neighbours (one region read each).
+
+    Returns (tile indices, column offsets, row offsets) per block, offsets in grid steps from the block's
+    top-left. Points-mode tiles are read one by one.
+    """
     if not plan.grid:
-        return [np.array([i]) for i in range(len(plan.xs))]
-    order = np.lexsort((plan.xs, plan.ys))
-    xs, ys = plan.xs[order], plan.ys[order]
-    breaks = np.flatnonzero((np.diff(ys) != 0) | (np.abs(np.diff(xs) - stride0) > 1e-6)) + 1
-    runs = np.split(order, breaks)
+        zero = np.zeros(1, np.int64)
+        return [(np.array([i]), zero, zero) for i in range(len(plan.xs))]
+    stride0 = opts.stride * plan.downsample
+    col = np.rint((plan.xs - opts.origin[0]) / stride0).astype(np.int64)
+    row = np.rint((plan.ys - opts.origin[1]) / stride0).astype(np.int64)
+    key = (row // BLOCK) * (col.max(initial=0) // BLOCK + 1) + col // BLOCK
+    order = np.argsort(key, kind="stable")
+    bounds = np.flatnonzero(np.diff(key[order])) + 1
     out = []
-    for run in runs:
-        out += [run[i:i + MAX_BLOCK_TILES] for i in range(0, len(run), MAX_BLOCK_TILES)]
+    for idx in np.split(order, bounds):
+        c, r = col[idx], row[idx]
+        out.append((idx, c - c.min(), r - r.min()))
     return out
 
 
@@ -171,15 +179,17 @@ def read_plan(plan: TilePlan, opts: ExtractOptions) -> Iterator[tuple[np.ndarray
     """Yield (tile indices, uint8 tiles) block by block, in order, reading with a thread pool."""
     p, s = opts.patch_size, opts.stride
 
-    def read(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x0, y0 = plan.xs[block[0]], plan.ys[block[0]]
-        width = p + (len(block) - 1) * s
-        # Level-0 location must be integer; keep the sub-pixel remainder out of the scale (tiles are rounded).
-        region = plan.slide.read_region_at((int(round(x0)), int(round(y0))), (width, p), plan.downsample)
-        tiles = np.stack([region[:, k * s:k * s + p] for k in range(len(block))])
-        return block, tiles
+    def read(block: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        idx, dc, dr = block
+        # Top-left of the block's bounding box in level-0 px (grid tiles: exact multiples of the stride).
+        x0 = plan.xs[idx].min() if plan.grid else plan.xs[idx[0]]
+        y0 = plan.ys[idx].min() if plan.grid else plan.ys[idx[0]]
+        size = (p + int(dc.max()) * s, p + int(dr.max()) * s)
+        region = plan.slide.read_region_at((int(round(x0)), int(round(y0))), size, plan.downsample)
+        tiles = np.stack([region[r * s:r * s + p, c * s:c * s + p] for c, r in zip(dc, dr)])
+        return idx, tiles
 
-    blocks = _blocks(plan, s * plan.downsample)
+    blocks = _blocks(plan, opts)
     with ThreadPoolExecutor(max_workers=max(1, opts.workers)) as pool:
         # Bounded look-ahead so memory stays small on big slides.
         window = 4 * max(1, opts.workers)

@@ -33,6 +33,8 @@ def to_rgb8(arr: np.ndarray) -> np.ndarray:
         arr = np.concatenate([np.repeat(arr[:, :, :1], 3, axis=2), arr[:, :, 1:2]], axis=2)
         channels = 4
     if channels >= 4:
+        if arr[:, :, 3].min() == 255:  # opaque (the usual case): compositing would be a costly no-op
+            return np.ascontiguousarray(arr[:, :, :3])
         alpha = arr[:, :, 3:4].astype(np.uint16)
         rgb = arr[:, :, :3].astype(np.uint16)
         return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
@@ -65,6 +67,12 @@ class OpenSlideBackend:
         except (KeyError, ValueError):
             self.mpp = None
         self.properties = dict(props)
+
+    def overview(self) -> np.ndarray | None:
+        """The scanner's own downsampled copy of the whole image (Aperio 'thumbnail'), or None."""
+        if self.vendor != "aperio" or "thumbnail" not in self._slide.associated_images:
+            return None
+        return to_rgb8(np.asarray(self._slide.associated_images["thumbnail"]))
 
     def read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
         ds = self.level_downsamples[level]
@@ -127,6 +135,16 @@ class TiffFileBackend:
                 # 72/96/300 dpi defaults of non-microscopy software are not a scan resolution.
                 if 0 < mpp < 50:
                     return mpp
+        return None
+
+    def overview(self) -> np.ndarray | None:
+        """The scanner's own downsampled copy of the whole image (Aperio 'Thumbnail'), or None."""
+        if self.vendor != "aperio":
+            return None
+        for series in self._tif.series:
+            if series.name == "Thumbnail":
+                with self._lock:
+                    return to_rgb8(series.asarray())
         return None
 
     def _tile(self, level: int, index: int) -> np.ndarray:
@@ -197,6 +215,9 @@ class PilBackend:
         self.mpp = None  # PNG/JPEG carry no trustworthy scan resolution
         self.properties = {}
 
+    def overview(self) -> np.ndarray | None:
+        return None
+
     def read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
         out = np.full((h, w, 3), 255, np.uint8)
         _paste(out, self._pixels, -x, -y)
@@ -206,12 +227,18 @@ class PilBackend:
         self._pixels = np.zeros((0, 0, 3), np.uint8)
 
 
+TIFFFILE_FAST_VENDORS = {"generic-tiff", "aperio"}
 PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
 
 
-def open_backend(path: Path) -> OpenSlideBackend | TiffFileBackend | PilBackend:
-    """Pick the backend for `path`: PIL for PNG/JPEG, else OpenSlide, else tifffile for TIFFs OpenSlide refuses."""
+def open_backend(path: Path, prefer: str | None = None) -> OpenSlideBackend | TiffFileBackend | PilBackend:
+    """Pick the backend for `path`: PIL for PNG/JPEG, else OpenSlide, else tifffile for TIFFs OpenSlide refuses.
+
+    Plain TIFF pyramids that OpenSlide recognises (generic-tiff, aperio) are then read by tifffile when its levels
+    are exactly OpenSlide's: same pixels at native levels (checked in tests), about 5x faster decoding here, and
+    no sub-pixel shift at levels with inexact downsamples. `prefer="openslide"` keeps OpenSlide for pixels.
+    """
     if not path.exists():
         raise InputError(path, "no such file")
     if path.is_dir() and not (path / "Slidedat.ini").exists():
@@ -225,9 +252,11 @@ def open_backend(path: Path) -> OpenSlideBackend | TiffFileBackend | PilBackend:
             raise InputError(path, f"not a readable image ({_short(exc)})") from None
     errors = []
     try:
-        return OpenSlideBackend(path)
+        osb = OpenSlideBackend(path)
     except Exception as exc:  # openslide raises OpenSlideError/UnsupportedFormat and OSError
         errors.append(f"openslide: {_short(exc)}")
+    else:
+        return osb if prefer == "openslide" else _tifffile_pixels_for(osb, path)
     try:
         with open(path, "rb") as fh:
             magic = fh.read(4)
@@ -240,6 +269,22 @@ def open_backend(path: Path) -> OpenSlideBackend | TiffFileBackend | PilBackend:
             errors.append(f"tifffile: {_short(exc)}")
         return _raise_unreadable(path, "truncated or corrupt TIFF", errors)
     return _raise_unreadable(path, "not a readable slide (unknown format)", errors)
+
+
+def _tifffile_pixels_for(osb: OpenSlideBackend, path: Path) -> OpenSlideBackend | TiffFileBackend:
+    if osb.vendor not in TIFFFILE_FAST_VENDORS:
+        return osb
+    try:
+        tfb = TiffFileBackend(path)
+    except Exception:  # anything tifffile cannot parse stays with OpenSlide
+        return osb
+    if tfb.level_dimensions != osb.level_dimensions or any(not p.is_tiled for p in tfb._pages):
+        tfb.close()
+        return osb
+    tfb.vendor, tfb.mpp, tfb.properties = osb.vendor, osb.mpp, osb.properties
+    tfb.level_downsamples = list(osb.level_downsamples)
+    osb.close()
+    return tfb
 
 
 def _raise_unreadable(path: Path, what: str, errors: list[str]) -> None:

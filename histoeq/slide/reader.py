@@ -16,19 +16,20 @@ import cv2  # opencv-python-headless comes with albumentations; fastest area/lin
 import numpy as np
 
 from histoeq.errors import InputError
-from histoeq.slide.backends import open_backend
+from histoeq.slide.backends import _paste, open_backend
 
 _LEVEL_TOLERANCE = 1e-2  # pyramid downsamples are reported inexactly (2.0008 for 2)
+KEEP_LEVEL_MAX_PX = 32_000_000  # a level this small (<= 96 MB RGB) decoded for a thumbnail is kept in memory
 
 
 class Slide:
     """An open whole-slide image (use `open_slide`). Coordinates are level-0 pixels unless said otherwise."""
 
-    def __init__(self, path: str | Path, mpp: float | None = None) -> None:
+    def __init__(self, path: str | Path, mpp: float | None = None, reader: str | None = None) -> None:
         self.path = Path(path)
         if mpp is not None and not (mpp > 0 and math.isfinite(mpp)):
             raise InputError(self.path, f"--mpp must be a positive number, got {mpp}")
-        self._backend = open_backend(self.path)
+        self._backend = open_backend(self.path, prefer=reader)
         self.backend: str = self._backend.name
         self.vendor: str = self._backend.vendor
         self.level_dimensions: list[tuple[int, int]] = list(self._backend.level_dimensions)
@@ -36,6 +37,7 @@ class Slide:
         self.dimensions: tuple[int, int] = self.level_dimensions[0]
         self.metadata_mpp: float | None = self._backend.mpp
         self._mpp = mpp if mpp is not None else self._backend.mpp
+        self._level_cache: dict[int, np.ndarray] = {}
         if self.dimensions[0] <= 0 or self.dimensions[1] <= 0:
             self.close()
             raise InputError(self.path, "slide has no pixels")
@@ -85,6 +87,11 @@ class Slide:
         return cv2.resize(pixels, (w, h), interpolation=interp)
 
     def _read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        cached = self._level_cache.get(level)
+        if cached is not None:
+            out = np.full((h, w, 3), 255, np.uint8)
+            _paste(out, cached, -x, -y)
+            return out
         try:
             return self._backend.read(level, x, y, w, h)
         except InputError:
@@ -98,10 +105,34 @@ class Slide:
         w0, h0 = self.dimensions
         downsample = max(1.0, max(w0, h0) / max_size)
         tw, th = max(1, int(round(w0 / downsample))), max(1, int(round(h0 / downsample)))
-        thumb = self.read_region_at((0, 0), (tw, th), downsample)
+        level = self.best_level(downsample)
+        lw, lh = self.level_dimensions[level]
+        if self.level_downsamples[level] < downsample / 2 and level not in self._level_cache:
+            # No pyramid level near this size (e.g. a one-level SVS): the scanner's own overview image, when it is
+            # at least as large as asked and has the slide's aspect ratio, saves decoding the whole slide.
+            overview = self._overview()
+            if overview is not None and overview.shape[1] >= tw and overview.shape[0] >= th and abs(
+                    overview.shape[1] / overview.shape[0] - w0 / h0) < 0.01 * w0 / h0:
+                return cv2.resize(overview, (tw, th), interpolation=cv2.INTER_AREA), w0 / tw
+        if lw * lh <= KEEP_LEVEL_MAX_PX and level not in self._level_cache:
+            # The thumbnail decodes this whole level anyway: keep it, so later region reads at this level (e.g.
+            # extraction from a one-level slide) do not decode the same tiles a second time.
+            self._level_cache[level] = self._read(level, 0, 0, lw, lh)
+        if level in self._level_cache:  # the whole level is in memory: one resize, no padding arithmetic
+            full = self._level_cache[level]
+            thumb = full if (tw, th) == (lw, lh) else cv2.resize(full, (tw, th), interpolation=cv2.INTER_AREA)
+        else:
+            thumb = self.read_region_at((0, 0), (tw, th), downsample)
         return thumb, w0 / tw
 
+    def _overview(self) -> np.ndarray | None:
+        try:
+            return self._backend.overview()
+        except Exception:  # a broken associated image must not stop reading the slide itself
+            return None
+
     def close(self) -> None:
+        self._level_cache.clear()
         self._backend.close()
 
     def __enter__(self) -> Slide:
@@ -116,6 +147,9 @@ class Slide:
                 f"levels={self.level_count}, mpp={self._mpp})")
 
 
-def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
-    """Open a slide with the right backend; `mpp` overrides the metadata resolution. Use as a context manager."""
-    return Slide(path, mpp=mpp)
+def open_slide(path: str | Path, mpp: float | None = None, reader: str | None = None) -> Slide:
+    """Open a slide with the right backend; `mpp` overrides the metadata resolution. Use as a context manager.
+
+    `reader="openslide"` forces OpenSlide for pixels where it can read the file (default: fastest exact reader).
+    """
+    return Slide(path, mpp=mpp, reader=reader)

@@ -7,6 +7,7 @@ filled so a tile's tissue fraction reflects the tissue region rather than pixel-
 
 from __future__ import annotations
 
+import cv2  # opencv-python-headless (albumentations' dependency): fast RGB->HSV
 import numpy as np
 from scipy import ndimage
 
@@ -14,25 +15,19 @@ from scipy import ndimage
 MIN_SATURATION_THRESHOLD = 0.05
 
 
-def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold of values in [0, 1]. (scikit-image is not a dependency; this is its 10-line core.)"""
-    hist, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
-    hist = hist.astype(np.float64)
-    centres = (edges[:-1] + edges[1:]) / 2
+def otsu_threshold(values: np.ndarray) -> int:
+    """Otsu's threshold of uint8 values: pixels > threshold are foreground.
+
+    (scikit-image is not a dependency; this is its 10-line core on a 256-bin histogram.)
+    """
+    hist = np.bincount(np.asarray(values, dtype=np.uint8).ravel(), minlength=256).astype(np.float64)
+    levels = np.arange(256, dtype=np.float64)
     w0 = np.cumsum(hist)
     w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centres)
+    m0 = np.cumsum(hist * levels)
     mu0 = np.divide(m0, w0, out=np.zeros_like(m0), where=w0 > 0)
     mu1 = np.divide(m0[-1] - m0, w1, out=np.zeros_like(m0), where=w1 > 0)
-    between = w0 * w1 * (mu0 - mu1) ** 2
-    return float(edges[int(np.argmax(between)) + 1])
-
-
-def saturation(rgb: np.ndarray) -> np.ndarray:
-    """HSV saturation in [0, 1] ((max - min) / max, 0 for black)."""
-    rgb = rgb.astype(np.float32)
-    hi, lo = rgb.max(axis=2), rgb.min(axis=2)
-    return np.divide(hi - lo, hi, out=np.zeros_like(hi), where=hi > 0)
+    return int(np.argmax(w0 * w1 * (mu0 - mu1) ** 2))
 
 
 def _remove_small(mask: np.ndarray, min_px: int) -> np.ndarray:
@@ -52,15 +47,17 @@ def tissue_mask(thumb_rgb: np.ndarray, min_object_fraction: float = 2e-4, max_ho
     Objects smaller than `min_object_fraction` of the thumbnail are dropped, holes smaller than `max_hole_fraction`
     filled (fractions, so the clean-up means the same at any thumbnail size).
     """
-    sat = saturation(thumb_rgb)
-    dark = thumb_rgb.max(axis=2) < 30  # black borders / scanner padding are not tissue
+    hsv = cv2.cvtColor(np.ascontiguousarray(thumb_rgb, dtype=np.uint8), cv2.COLOR_RGB2HSV)
+    sat = hsv[:, :, 1]
+    dark = hsv[:, :, 2] < 30  # black borders / scanner padding are not tissue
     values = sat[~dark]
     if values.size == 0:
         return np.zeros(sat.shape, bool)
-    threshold = max(otsu_threshold(values), MIN_SATURATION_THRESHOLD)
+    threshold = max(otsu_threshold(values), MIN_SATURATION_THRESHOLD * 255)
     mask = (sat > threshold) & ~dark
     area = mask.size
-    mask = ndimage.binary_opening(mask, structure=np.ones((3, 3), bool)) if min(mask.shape) >= 16 else mask
+    if min(mask.shape) >= 16:  # a 3x3 opening removes single-pixel noise before object sizes are judged
+        mask = cv2.morphologyEx(mask.view(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)).astype(bool)
     mask = _remove_small(mask, max(1, int(min_object_fraction * area)))
     holes = ~mask & ~_remove_small(~mask, max(1, int(max_hole_fraction * area)))
     return mask | holes

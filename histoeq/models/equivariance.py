@@ -1,0 +1,42 @@
+"""Measuring invariance of a model's logits: the exact-element check and the 45° protocol of the core issue."""
+
+from __future__ import annotations
+
+import torch
+from scipy import ndimage
+from torch import nn
+
+from histoeq.nn.functional import rotate_image, transform_image
+from histoeq.nn.groups import Group
+
+
+def smoothed_noise_disk(n: int, tile_px: int, sigma: float = 2.0, seed: int = 0, channels: int = 3) -> torch.Tensor:
+    """(n, C, tile, tile) Gaussian-smoothed (σ px) white noise times the inscribed disk: the protocol's inputs."""
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn(n, channels, tile_px, tile_px, generator=gen, dtype=torch.float64).numpy()
+    smooth = ndimage.gaussian_filter(noise, sigma=(0, 0, sigma, sigma))
+    c = (tile_px - 1) / 2
+    yy, xx = torch.meshgrid(torch.arange(tile_px) - c, torch.arange(tile_px) - c, indexing="ij")
+    disk = ((yy**2 + xx**2) <= (tile_px / 2) ** 2).to(torch.float32)
+    x = torch.as_tensor(smooth, dtype=torch.float32)
+    return x / x.std() * disk
+
+
+@torch.no_grad()
+def rotation_error(model: nn.Module, angle_deg: float = 45.0, tile_px: int = 50, n: int = 8, seed: int = 0) -> float:
+    """Mean over n protocol inputs of ||f(x) − f(Rx)|| / ||f(x)|| with R a bilinear rotation about the centre.
+
+    The model is put in eval mode (random weights are the protocol's subject)."""
+    model.eval()
+    x = smoothed_noise_disk(n, tile_px, seed=seed)
+    fx, frx = model(x), model(rotate_image(x, angle_deg))
+    return ((fx - frx).norm(dim=1) / fx.norm(dim=1)).mean().item()
+
+
+@torch.no_grad()
+def exact_invariance_error(model: nn.Module, group: Group, x: torch.Tensor) -> float:
+    """Max relative logit error over the group's 90°-multiple / mirror elements."""
+    model.eval()
+    fx = model(x)
+    errs = [((model(transform_image(x, group, g)) - fx).norm() / fx.norm()).item() for g in group.grid_exact_elements()]
+    return max(errs)

@@ -70,3 +70,24 @@ def test_interpolated_rotation_reduces_to_rot90(mirrored: bool) -> None:
 def test_views() -> None:
     views = make_views(8, flips=True)
     assert len(views) == 16 and views[0] == View(0.0) and sum(v.exact for v in views) == 8
+
+
+@pytest.mark.realdata
+def test_reflect_padding_without_slides_and_d4_tta(idc_dir: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.test_train_helpers import build_small_idc
+
+    data = build_small_idc(idc_dir, tmp_path / "noslides", {"train": 40, "val": 16, "test": 16}, with_slides=False)
+    run = tmp_path / "run"
+    code, _, err = run_cli(["train", "--data", data, "--model", "cnn", "--out", run, "--epochs", "1", "--max-steps",
+                            "1", "--batch-size", "16", "--width", "4", "--device", "cpu"], capsys)
+    assert code == 0, err
+    code, out, err = run_cli(["eval", run, "--data", data, "--out", tmp_path / "e", "--rotations", "8",
+                              "--tta", "d4", "--device", "cpu"], capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "e" / "eval.json").read_text())
+    assert report["context"].startswith("reflect padding") and "reflect padding" in out
+    result = report["runs"][0]
+    assert result["tta"] == "d4" and result["context_counts"] == {"slide": 0, "reflect": 16}
+    # D4 test-time augmentation makes any model exactly invariant on the 90-degree views.
+    assert result["invariance"]["exact"]["max"] <= 1e-5

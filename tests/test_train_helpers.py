@@ -24,7 +24,7 @@ def build_small_idc(idc_dir: Path, out: Path, counts: dict[str, int] | None = No
     `slide` holds the patient id (its reassembled slide is ``idc/slides/<patient>.tiff`` for val/test patients).
     """
     counts = counts or SMALL_COUNTS
-    key = (str(idc_dir), str(out), tuple(sorted(counts.items())), seed)
+    key = (str(idc_dir), str(out), tuple(sorted(counts.items())), seed, with_slides)
     if key in _BUILT and (_BUILT[key] / "meta.json").exists():
         return _BUILT[key]
     from histoeq.data.dataset import DatasetWriter
@@ -52,8 +52,8 @@ def build_small_idc(idc_dir: Path, out: Path, counts: dict[str, int] | None = No
                              "x": x, "y": y, "mpp": 4.0, "split": split, "source": rec.path})
                 taken += 1
     with DatasetWriter(out, tile_px=50, classes=["non-IDC", "IDC"], mpp=4.0,
-                       provenance={"source": str(idc_dir), "slides": str(idc_dir / "slides") if with_slides
-                                   else None}) as writer:
+                       provenance={"source": str(idc_dir), "slides": str(idc_dir / "slides")} if with_slides
+                       else {}) as writer:
         writer.add(np.stack(images), rows)
     _BUILT[key] = out
     return out

@@ -2,7 +2,7 @@
 
 Rotating a patch by a non-multiple of 90 degrees needs pixels beyond its corners. When the dataset knows where a
 patch came from (index `slide`, `x`, `y`, `mpp`) and the slide file can be found (``--slides DIR`` or a folder named
-in meta.json provenance), we read a larger square centred on the patch at the patch's scale and paste the stored
+in meta.json provenance; a patch without a slide name uses its patient id, as IDC has one slide per patient), we read a larger square centred on the patch at the patch's scale and paste the stored
 patch (bit-exact) into its centre, so the unrotated view is the dataset patch itself and only the border comes from
 the slide. Patches without a reachable slide get reflect padding; the caller reports how many of each.
 """
@@ -73,8 +73,10 @@ def build_contexts(images: torch.Tensor, rows: pd.DataFrame, meta: dict[str, Any
         from histoeq.slide import open_slide
 
         rows = rows.reset_index(drop=True)
-        usable = (rows["x"] >= 0) & (rows["y"] >= 0) & rows["slide"].astype(str).ne("")
-        groups = rows[usable].groupby(rows["slide"].astype(str))
+        # No slide recorded (e.g. IDC imported from patch PNGs): one slide per patient, named by the patient id.
+        names = rows["slide"].astype(str).where(rows["slide"].astype(str).ne(""), rows["patient"].astype(str))
+        usable = (rows["x"] >= 0) & (rows["y"] >= 0) & names.ne("")
+        groups = rows[usable].groupby(names[usable])
         done = 0
         for name, part in groups:
             path = find_slide(str(name), dirs)

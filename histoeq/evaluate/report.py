@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from histoeq.errors import InputError
+from histoeq.errors import HistoeqError, InputError
 from histoeq.evaluate.plots import plot_metric_vs_angle
 from histoeq.evaluate.predictors import load_predictor
-from histoeq.evaluate.rotation_eval import evaluate_predictor, prepare_inputs
+from histoeq.evaluate.rotation_eval import TTA_CHOICES, evaluate_predictor, prepare_inputs
 from histoeq.progress import ProgressFn, null_progress
 
 EVAL_JSON = "eval.json"
@@ -43,6 +43,10 @@ def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path,
 
     if not runs:
         raise InputError(None, "no run folder or model given")
+    if (tta or "none") not in TTA_CHOICES:
+        raise HistoeqError(f"unknown --tta {tta!r} (choose from {', '.join(TTA_CHOICES)})")
+    if rotations < 1:
+        raise HistoeqError(f"--rotations must be at least 1, got {rotations}")
     torch_device = resolve_device(device)
     predictors = [load_predictor(r, torch_device) for r in runs]  # fail fast on a bad run before heavy work
     dataset = PatchDataset.open(data)

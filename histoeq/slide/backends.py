@@ -8,6 +8,7 @@ imagecodecs); PIL reads PNG/JPEG as one-level slides.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -15,6 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from histoeq.errors import InputError
+
+# tifffile logs every malformed tag at ERROR level; the user gets one InputError line instead.
+logging.getLogger("tifffile").setLevel(logging.CRITICAL)
 
 
 def to_rgb8(arr: np.ndarray) -> np.ndarray:
@@ -48,6 +52,10 @@ def _paste(dst: np.ndarray, src: np.ndarray, x: int, y: int) -> None:
     x1, y1 = min(x + src.shape[1], w), min(y + src.shape[0], h)
     if x1 > x0 and y1 > y0:
         dst[y0:y1, x0:x1] = src[y0 - y:y1 - y, x0 - x:x1 - x]
+
+
+class TruncatedTiff(ValueError):
+    """The TIFF's directory points past the end of the file."""
 
 
 class OpenSlideBackend:
@@ -100,6 +108,13 @@ class TiffFileBackend:
         self._pages = [level.pages[0] for level in series.levels]
         for page in self._pages:
             page.shape  # noqa: B018  (forces the page to be parsed now, so broken files fail at open)
+        size = self._tif.filehandle.size
+        for page in self._pages:
+            ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts)]
+            if not ends:
+                raise TruncatedTiff("no image data offsets (truncated or corrupt header)")
+            if max(ends) > size:
+                raise TruncatedTiff(f"image data ends at byte {max(ends)} but the file has {size} bytes (truncated)")
         self.level_dimensions = [(int(p.imagewidth), int(p.imagelength)) for p in self._pages]
         w0 = self.level_dimensions[0][0]
         self.level_downsamples = [w0 / d[0] for d in self.level_dimensions]
@@ -276,12 +291,18 @@ def _tifffile_pixels_for(osb: OpenSlideBackend, path: Path) -> OpenSlideBackend 
         return osb
     try:
         tfb = TiffFileBackend(path)
-    except Exception:  # anything tifffile cannot parse stays with OpenSlide
+    except TruncatedTiff as exc:  # OpenSlide opens such files and fails later, tile by tile
+        osb.close()
+        raise InputError(path, f"truncated or corrupt TIFF ({exc})") from None
+    except Exception:  # anything else tifffile cannot parse stays with OpenSlide
         return osb
+    if tfb.vendor == "ome-tiff":  # OpenSlide sees only the first IFD of an OME pyramid and not its µm/px
+        osb.close()
+        return tfb
     if tfb.level_dimensions != osb.level_dimensions or any(not p.is_tiled for p in tfb._pages):
         tfb.close()
         return osb
-    tfb.vendor, tfb.mpp, tfb.properties = osb.vendor, osb.mpp, osb.properties
+    tfb.vendor, tfb.mpp, tfb.properties = osb.vendor, osb.mpp or tfb.mpp, osb.properties
     tfb.level_downsamples = list(osb.level_downsamples)
     osb.close()
     return tfb

@@ -1,0 +1,164 @@
+"""Slide reading (all backends) and tissue detection: synthetic files for the formats, CMU-1 for a real SVS."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from histoeq.errors import InputError
+from histoeq.slide import open_slide
+from histoeq.slide.tissue import otsu_threshold, tissue_fraction, tissue_mask
+
+PINK = (200, 100, 150)
+
+
+def _image(h: int = 300, w: int = 400) -> np.ndarray:
+    img = np.full((h, w, 3), 255, np.uint8)
+    img[50:250, 100:300] = PINK
+    return img
+
+
+def _res(mpp: float) -> dict:
+    return {"resolution": (1e4 / mpp, 1e4 / mpp), "resolutionunit": "CENTIMETER"}
+
+
+@pytest.fixture
+def pyramid_tiff(tmp_path):
+    """Tiled JPEG pyramid (levels 1, 1/2, 1/4) that OpenSlide reads as generic-tiff, 0.5 µm/px."""
+    path = tmp_path / "pyr.tiff"
+    img = np.random.default_rng(0).integers(0, 256, (512, 768, 3), dtype=np.uint8)
+    img = (img // 64 * 64).astype(np.uint8)  # blocky, so JPEG stays close
+    with tifffile.TiffWriter(path) as tw:
+        for k in range(3):
+            level = img[:: 2**k, :: 2**k]
+            tw.write(level, tile=(128, 128), compression="jpeg", photometric="rgb",
+                     subfiletype=0 if k == 0 else 1, **_res(0.5 * 2**k))
+    return path, img
+
+
+def test_pyramid_levels_and_region_reads(pyramid_tiff):
+    path, _ = pyramid_tiff
+    with open_slide(path) as s, open_slide(path, reader="openslide") as ref:
+        assert s.vendor == "generic-tiff" and ref.backend == "openslide" and s.backend == "tifffile"
+        assert s.dimensions == (768, 512) and s.level_count == 3 and s.mpp == pytest.approx(0.5)
+        assert s.level_dimensions == ref.level_dimensions
+        # native scale at level 0 and level 1: plain copies, identical to OpenSlide
+        for mpp in (0.5, 1.0):
+            a = s.read_region((128, 64), (100, 80), mpp)
+            b = ref.read_region((128, 64), (100, 80), mpp)
+            assert a.shape == (80, 100, 3) and a.dtype == np.uint8
+            assert np.array_equal(a, b)
+        assert s.best_level(1.9) == 0 and s.best_level(2.0) == 1 and s.best_level(3.0) == 1 and s.best_level(9) == 2
+        # off-level scale: one resampling from the finer level, same size out
+        assert s.read_region((0, 0), (50, 40), 1.5).shape == (40, 50, 3)
+        # partly outside: white padding
+        r = s.read_region((760, 500), (20, 20), 0.5)
+        assert (r[12:, :] == 255).all() and (r[:, 8:] == 255).all() and not (r[:12, :8] == 255).all()
+        thumb, ds = s.thumbnail(200)
+        assert max(thumb.shape[:2]) == 200 and ds == pytest.approx(768 / 200)
+
+
+@pytest.mark.parametrize("kind", ["strip", "jpeg2000", "ome", "grey16", "png-rgba"])
+def test_formats_openslide_refuses_or_lacks(tmp_path, kind):
+    img = _image()
+    if kind == "strip":
+        path = tmp_path / "plain.tif"
+        tifffile.imwrite(path, img, **_res(0.5))
+    elif kind == "jpeg2000":
+        path = tmp_path / "j2k.tif"
+        tifffile.imwrite(path, img, tile=(128, 128), compression="jpeg2000", **_res(0.5))
+    elif kind == "ome":
+        path = tmp_path / "x.ome.tif"
+        with tifffile.TiffWriter(path, ome=True) as tw:
+            tw.write(img, tile=(128, 128), subifds=1, compression="zlib",
+                     metadata={"axes": "YXS", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+            tw.write(img[::2, ::2], tile=(128, 128), subfiletype=1, compression="zlib")
+    elif kind == "grey16":
+        path = tmp_path / "g16.tif"
+        tifffile.imwrite(path, (img[:, :, 0].astype(np.uint16) * 257), tile=(128, 128), **_res(0.5))
+    else:
+        path = tmp_path / "x.png"
+        rgba = np.dstack([img, np.full(img.shape[:2], 255, np.uint8)])
+        rgba[0:10, 0:10] = (0, 0, 0, 0)  # transparent -> white
+        Image.fromarray(rgba).save(path)
+    mpp = None if kind != "png-rgba" else 0.5
+    with open_slide(path, mpp=mpp) as s:
+        assert s.backend in ({"pil"} if kind == "png-rgba" else {"tifffile"})
+        assert s.mpp == pytest.approx(0.5)
+        region = s.read_region((90, 40), (30, 30), 0.5)
+        expected = PINK if kind != "grey16" else (200, 200, 200)
+        assert tuple(region[20, 20]) == pytest.approx(expected, abs=3)
+        assert tuple(region[0, 0]) == (255, 255, 255)
+        if kind == "ome":
+            assert s.vendor == "ome-tiff" and s.level_count == 2
+        if kind == "png-rgba":
+            assert tuple(s.read_region((0, 0), (5, 5), 0.5)[2, 2]) == (255, 255, 255)
+
+
+def test_mpp_override_and_missing(tmp_path):
+    path = tmp_path / "x.png"
+    Image.fromarray(_image()).save(path)
+    with open_slide(path) as s:
+        with pytest.raises(InputError, match=r"x\.png: no resolution"):
+            _ = s.mpp
+    with open_slide(path, mpp=2.0) as s:
+        assert s.mpp == 2.0 and s.read_region((0, 0), (100, 75), 8.0).shape == (75, 100, 3)
+    with pytest.raises(InputError, match="positive"):
+        open_slide(path, mpp=-1)
+
+
+@pytest.mark.parametrize("content,problem", [(b"", "zero-byte"), (b"hello, not a slide\n", "not a readable slide"),
+                                             (300, "truncated or corrupt TIFF"), (0.6, "truncated")])
+def test_unreadable_files(tmp_path, content, problem):
+    path = tmp_path / "bad.svs"
+    if not isinstance(content, bytes):  # a real tiled TIFF cut in its header (300 bytes) or in its pixel data
+        good = tmp_path / "good.tif"
+        tifffile.imwrite(good, np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8),
+                         tile=(128, 128), compression="zlib", **_res(0.5))
+        data = good.read_bytes()
+        content = data[:content] if isinstance(content, int) else data[: int(len(data) * content)]
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=problem) as err:
+        open_slide(path)
+    assert str(err.value).startswith(str(path))
+    with pytest.raises(InputError, match="no such file"):
+        open_slide(tmp_path / "missing.svs")
+
+
+def test_otsu_and_tissue_fraction():
+    values = np.concatenate([np.full(100, 10), np.full(100, 200)]).astype(np.uint8)
+    assert 10 <= otsu_threshold(values) < 200
+    mask = np.zeros((10, 10), bool)
+    mask[2:5, 2:5] = True  # level-0 [20, 50) x [20, 50) at downsample 10
+    rects = [[20, 20, 30, 30], [15, 15, 10, 10], [0, 0, 100, 100], [45, 45, 10, 10], [500, 500, 10, 10]]
+    assert tissue_fraction(mask, 10.0, rects) == pytest.approx([1.0, 0.25, 0.09, 0.25, 0.0])
+
+
+def test_tissue_mask_synthetic():
+    img = np.full((200, 200, 3), 245, np.uint8)
+    img[40:160, 40:160] = PINK
+    img[90:95, 90:95] = 245  # a small hole: filled
+    img[5, 5] = PINK  # a speck: removed
+    mask = tissue_mask(img)
+    assert mask[40:160, 40:160].all() and mask.sum() == 120 * 120
+    assert not tissue_mask(np.full((100, 100, 3), 250, np.uint8)).any()
+
+
+@pytest.mark.realdata
+def test_cmu_svs(cmu_svs):
+    with open_slide(cmu_svs) as s:
+        assert s.vendor == "aperio" and s.mpp == pytest.approx(0.499)
+        assert s.dimensions == (2220, 2967) and s.level_count == 1
+        region = s.read_region((1000, 1000), (256, 256), 1.0)
+        assert region.shape == (256, 256, 3) and 50 < region.mean() < 250
+        thumb, ds = s.thumbnail(1024)
+        assert max(thumb.shape[:2]) == 1024 and ds == pytest.approx(2967 / 1024, rel=1e-3)
+        # Looked at (thumbnail + mask side by side): the mask covers the H&E section, not the glass; the section
+        # fills about a quarter of the field; pale collagen at the edges is partly left out.
+        fraction = tissue_mask(thumb).mean()
+        assert 0.18 < fraction < 0.40
+    with open_slide(cmu_svs, reader="openslide") as ref, open_slide(cmu_svs) as fast:
+        assert np.array_equal(ref.read_region((500, 700), (300, 200), 0.499),
+                              fast.read_region((500, 700), (300, 200), 0.499))

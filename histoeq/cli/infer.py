@@ -53,7 +53,9 @@ def predict_command(
     if workers:
         options.workers = workers
     loaded = OnnxTileModel(model if model is not None else default_model_path(), device)
-    err_console.print(f"model {loaded.path} ({loaded.metadata.model_name}), execution provider: {loaded.provider}")
+    err_console.print(
+        f"model {loaded.path} ({loaded.metadata.model_name}), execution provider: {loaded.provider}", soft_wrap=True
+    )
     with rich_progress() as progress:
         _, results = predict_slides(slides, loaded, out, options=options, shard=shard, progress=progress)
     rows = [

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
 from histoeq.cli import app, bench_app
+from histoeq.progress import ProgressFn, null_progress
 
 _EXTRACT_EPILOG = """\
 [bold]Examples[/bold]
@@ -42,6 +45,19 @@ _BENCH_EPILOG = """\
   histoeq bench extract ../shared/data/idc/slides/8975.tiff --annotations ../shared/data/idc/slides \\
       --min-tissue 0 --origin 1,1
 """
+
+
+@contextmanager
+def _progress() -> Iterator[ProgressFn]:
+    """A rich bar on an interactive stderr; nothing when stderr is a file or pipe, so logs and error output stay
+    one line per message (rich writes a blank line when a bar ends on a non-terminal)."""
+    from histoeq.cli._render import err_console, rich_progress
+
+    if not err_console.is_terminal:
+        yield null_progress
+        return
+    with rich_progress(transient=True) as progress:
+        yield progress
 
 
 def _csv(text: str | None) -> list[str]:
@@ -96,12 +112,12 @@ def extract_command(
     force: bool = typer.Option(False, "--force", help="Replace an existing dataset at --out."),
 ) -> None:
     """Cut a labelled patch dataset out of whole slides (grid over tissue, GeoJSON or point labels)."""
-    from histoeq.cli._render import console, print_table, rich_progress
+    from histoeq.cli._render import console, print_table
     from histoeq.data.extract import extract_dataset
 
     opts = _options(patch_size, mpp, stride, min_tissue, label_from, classes, ignore, origin, slide_mpp, split,
                     neg_distance, neg_ratio, seed, workers)
-    with rich_progress(transient=True) as progress:
+    with _progress() as progress:
         result = extract_dataset(slides, out, annotations=annotations, points=points, options=opts,
                                  overwrite=force, progress=progress)
     print_table(f"histoeq extract: {out}", ["Slide", "Backend", "Tiles", *result["classes"]],
@@ -122,10 +138,10 @@ def import_command(
     force: bool = typer.Option(False, "--force", help="Replace an existing dataset at --out."),
 ) -> None:
     """Import a folder of patches into the histoeq dataset format."""
-    from histoeq.cli._render import console, print_table, rich_progress
+    from histoeq.cli._render import console, print_table
     from histoeq.data.importers import import_folder
 
-    with rich_progress(transient=True) as progress:
+    with _progress() as progress:
         result = import_folder(folder, out, pad=pad, overwrite=force, workers=workers, progress=progress)
     classes = result["classes"]
     rows = [[split, *(counts.get(c, 0) for c in classes), sum(counts.values())]
@@ -152,12 +168,12 @@ def bench_extract_command(
     workers: int = typer.Option(2, "--workers"),
 ) -> None:
     """Extraction throughput vs OpenSlide read-only throughput of the same tiles (one read_region per tile)."""
-    from histoeq.cli._render import console, print_table, rich_progress
+    from histoeq.cli._render import console, print_table
     from histoeq.data.bench import bench_extract
 
     opts = _options(patch_size, mpp, stride, min_tissue, label_from, None, None, origin, slide_mpp, "", None, 1.0,
                     0, workers)
-    with rich_progress(transient=True) as progress:
+    with _progress() as progress:
         r = bench_extract(slide, annotations, opts, progress=progress)
     print_table(f"histoeq bench extract: {slide.name} ({r['tiles']} tiles, level {r['level']}, "
                 f"{'resampled' if r['resampled'] else 'native scale'})",

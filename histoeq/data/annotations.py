@@ -76,6 +76,7 @@ class RegionAnnotations:
     classes: list[str]  # label index == position; later classes win overlaps
     geometries: list[shapely.Geometry]
     ignored: dict[str, int]  # features skipped: reason -> count
+    areas: dict[str, float]  # annotated area per class before overlaps are resolved (orders classes by default)
 
     @classmethod
     def load(cls, path: Path, classes: list[str] | None = None, ignore: set[str] | None = None) -> RegionAnnotations:
@@ -109,7 +110,8 @@ class RegionAnnotations:
             geometries.append(geom.difference(later) if not later.is_empty else geom)
             later = later.union(geom)
         geometries.reverse()
-        return cls(path=path, classes=list(classes), geometries=geometries, ignored=ignored)
+        return cls(path=path, classes=list(classes), geometries=geometries, ignored=ignored,
+                   areas={name: float(g.area) for name, g in merged.items()})
 
     def bounds(self) -> tuple[float, float, float, float]:
         return unary_union(self.geometries).bounds

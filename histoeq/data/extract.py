@@ -209,9 +209,8 @@ def _class_order(paths: list[Path], opts: ExtractOptions) -> list[str]:
         return list(opts.classes)
     areas: dict[str, float] = {}
     for path in paths:
-        regions = RegionAnnotations.load(path, None, opts.ignore)
-        for name, geom in zip(regions.classes, regions.geometries):
-            areas[name] = areas.get(name, 0.0) + geom.area
+        for name, area in RegionAnnotations.load(path, None, opts.ignore).areas.items():
+            areas[name] = areas.get(name, 0.0) + area
     return sorted(areas, key=lambda n: (-areas[n], n))
 
 

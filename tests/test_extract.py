@@ -1,0 +1,268 @@
+"""`histoeq extract`: labels and pixels against the IDC ground truth, synthetic label rules, and bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from histoeq.data.dataset import PatchDataset
+from tests.conftest import run_cli
+
+FAST_SLIDES = ["8951", "9083"]  # the two smallest of the 7 IDC slides (613 + 571 tiles)
+ALL_SLIDES = ["8918", "8951", "8975", "8984", "9036", "9083", "9124"]
+PINK, PURPLE = (200, 100, 150), (120, 60, 160)
+
+
+# ---------------------------------------------------------------- real data: IDC slides vs their patches
+def _check_idc(idc_dir: Path, out: Path, patients: list[str]) -> None:
+    ds = PatchDataset.open(out)
+    assert ds.classes == ["Tissue", "IDC"] and ds.tile_px == 50 and ds.mpp == 4.0
+    labels_csv = pd.read_csv(idc_dir / "labels.csv", dtype={"patient_id": str})
+    for patient in patients:
+        truth = pd.read_csv(idc_dir / "slides" / f"{patient}.tiles.csv")
+        got = ds.index[ds.index["patient"] == patient]
+        merged = truth.merge(got, on=["x", "y"], how="left")
+        assert merged["label"].notna().mean() >= 0.99, f"{patient}: tiles missing"
+        assert (merged["label"] == merged["label_idc"]).mean() >= 0.99, f"{patient}: labels differ"
+        # pixels: the slide was assembled from these PNGs and JPEG-compressed, so they match up to JPEG error
+        files = labels_csv[labels_csv["patient_id"] == patient]
+        xy = files["path"].str.extract(r"_x(\d+)_y(\d+)_").astype(int)
+        png_of = dict(zip(zip(xy[0], xy[1]), files["path"]))
+        errors = []
+        for row in got.itertuples():
+            png = cv2.imread(str(idc_dir / png_of[(row.x, row.y)]))[:, :, ::-1].astype(int)
+            tile = ds.images[row.id][: png.shape[0], : png.shape[1]].astype(int)
+            errors.append(np.abs(tile - png).mean())
+        errors = np.asarray(errors)
+        assert np.median(errors) < 8 and np.quantile(errors, 0.99) < 15, (patient, np.median(errors), errors.max())
+
+
+def _extract_idc(idc_dir: Path, tmp_path: Path, patients: list[str], capsys) -> Path:
+    out = tmp_path / "idc-slides"
+    slides = [idc_dir / "slides" / f"{p}.tiff" for p in patients]
+    code, stdout, err = run_cli(["extract", *slides, "--annotations", idc_dir / "slides", "--out", out,
+                                 "--patch-size", 50, "--mpp", 4.0, "--stride", 50, "--min-tissue", 0,
+                                 "--origin", "1,1"], capsys)
+    assert code == 0, err
+    assert "IDC" in stdout and "tiles/s" in stdout
+    return out
+
+
+@pytest.mark.realdata
+def test_idc_two_slides_match_ground_truth(idc_dir, tmp_path, capsys):
+    _check_idc(idc_dir, _extract_idc(idc_dir, tmp_path, FAST_SLIDES, capsys), FAST_SLIDES)
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_idc_all_seven_slides_match_ground_truth(idc_dir, tmp_path, capsys):
+    _check_idc(idc_dir, _extract_idc(idc_dir, tmp_path, ALL_SLIDES, capsys), ALL_SLIDES)
+
+
+@pytest.mark.realdata
+def test_idc_tissue_mask_grid_from_zero(idc_dir, tmp_path, capsys):
+    """Default grid (origin 0,0, --min-tissue 0.5): tiles on multiples of the stride, all inside tissue."""
+    out = tmp_path / "ds"
+    code, _, err = run_cli(["extract", idc_dir / "slides" / "9124.tiff", "--annotations", idc_dir / "slides",
+                            "--out", out], capsys)
+    assert code == 0, err
+    ds = PatchDataset.open(out)
+    index = ds.index
+    assert ds.classes == ["Tissue", "IDC"]  # by raw annotated area, even where IDC is most of the tissue
+    assert len(index) > 100 and (index["x"] % 50 == 0).all() and (index["y"] % 50 == 0).all()
+
+
+# ---------------------------------------------------------------- synthetic slides: label rules, points
+def _slide(path: Path, with_tissue: bool = True, mpp: float | None = 1.0) -> Path:
+    """600x400 px, pink tissue in [100, 500) x [100, 300), a purple 'Tumour' block at [300, 400) x [100, 200)."""
+    img = np.full((400, 600, 3), 250, np.uint8)
+    if with_tissue:
+        img[100:300, 100:500] = PINK
+        img[100:200, 300:400] = PURPLE
+    kw = {} if mpp is None else {"resolution": (1e4 / mpp, 1e4 / mpp), "resolutionunit": "CENTIMETER"}
+    tifffile.imwrite(path, img, tile=(128, 128), compression="zlib", **kw)
+    return path
+
+
+def _square(x0, y0, x1, y1):
+    return [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]
+
+
+def _geojson(path: Path, features: list[tuple[str, list]]) -> Path:
+    feats = [{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": coords},
+              "properties": {"objectType": "annotation", "classification": {"name": name}}}
+             for name, coords in features]
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    return path
+
+
+@pytest.fixture
+def synthetic(tmp_path):
+    slide = _slide(tmp_path / "s1.tiff")
+    _geojson(tmp_path / "s1.geojson", [("Stroma", _square(100, 100, 500, 300)), ("Tumour", _square(310, 100, 400, 200)),
+                                      ("Other", _square(0, 0, 50, 50))])
+    return tmp_path, slide
+
+
+def test_centre_and_area_labels(synthetic, capsys):
+    folder, slide = synthetic
+    for mode in ("centre", "area"):
+        out = folder / f"ds-{mode}"
+        code, _, err = run_cli(["extract", slide, "--annotations", folder, "--out", out, "--patch-size", 50,
+                                "--mpp", 1.0, "--label-from", mode, "--ignore", "Other"], capsys)
+        assert code == 0, err
+        ds = PatchDataset.open(out)
+        assert ds.classes == ["Stroma", "Tumour"]  # by area, largest first; Other ignored
+        index = ds.index.set_index(["x", "y"])
+        assert len(ds) == 8 * 4  # tissue [100, 500) x [100, 300) on a 50 px grid
+        # tile (300, 100): Tumour covers [310, 350) of [300, 350): centre (325) is in, area is 80 %
+        assert index.loc[(300, 100), "label"] == 1
+        # tile (350, 150) is inside the Tumour square, (150, 150) is Stroma
+        assert index.loc[(350, 150), "label"] == 1 and index.loc[(150, 150), "label"] == 0
+        # tile (400, 100): Tumour ends at 400, so Stroma by both rules
+        assert index.loc[(400, 100), "label"] == 0
+        meta = ds.meta
+        assert meta["provenance"]["options"]["label_from"] == mode and meta["normalisation"]["mean"]
+
+
+def test_area_vs_centre_differ(tmp_path, capsys):
+    slide = _slide(tmp_path / "s.tiff")
+    # Tumour covers [100, 130) of tile [100, 150): 60 % area, but the centre (125) is inside too; shift it so the
+    # centre is outside while the area is the majority: [100, 124)x[100,150) is 48 %, [100, 128) is 56 %.
+    _geojson(tmp_path / "s.geojson", [("Stroma", _square(0, 0, 600, 400)), ("Tumour", _square(100, 100, 124, 150))])
+    labels = {}
+    for mode in ("centre", "area"):
+        out = tmp_path / mode
+        assert run_cli(["extract", slide, "--annotations", tmp_path / "s.geojson", "--out", out, "--mpp", 1.0,
+                        "--label-from", mode, "--classes", "Stroma,Tumour"], capsys)[0] == 0
+        index = PatchDataset.open(out).index.set_index(["x", "y"])
+        labels[mode] = index.loc[(100, 100), "label"]
+    assert labels == {"centre": 0, "area": 0}
+    _geojson(tmp_path / "s.geojson", [("Stroma", _square(0, 0, 600, 400)), ("Tumour", _square(100, 100, 128, 150))])
+    out = tmp_path / "area2"
+    assert run_cli(["extract", slide, "--annotations", tmp_path / "s.geojson", "--out", out, "--mpp", 1.0,
+                    "--label-from", "area", "--classes", "Stroma,Tumour"], capsys)[0] == 0
+    assert PatchDataset.open(out).index.set_index(["x", "y"]).loc[(100, 100), "label"] == 1
+
+
+def test_scale_and_grid_origin(synthetic, capsys):
+    folder, slide = synthetic
+    out = folder / "ds"
+    code, _, err = run_cli(["extract", slide, "--annotations", folder / "s1.geojson", "--out", out,
+                            "--patch-size", 25, "--mpp", 2.0, "--stride", 25, "--origin", "0,0"], capsys)
+    assert code == 0, err
+    ds = PatchDataset.open(out)
+    assert ds.tile_px == 25 and ds.mpp == 2.0
+    assert (ds.index["x"] % 50 == 0).all()  # 25 output px at 2 µm/px = 50 level-0 px at 1 µm/px
+    tile = ds.images[ds.index.set_index(["x", "y"]).loc[(150, 150), "id"]]
+    assert np.abs(tile.astype(int) - PINK).max() <= 2  # one resampling of a flat region
+
+
+def test_points_mode(tmp_path, capsys):
+    slide = _slide(tmp_path / "s.tiff")
+    pd.DataFrame({"x": [150, 250, 450], "y": [150, 250, 150]}).to_csv(tmp_path / "s.csv", index=False)
+    out = tmp_path / "ds"
+    code, _, err = run_cli(["extract", slide, "--points", tmp_path, "--out", out, "--patch-size", 32, "--mpp", 1.0,
+                            "--neg-distance", 40, "--neg-ratio", 2, "--seed", 3], capsys)
+    assert code == 0, err
+    ds = PatchDataset.open(out)
+    assert ds.classes == ["negative", "positive"]
+    pos, neg = ds.index[ds.index["label"] == 1], ds.index[ds.index["label"] == 0]
+    assert sorted(zip(pos["x"] + 16, pos["y"] + 16)) == [(150, 150), (250, 250), (450, 150)]
+    assert len(neg) == 6
+    centres = np.stack([neg["x"] + 16, neg["y"] + 16], 1)
+    points = np.array([[150, 150], [250, 250], [450, 150]])
+    assert (np.linalg.norm(centres[:, None] - points[None], axis=2).min(1) >= 39).all()
+    assert ((centres >= 90) & (centres <= 510)).all()  # on tissue
+
+
+# ---------------------------------------------------------------- bad inputs: exit 2, one line, nothing written
+def _bad(tmp_path: Path, case: str) -> tuple[list, Path]:
+    good = _slide(tmp_path / "good.tiff")
+    geo = _geojson(tmp_path / "good.geojson", [("Tumour", _square(100, 100, 300, 300))])
+    if case == "zero-byte":
+        bad = tmp_path / "empty.svs"
+        bad.write_bytes(b"")
+        return [bad, "--annotations", geo], bad
+    if case == "truncated-tiff":
+        bad = tmp_path / "cut.tiff"
+        bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+        return [bad, "--annotations", geo], bad
+    if case == "text-svs":
+        bad = tmp_path / "notes.svs"
+        bad.write_text("this is not a slide\n")
+        return [bad, "--annotations", geo], bad
+    if case == "geojson-not-json":
+        bad = tmp_path / "bad.geojson"
+        bad.write_text("{not json")
+        return [good, "--annotations", bad], bad
+    if case == "geojson-no-polygons":
+        bad = tmp_path / "points.geojson"
+        bad.write_text(json.dumps({"type": "FeatureCollection", "features": [
+            {"type": "Feature", "geometry": {"type": "Point", "coordinates": [10, 10]}, "properties": {}}]}))
+        return [good, "--annotations", bad], bad
+    if case == "geojson-outside":
+        bad = _geojson(tmp_path / "far.geojson", [("Tumour", _square(5000, 5000, 6000, 6000))])
+        return [good, "--annotations", bad], bad
+    if case == "no-tissue":
+        bad = _slide(tmp_path / "blank.tiff", with_tissue=False)
+        return [bad, "--annotations", geo], bad
+    if case == "no-mpp":
+        bad = _slide(tmp_path / "nompp.tiff", mpp=None)
+        return [bad, "--annotations", geo], bad
+    if case == "missing-annotations":
+        return [good, "--annotations", tmp_path / "nothing-here"], tmp_path / "nothing-here"
+    raise AssertionError(case)
+
+
+BAD_CASES = ["zero-byte", "truncated-tiff", "text-svs", "geojson-not-json", "geojson-no-polygons",
+             "geojson-outside", "no-tissue", "no-mpp", "missing-annotations"]
+PROBLEMS = {"zero-byte": "zero-byte", "truncated-tiff": "truncated", "text-svs": "not a readable slide",
+            "geojson-not-json": "not valid JSON", "geojson-no-polygons": "no polygon",
+            "geojson-outside": "outside the slide", "no-tissue": "no tissue", "no-mpp": "no resolution",
+            "missing-annotations": "no such file"}
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_bad_inputs(tmp_path, capsys, case):
+    args, culprit = _bad(tmp_path, case)
+    out_parent = tmp_path / "outputs"
+    out_parent.mkdir()
+    code, stdout, err = run_cli(["extract", *args, "--out", out_parent / "ds", "--mpp", 1.0, "--patch-size", 50],
+                                capsys)
+    assert code == 2
+    lines = err.splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"error: {culprit}: ") and PROBLEMS[case] in lines[0], lines[0]
+    assert list(out_parent.iterdir()) == []  # no dataset, no temp folder
+
+
+def test_unwritable_output(tmp_path, capsys):
+    slide = _slide(tmp_path / "s.tiff")
+    _geojson(tmp_path / "s.geojson", [("Tumour", _square(100, 100, 300, 300))])
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, _, err = run_cli(["extract", slide, "--annotations", tmp_path, "--out", blocker / "ds", "--mpp", 1.0],
+                           capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith(f"error: {blocker / 'ds'}: cannot write output")
+    assert blocker.read_text() == "not a folder"
+    # an existing dataset is not overwritten without --force
+    out = tmp_path / "ds"
+    assert run_cli(["extract", slide, "--annotations", tmp_path, "--out", out, "--mpp", 1.0], capsys)[0] == 0
+    code, _, err = run_cli(["extract", slide, "--annotations", tmp_path, "--out", out, "--mpp", 1.0], capsys)
+    assert code == 2 and "already exists" in err
+    assert run_cli(["extract", slide, "--annotations", tmp_path, "--out", out, "--mpp", 1.0, "--force"],
+                   capsys)[0] == 0
+
+
+def test_help_shows_examples(capsys):
+    for cmd in (["extract", "--help"], ["import", "--help"], ["bench", "extract", "--help"]):
+        code, out, _ = run_cli(cmd, capsys)
+        assert code == 0 and "Examples" in out or "Example" in out

@@ -22,7 +22,8 @@ def transform_feature_map(y: torch.Tensor, group: Group, element: int) -> torch.
     """Act on a (B, C·|G|, H, W) map: move it in the plane and permute its group axis (regular rep.)."""
     b, cg, h, w = y.shape
     n = group.order
-    moved = transform_image(y, group, element).reshape(b, cg // n, n, *y.shape[-2:])
+    moved = transform_image(y, group, element)
+    moved = moved.reshape(b, cg // n, n, *moved.shape[-2:])
     perm = torch.as_tensor(group.regular_permutation(element), device=y.device)
     return moved[:, :, perm].reshape(b, cg, *moved.shape[-2:])
 

@@ -48,7 +48,7 @@ def test_idc_slide_tile_auc(colour_model: Path, idc_dir: Path, tmp_path: Path, c
     slide = idc_dir / "slides" / "9124.tiff"
     code, out, err = run_cli(["predict", slide, "--model", colour_model, "--out", tmp_path, "--device", "cpu"], capsys)
     assert code == 0, err
-    assert "execution provider: CPUExecutionProvider" in err
+    assert "execution provider: CPUExecutionProvider" in out
     with open(tmp_path / "9124.csv", newline="") as fh:
         pred = {(int(r["minx"]), int(r["miny"])): float(r["prob_idc"]) for r in csv.DictReader(fh)}
     with open(slide.with_suffix(".tiles.csv"), newline="") as fh:

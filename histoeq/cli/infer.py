@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from histoeq.cli import app, bench_app
-from histoeq.cli._render import console, err_console, print_table, rich_progress
+from histoeq.cli._render import console, print_table, rich_progress
 
 
 @app.command("export")
@@ -46,23 +46,24 @@ def predict_command(
     workers: int | None = typer.Option(None, "--workers", help="Reader threads [default: cores, 2..8]."),
 ) -> None:
     """Tile-level predictions for whole slides: CSV, QuPath GeoJSON, heatmap PNG and a JSON run record per slide."""
-    from histoeq.infer import OnnxTileModel, PredictOptions, predict_slides
+    from histoeq.infer import PredictOptions, predict_slides
     from histoeq.infer.predict import default_model_path
 
     options = PredictOptions(batch_size=batch_size, stride_px=stride, mpp=mpp, tissue_threshold=tissue_threshold)
     if workers:
         options.workers = workers
-    loaded = OnnxTileModel(model if model is not None else default_model_path(), device)
-    err_console.print(
-        f"model {loaded.path} ({loaded.metadata.model_name}), execution provider: {loaded.provider}", soft_wrap=True
-    )
-    with rich_progress() as progress:
-        _, results = predict_slides(slides, loaded, out, options=options, shard=shard, progress=progress)
+    with rich_progress(transient=True) as progress:
+        loaded, results = predict_slides(
+            slides, model if model is not None else default_model_path(), out, device=device, options=options,
+            shard=shard, progress=progress,
+        )
     rows = [
         (Path(r.slide).name, "skipped (complete)" if r.skipped else "done", r.tiles, r.seconds, r.tiles_per_s)
         for r in results
     ]
-    print_table(f"predict → {out} ({loaded.provider})", ["slide", "status", "tiles", "seconds", "tiles/s"], rows)
+    print_table(f"predict → {out}", ["slide", "status", "tiles", "seconds", "tiles/s"], rows)
+    console.print(f"model {loaded.path} ({loaded.metadata.model_name}), execution provider: {loaded.provider}",
+                  soft_wrap=True)
 
 
 @bench_app.command("predict")

@@ -184,9 +184,10 @@ def predict_slides(
     if not 0 <= options.tissue_threshold <= 1:
         raise HistoeqError("--tissue-threshold must be between 0 and 1")
     mine = shard_slides([Path(s) for s in slides], shard)
-    for path in mine:  # fail fast on a missing file before loading anything
+    for path in mine:  # fail fast on an unreadable slide before hours of work on the others
         if not path.is_file():
             raise InputError(path, "slide not found")
+        open_slide(path, options.mpp).close()
     if not isinstance(model, OnnxTileModel):
         model = OnnxTileModel(model if model is not None else default_model_path(), device)
     out = Path(out_dir)

@@ -1,0 +1,142 @@
+"""Bad inputs to `histoeq predict`: exit 2, one line on stderr, no traceback, nothing (half-)written."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from histoeq.export import export_model
+from tests.conftest import run_cli
+
+INFO = {"model_config": {"name": "tiny"}, "classes": ["a", "b"], "tile_px": 50, "mpp": 4.0,
+        "normalisation": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+
+
+@pytest.fixture(scope="module")
+def good_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 2)).eval()
+    return export_model(model, INFO, tmp_path_factory.mktemp("m") / "good.onnx").path
+
+
+def _assert_one_line_exit2(code: int, err: str, *fragments: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def _nothing_written(out: Path) -> bool:
+    return not out.exists() or not any(out.iterdir())
+
+
+def _predict(capsys, slide: Path, model: Path, out: Path, *extra: str) -> tuple[int, str, str]:
+    return run_cli(["predict", slide, "--model", model, "--out", out, "--device", "cpu", *extra], capsys)
+
+
+def test_zero_byte_slide(good_model: Path, tmp_path: Path, capsys) -> None:
+    slide = tmp_path / "empty.svs"
+    slide.write_bytes(b"")
+    code, _, err = _predict(capsys, slide, good_model, tmp_path / "out")
+    _assert_one_line_exit2(code, err, "empty.svs", "zero-byte")
+    assert _nothing_written(tmp_path / "out")
+
+
+def test_text_file_named_svs(good_model: Path, tmp_path: Path, capsys) -> None:
+    slide = tmp_path / "notes.svs"
+    slide.write_text("this is not a slide\n" * 50)
+    code, _, err = _predict(capsys, slide, good_model, tmp_path / "out")
+    _assert_one_line_exit2(code, err, "notes.svs")
+    assert _nothing_written(tmp_path / "out")
+
+
+def test_truncated_tiff(good_model: Path, idc_dir: Path, tmp_path: Path, capsys) -> None:
+    data = (idc_dir / "slides" / "9124.tiff").read_bytes()
+    slide = tmp_path / "cut.tiff"
+    slide.write_bytes(data[: len(data) // 3])
+    code, _, err = _predict(capsys, slide, good_model, tmp_path / "out", "--tissue-threshold", "0")
+    _assert_one_line_exit2(code, err, "cut.tiff")
+    assert _nothing_written(tmp_path / "out")
+
+
+def test_missing_slide(good_model: Path, tmp_path: Path, capsys) -> None:
+    code, _, err = _predict(capsys, tmp_path / "nope.svs", good_model, tmp_path / "out")
+    _assert_one_line_exit2(code, err, "nope.svs")
+
+
+def test_onnx_file_that_is_not_a_model(cmu_svs: Path, tmp_path: Path, capsys) -> None:
+    for name, payload in (("garbage.onnx", np.random.default_rng(0).bytes(4096)), ("empty.onnx", b"")):
+        model = tmp_path / name
+        model.write_bytes(payload)
+        code, _, err = _predict(capsys, cmu_svs, model, tmp_path / "out")
+        _assert_one_line_exit2(code, err, name)
+    assert _nothing_written(tmp_path / "out")
+
+
+def _with_props(proto: onnx.ModelProto, props: dict[str, str]) -> onnx.ModelProto:
+    del proto.metadata_props[:]
+    helper.set_model_props(proto, props)
+    return proto
+
+
+def test_model_whose_input_or_metadata_does_not_fit(good_model: Path, cmu_svs: Path, tmp_path: Path, capsys) -> None:
+    good = onnx.load(str(good_model))
+    props = {p.key: p.value for p in good.metadata_props}
+    # 1. A float NCHW graph carrying histoeq metadata: the input does not fit.
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, 50, 50])
+    y = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 3, 50, 50])
+    graph = helper.make_graph([helper.make_node("Identity", ["image"], ["probabilities"])], "g", [x], [y])
+    wrong_input = _with_props(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), props)
+    onnx.save(wrong_input, tmp_path / "nchw.onnx")
+    code, _, err = _predict(capsys, cmu_svs, tmp_path / "nchw.onnx", tmp_path / "out")
+    _assert_one_line_exit2(code, err, "nchw.onnx", "uint8")
+    # 2. The right graph without histoeq metadata.
+    onnx.save(_with_props(onnx.load(str(good_model)), {}), tmp_path / "nometa.onnx")
+    code, _, err = _predict(capsys, cmu_svs, tmp_path / "nometa.onnx", tmp_path / "out")
+    _assert_one_line_exit2(code, err, "nometa.onnx", "metadata")
+    # 3. Metadata that contradicts the graph (64 px tiles, three classes).
+    meta = props["histoeq"].replace('"tile_px": 50', '"tile_px": 64')
+    onnx.save(_with_props(onnx.load(str(good_model)), {**props, "histoeq": meta}), tmp_path / "tile64.onnx")
+    code, _, err = _predict(capsys, cmu_svs, tmp_path / "tile64.onnx", tmp_path / "out")
+    _assert_one_line_exit2(code, err, "tile64.onnx", "64")
+    meta = props["histoeq"].replace('"classes": ["a", "b"]', '"classes": ["a", "b", "c"]')
+    onnx.save(_with_props(onnx.load(str(good_model)), {**props, "histoeq": meta}), tmp_path / "classes.onnx")
+    code, _, err = _predict(capsys, cmu_svs, tmp_path / "classes.onnx", tmp_path / "out")
+    _assert_one_line_exit2(code, err, "classes.onnx", "3 classes")
+    assert _nothing_written(tmp_path / "out")
+
+
+def test_device_cuda_without_cuda(good_model: Path, cmu_svs: Path, tmp_path: Path, capsys) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has a CUDA provider; the no-CUDA path cannot be shown here")
+    code, _, err = run_cli(["predict", cmu_svs, "--model", good_model, "--out", tmp_path / "out", "--device", "cuda"],
+                           capsys)
+    _assert_one_line_exit2(code, err, "--device cuda", "CUDA")
+    assert _nothing_written(tmp_path / "out")
+
+
+def test_failure_midway_keeps_earlier_slides_and_leaves_no_partial_files(
+    good_model: Path, idc_dir: Path, tmp_path: Path, capsys
+) -> None:
+    good = tmp_path / "a_good.tiff"
+    shutil.copy(idc_dir / "slides" / "9124.tiff", good)
+    # Header intact (it opens, so the up-front check passes), tile data garbled in the middle: fails while reading.
+    data = bytearray((idc_dir / "slides" / "9124.tiff").read_bytes())
+    data[len(data) // 3 : len(data) // 2] = np.random.default_rng(0).bytes(len(data) // 2 - len(data) // 3)
+    bad = tmp_path / "b_bad.tiff"
+    bad.write_bytes(bytes(data))
+    code, _, err = run_cli(["predict", good, bad, "--model", good_model, "--out", tmp_path / "out",
+                            "--device", "cpu", "--tissue-threshold", "0"], capsys)
+    _assert_one_line_exit2(code, err, "b_bad.tiff")
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["a_good.csv", "a_good.geojson", "a_good.heatmap.png", "a_good.json"]

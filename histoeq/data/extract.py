@@ -31,6 +31,7 @@ from histoeq.slide.tissue import tissue_fraction, tissue_mask
 
 GEOJSON_SUFFIXES = (".geojson", ".json")
 POINT_SUFFIXES = (".csv", ".geojson", ".json")
+KEEP_OPEN = 16  # slides kept open between the check pass and the extraction pass (file handles are finite)
 BLOCK = 8  # grid tiles per block side: one region read serves up to 64 tiles
 
 
@@ -91,7 +92,7 @@ def tissue_of(slide: Slide, tile0: float) -> tuple[np.ndarray, float]:
     thumb, ds = slide.thumbnail(max_size)
     mask = tissue_mask(thumb)
     if not mask.any():
-        raise InputError(slide.path, "no tissue found (the tissue mask is empty; pass --min-tissue 0 to keep all tiles)")
+        raise InputError(slide.path, "no tissue found (the tissue mask is empty; --min-tissue 0 keeps all tiles)")
     return mask, ds
 
 
@@ -251,51 +252,71 @@ def extract_dataset(slides: list[Path], out: Path, annotations: Path | None = No
     else:
         classes = ["tissue"]
 
-    plans: list[TilePlan] = []
+    # Cheap checks of every slide first (opens, has a resolution, annotations parse and overlap), so a bad file
+    # late in the list fails in seconds, before any pixel is read. Each slide is then planned and read in turn, so
+    # only one slide's decoded pixels are in memory at a time; the first KEEP_OPEN stay open in between.
+    kept_open: dict[int, Slide] = {}
+    regions_of: dict[int, RegionAnnotations] = {}
     try:
-        for slide_path, ann in zip(slides, ann_paths):
+        for number, (slide_path, ann) in enumerate(zip(slides, ann_paths)):
             slide = open_slide(slide_path, mpp=opts.slide_mpp)
-            plans.append(slide)  # type: ignore[arg-type]  (closed in finally even if planning fails)
-            if slide._mpp is None:
+            kept_open[number] = slide
+            if slide.metadata_mpp is None and opts.slide_mpp is None:
                 raise InputError(slide_path, "no resolution (µm/px) in the slide metadata; pass --slide-mpp")
-            progress("plan", len(plans) - 1, len(slides), slide_path.name)
             if points is not None:
-                plan = plan_points(slide, load_points(ann), opts)
-            else:
-                regions = None
-                if ann is not None:
-                    regions = RegionAnnotations.load(ann, classes, opts.ignore)
-                    regions.check_inside(*slide.dimensions)
-                plan = plan_grid(slide, regions, opts)
-            plans[-1] = plan
-        progress("plan", len(slides), len(slides), "")
-        total = sum(len(p.xs) for p in plans)
-        provenance = {"command": "extract", "slides": [str(s) for s in slides],
-                      "annotations": None if annotations is None else str(annotations),
-                      "points": None if points is None else str(points),
-                      "options": {k: (sorted(v) if isinstance(v, set) else v) for k, v in vars(opts).items()}}
-        per_slide = []
-        done = 0
-        with DatasetWriter(out, tile_px=opts.patch_size, classes=classes, mpp=opts.mpp, provenance=provenance,
-                           overwrite=overwrite) as writer:
-            for plan in plans:
+                load_points(ann)
+            elif ann is not None:
+                regions_of[number] = RegionAnnotations.load(ann, classes, opts.ignore)
+                regions_of[number].check_inside(*slide.dimensions)
+            if number >= KEEP_OPEN:
+                kept_open.pop(number).close()
+                regions_of.pop(number, None)
+        return _extract_checked(slides, ann_paths, points, classes, kept_open, regions_of, out, opts, overwrite,
+                                progress, start)
+    finally:
+        for slide in kept_open.values():
+            slide.close()
+
+
+def _extract_checked(slides: list[Path], ann_paths: list[Path | None], points: Path | None, classes: list[str],
+                     kept_open: dict[int, Slide], regions_of: dict[int, RegionAnnotations], out: Path,
+                     opts: ExtractOptions, overwrite: bool, progress: ProgressFn, start: float) -> dict:
+    """The extraction pass of `extract_dataset`, after every input was checked."""
+    provenance = {"command": "extract", "slides": [str(s) for s in slides],
+                  "annotations": [None if a is None else str(a) for a in ann_paths] if points is None else None,
+                  "points": [str(a) for a in ann_paths] if points is not None else None,
+                  "options": {k: (sorted(v) if isinstance(v, set) else v) for k, v in vars(opts).items()}}
+    per_slide = []
+    done = 0
+    with DatasetWriter(out, tile_px=opts.patch_size, classes=classes, mpp=opts.mpp, provenance=provenance,
+                       overwrite=overwrite) as writer:
+        for number, (slide_path, ann) in enumerate(zip(slides, ann_paths)):
+            progress("slides", number, len(slides), slide_path.name)
+            slide = kept_open.pop(number, None) or open_slide(slide_path, mpp=opts.slide_mpp)
+            with slide:
+                if points is not None:
+                    plan = plan_points(slide, load_points(ann), opts)
+                else:
+                    regions = regions_of.pop(number, None)
+                    if regions is None and ann is not None:
+                        regions = RegionAnnotations.load(ann, classes, opts.ignore)
+                    plan = plan_grid(slide, regions, opts)
                 for reason, n in plan.skipped.items():
                     writer.skip(reason, n)
-                name = plan.slide.path.stem
+                name, in_slide = slide_path.stem, 0
                 for block, tiles in read_plan(plan, opts):
-                    rows = [{"label": int(plan.labels[i]), "patient": name, "slide": plan.slide.path.name,
+                    rows = [{"label": int(plan.labels[i]), "patient": name, "slide": slide_path.name,
                              "x": int(round(plan.xs[i])), "y": int(round(plan.ys[i])), "mpp": opts.mpp,
-                             "split": opts.split, "source": str(plan.slide.path)} for i in block]
+                             "split": opts.split, "source": str(slide_path)} for i in block]
                     writer.add(tiles, rows)
                     done += len(block)
+                    in_slide += len(block)
                     rate = done / max(time.perf_counter() - start, 1e-9)
-                    progress("extract", done, total, f"{name} {rate:.0f} tiles/s")
-                per_slide.append({"slide": plan.slide.path.name, "backend": plan.slide.backend,
-                                  "vendor": plan.slide.vendor, "tiles": int(len(plan.xs)),
+                    progress("tiles", in_slide, len(plan.xs), f"{name} {rate:.0f} tiles/s")
+                per_slide.append({"slide": slide_path.name, "backend": slide.backend, "vendor": slide.vendor,
+                                  "tiles": int(len(plan.xs)),
                                   **{c: int((plan.labels == k).sum()) for k, c in enumerate(classes)}})
-    finally:
-        for p in plans:
-            (p.slide if isinstance(p, TilePlan) else p).close()
+        progress("slides", len(slides), len(slides), "")
     seconds = time.perf_counter() - start
     return {"out": str(out), "classes": classes, "counts": writer.meta["class_counts"], "n": writer.meta["n"],
             "skipped": writer.meta["skipped"], "slides": per_slide, "seconds": seconds,

@@ -46,7 +46,7 @@ class Slide:
     def mpp(self) -> float:
         """µm per level-0 pixel (the `mpp=` override wins over metadata)."""
         if self._mpp is None:
-            raise InputError(self.path, "no resolution (µm/px) in the slide metadata; give it with --slide-mpp")
+            raise InputError(self.path, "no resolution (µm/px) in the slide metadata; give the slide's µm/px")
         return self._mpp
 
     @property

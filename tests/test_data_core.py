@@ -128,3 +128,26 @@ def test_rot90_is_d4():
 def test_unknown_preset():
     with pytest.raises(HistoeqError, match="unknown augmentation preset"):
         build_transform("rot90+blur")
+
+
+@pytest.mark.realdata
+def test_fractions_on_idc_labels(idc_dir):
+    """On the real IDC index: nested, stratified within 1 point, deterministic; splits are per patient."""
+    table = pd.read_csv(idc_dir / "labels.csv", dtype={"patient_id": str})
+    index = pd.DataFrame({"id": np.arange(len(table)), "label": table["label_idc"], "patient": table["patient_id"],
+                          "split": table["split"]})
+    assert (index.groupby("patient")["split"].nunique() == 1).all()
+    train = index[index["split"] == "train"]
+    rate = train["label"].mean()
+    chosen = [select_fraction(index, f, seed=0) for f in (0.1, 0.25, 0.5, 1.0)]
+    for small, big in zip(chosen, chosen[1:]):
+        assert np.isin(small, big).all()
+    for f, ids in zip((0.1, 0.25, 0.5, 1.0), chosen):
+        assert abs(index.loc[ids, "label"].mean() - rate) < 0.01
+        assert set(index.loc[ids, "split"]) == {"train"}
+        assert abs(len(ids) - f * len(train)) <= 2
+    assert fraction_hash(chosen[0]) == fraction_hash(select_fraction(index, 0.1, seed=0))
+    assert fraction_hash(chosen[0]) != fraction_hash(select_fraction(index, 0.1, seed=1))
+    # a fresh patient-level split of the same data never puts a patient in two splits
+    fresh = index.assign(split=patient_splits(index, seed=3).to_numpy())
+    assert (fresh.groupby("patient")["split"].nunique() == 1).all() and set(fresh["split"]) == {"train", "val", "test"}

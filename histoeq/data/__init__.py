@@ -1,0 +1,1 @@
+"""Patch datasets: the on-disk format, import, extraction from slides, label-efficiency fractions, augmentation."""

@@ -1,0 +1,1 @@
+"""Benchmarks of the core layers (``histoeq bench layers`` / ``histoeq bench equivariance``)."""

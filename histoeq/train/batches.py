@@ -2,8 +2,8 @@
 
 Why not a `DataLoader` over PIL images: IDC train is 20k x 50 x 50 x 3 uint8 = 150 MB, so the whole selection is
 copied into one tensor once (on CUDA: onto the GPU once) and a batch is a single index operation. Dihedral (D4)
-augmentation (presets ``rot90`` and ``flip``) is exact and done with `torch.rot90` / `torch.flip` on the batch,
-grouped by transform; only presets that need interpolation or colour work (``rotate``, ``stain``) go through the
+augmentation (presets ``rot90`` and ``flip``) is exact and done with `torch.rot90` / `torch.flip` on the whole
+array once per epoch, grouped by transform; only presets that need interpolation or colour work (``rotate``, ``stain``) go through the
 data engineer's albumentations transform, per patch, on the CPU.
 
 Randomness is drawn per *sample and epoch* from generators seeded with (seed, epoch), not per batch position: the
@@ -59,18 +59,23 @@ def parse_augment(preset: str) -> AugmentPlan:
     return AugmentPlan(preset="+".join(parts), rot90="rot90" in parts, flip="flip" in parts, pixel_parts=pixel)
 
 
-def apply_d4(images: torch.Tensor, codes: torch.Tensor, dims: tuple[int, int] = (1, 2)) -> torch.Tensor:
-    """Apply D4 element ``codes[i]`` to ``images[i]`` exactly (no interpolation); `dims` are the (H, W) axes."""
-    out = images.clone()
-    for code in torch.unique(codes).tolist():
-        if code == 0:
-            continue
-        sel = codes == code
-        x = images[sel]
-        if code >= 4:
-            x = x.flip(dims[1])
-        out[sel] = torch.rot90(x, code % 4, dims)
-    return out
+def d4_permutations(size: int, device: torch.device | None = None) -> torch.Tensor:
+    """(8, size*size) pixel indices: row `code` lists, for each output pixel, the input pixel of D4 element `code`.
+
+    Any D4 element is a permutation of a square tile's pixels, so augmenting a batch is one gather with these."""
+    grid = torch.arange(size * size, device=device).view(size, size)
+    rows = [torch.rot90(grid.flip(1) if code >= 4 else grid, code % 4, (0, 1)).reshape(-1) for code in range(8)]
+    return torch.stack(rows)
+
+
+def apply_d4(images: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """Apply D4 element ``codes[i]`` to square ``images[i]`` (B,H,W,C) exactly (a pixel gather, no interpolation)."""
+    b, h, w, c = images.shape
+    if h != w:
+        raise ValueError(f"D4 augmentation needs square tiles, got {h}x{w}")
+    perms = d4_permutations(h, images.device)[codes.to(images.device)]  # (B, H*W)
+    flat = images.reshape(b, h * w, c)
+    return flat.gather(1, perms.unsqueeze(-1).expand(-1, -1, c)).view(b, h, w, c)
 
 
 def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
@@ -79,63 +84,96 @@ def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
 
 
 def normalise(batch_uint8_nhwc: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 (B,H,W,3) -> float (B,3,H,W) with the dataset's per-channel mean/std ([0, 1] units)."""
-    x = batch_uint8_nhwc.permute(0, 3, 1, 2).float().div_(255.0)
-    return x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+    """uint8 (B,H,W,3) -> float (B,3,H,W) with the dataset's per-channel mean/std ([0, 1] units).
+
+    Written as one scale-and-shift on a contiguous NCHW copy: (x/255 - mean)/std = x * (1/(255 std)) - mean/std."""
+    x = batch_uint8_nhwc.permute(0, 3, 1, 2).contiguous().float()
+    return x.mul_((1.0 / (255.0 * std)).view(1, -1, 1, 1)).sub_((mean / std).view(1, -1, 1, 1))
+
+
+def normalise_planar(batch_uint8_nchw: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """uint8 (B,3,H,W) -> float, x * scale - shift with per-channel (1,3,1,1) tensors (see `normalise`)."""
+    return batch_uint8_nchw.float().mul_(scale).sub_(shift)
 
 
 class PatchBatches:
-    """One selection of patches held as a uint8 tensor (on `device`), served as normalised, augmented batches."""
+    """One selection of patches held as a planar uint8 tensor (N,3,H,W) on `device`, served as normalised batches.
+
+    Planar storage makes a batch one `index_select` plus one scale-and-shift (about 1.5 ms for 128 IDC patches on
+    a busy 2-core CPU, against ~25 ms for gathering HWC and permuting). The per-sample D4 transform of the epoch is
+    applied once per epoch to the whole array, grouped by element (8 strided copies, about 1 s for IDC train on
+    2 cores), instead of per batch. Per-patch presets (rotate, stain) run on the batch after that, on the CPU.
+    """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, normalisation: dict[str, list[float]],
                  device: torch.device, plan: AugmentPlan | None = None, seed: int = 0, num_workers: int = 0,
                  pixel_transform_factory: Callable[[str, int], Callable[[np.ndarray], np.ndarray]] | None = None):
-        self.images = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+        hwc = torch.from_numpy(np.ascontiguousarray(images))
+        self.images = hwc.to(device).permute(0, 3, 1, 2).contiguous()  # moved to the device once
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long, device=device)
-        self.mean = torch.tensor(normalisation["mean"], dtype=torch.float32, device=device)
-        self.std = torch.tensor(normalisation["std"], dtype=torch.float32, device=device)
+        mean = torch.tensor(normalisation["mean"], dtype=torch.float32, device=device)
+        std = torch.tensor(normalisation["std"], dtype=torch.float32, device=device)
+        self.scale = (1.0 / (255.0 * std)).view(1, -1, 1, 1)
+        self.shift = (mean / std).view(1, -1, 1, 1)
         self.device = device
         self.plan = plan or parse_augment("none")
         self.seed = seed
         self.num_workers = num_workers
         self._factory = pixel_transform_factory
-        self._codes: torch.Tensor | None = None
+        self._epoch_images = self.images
         self._pixel_fn: Callable[[np.ndarray], np.ndarray] | None = None
+        if len(self.plan.d4_codes) > 1 and self.images.shape[2] != self.images.shape[3]:
+            raise HistoeqError(f"rot90/flip augmentation needs square tiles, got {tuple(self.images.shape[2:])}")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
-    def start_epoch(self, epoch: int) -> None:
-        """Draw this epoch's per-sample D4 transform and re-seed the per-patch transform."""
+    def epoch_codes(self, epoch: int) -> torch.Tensor:
+        """The D4 element (see `apply_d4`) each patch gets in `epoch`: a function of (seed, epoch) only."""
         choices = torch.tensor(self.plan.d4_codes)
         pick = torch.randint(len(choices), (len(self),), generator=epoch_generator(self.seed, epoch, 1))
-        self._codes = choices[pick].to(self.device)
+        return choices[pick]
+
+    def start_epoch(self, epoch: int) -> None:
+        """Apply this epoch's per-sample D4 transforms to the array and re-seed the per-patch transform."""
+        self._epoch_images = self.images
+        if len(self.plan.d4_codes) > 1:
+            codes = self.epoch_codes(epoch).to(self.device)
+            out = torch.empty_like(self.images)
+            for code in range(8):
+                idx = (codes == code).nonzero().squeeze(1)
+                if idx.numel() == 0:
+                    continue
+                part = self.images.index_select(0, idx)
+                if code >= 4:
+                    part = part.flip(3)
+                out.index_copy_(0, idx, torch.rot90(part, code % 4, (2, 3)).contiguous())
+            self._epoch_images = out
         self._pixel_fn = None
         if self.plan.pixel_parts:
             factory = self._factory or _default_pixel_factory
-            self._pixel_fn = factory("+".join(self.plan.pixel_parts), int(epoch_generator(self.seed, epoch, 2)
-                                                                           .initial_seed() % (2**31)))
+            seed = int(epoch_generator(self.seed, epoch, 2).initial_seed() % (2**31))
+            self._pixel_fn = factory("+".join(self.plan.pixel_parts), seed)
 
     def batch(self, positions: torch.Tensor, augment: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised float batch (B,3,H,W) and labels for `positions` (indices into this selection)."""
         positions = positions.to(self.device)
-        x = self.images[positions]
+        x = (self._epoch_images if augment else self.images).index_select(0, positions)
         if augment and self._pixel_fn is not None:
             x = self._apply_pixel(x)
-        if augment and self._codes is not None and len(self.plan.d4_codes) > 1:
-            x = apply_d4(x, self._codes[positions])
-        return normalise(x, self.mean, self.std), self.labels[positions]
+        return normalise_planar(x, self.scale, self.shift), self.labels[positions]
 
     def _apply_pixel(self, x: torch.Tensor) -> torch.Tensor:
-        arrays = list(x.cpu().numpy())
+        arrays = list(x.permute(0, 2, 3, 1).cpu().numpy())
         fn = self._pixel_fn
         assert fn is not None
         if self.num_workers > 0:
             with ThreadPoolExecutor(self.num_workers) as pool:
                 out = list(pool.map(fn, arrays))
         else:
-            out = [fn(a) for a in arrays]
-        return torch.from_numpy(np.stack(out).astype(np.uint8, copy=False)).to(x.device)
+            out = [fn(np.ascontiguousarray(a)) for a in arrays]
+        hwc = torch.from_numpy(np.stack(out).astype(np.uint8, copy=False))
+        return hwc.permute(0, 3, 1, 2).contiguous().to(x.device)
 
 
 def _default_pixel_factory(preset: str, seed: int) -> Callable[[np.ndarray], np.ndarray]:

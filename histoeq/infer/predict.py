@@ -56,14 +56,20 @@ class SlideResult:
 
 
 def default_model_path(search: Sequence[Path] | None = None) -> Path:
-    """The shipped model: the first ``models/*.onnx`` (current folder, then the installed project)."""
-    folders = list(search) if search is not None else [Path.cwd() / "models", Path(__file__).resolve().parents[2] / "models"]
+    """The shipped model: the first ``*.onnx`` in ``$HISTOEQ_MODEL_DIR`` (the Docker image sets it), ``./models``
+    or the project checkout's ``models/``."""
+    if search is not None:
+        folders = list(search)
+    else:
+        folders = [Path.cwd() / "models", Path(__file__).resolve().parents[2] / "models"]
+        if os.environ.get("HISTOEQ_MODEL_DIR"):
+            folders.insert(0, Path(os.environ["HISTOEQ_MODEL_DIR"]))
     for folder in folders:
         found = sorted(folder.glob("*.onnx")) if folder.is_dir() else []
         if found:
             return found[0]
     where = ", ".join(str(f) for f in folders)
-    raise HistoeqError(f"no model given and no models/*.onnx found (looked in {where}); pass --model model.onnx")
+    raise HistoeqError(f"no model given and no *.onnx found (looked in {where}); pass --model model.onnx")
 
 
 def parse_shard(shard: str | None) -> tuple[int, int]:

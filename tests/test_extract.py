@@ -182,6 +182,25 @@ def test_points_mode(tmp_path, capsys):
     assert ((centres >= 90) & (centres <= 510)).all()  # on tissue
 
 
+def test_points_geojson_and_unlabelled_tissue_grid(tmp_path, capsys):
+    slide = _slide(tmp_path / "s.tiff")
+    points = tmp_path / "cells.geojson"
+    points.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "MultiPoint", "coordinates": [[200, 200], [420, 250]]},
+         "properties": {"classification": {"name": "Mitosis"}}}]}))
+    out = tmp_path / "pts"
+    code, _, err = run_cli(["extract", slide, "--points", points, "--out", out, "--patch-size", 20, "--mpp", 1.0],
+                           capsys)
+    assert code == 0, err
+    ds = PatchDataset.open(out)
+    assert int(ds.labels.sum()) == 2 and len(ds) == 4
+    # no annotations at all: every tissue tile, one class
+    out = tmp_path / "grid"
+    assert run_cli(["extract", slide, "--out", out, "--mpp", 1.0, "--split", "test"], capsys)[0] == 0
+    ds = PatchDataset.open(out)
+    assert ds.classes == ["tissue"] and len(ds) == 32 and list(ds.split_ids("test")) == list(range(32))
+
+
 # ---------------------------------------------------------------- bad inputs: exit 2, one line, nothing written
 def _bad(tmp_path: Path, case: str) -> tuple[list, Path]:
     good = _slide(tmp_path / "good.tiff")
@@ -218,15 +237,20 @@ def _bad(tmp_path: Path, case: str) -> tuple[list, Path]:
         return [bad, "--annotations", geo], bad
     if case == "missing-annotations":
         return [good, "--annotations", tmp_path / "nothing-here"], tmp_path / "nothing-here"
+    if case == "no-matching-geojson":
+        folder = tmp_path / "geo"
+        folder.mkdir()
+        _geojson(folder / "other-slide.geojson", [("Tumour", _square(100, 100, 300, 300))])
+        return [good, "--annotations", folder], folder
     raise AssertionError(case)
 
 
 BAD_CASES = ["zero-byte", "truncated-tiff", "text-svs", "geojson-not-json", "geojson-no-polygons",
-             "geojson-outside", "no-tissue", "no-mpp", "missing-annotations"]
+             "geojson-outside", "no-tissue", "no-mpp", "missing-annotations", "no-matching-geojson"]
 PROBLEMS = {"zero-byte": "zero-byte", "truncated-tiff": "truncated", "text-svs": "not a readable slide",
             "geojson-not-json": "not valid JSON", "geojson-no-polygons": "no polygon",
             "geojson-outside": "outside the slide", "no-tissue": "no tissue", "no-mpp": "no resolution",
-            "missing-annotations": "no such file"}
+            "missing-annotations": "no such file", "no-matching-geojson": "no good.geojson for slide good.tiff"}
 
 
 @pytest.mark.parametrize("case", BAD_CASES)

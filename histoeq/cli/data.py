@@ -35,7 +35,7 @@ _IMPORT_EPILOG = """\
   # pad the odd-sized edge crops with white instead of skipping them
   histoeq import ../shared/data/idc --out idc-padded --pad
 
-  # ImageFolder (<class>/*.png) or PCam (camelyonpatch_level_2_split_*_{x,y}.h5; needs pip install 'histoeq[pcam]')
+  # ImageFolder (<class>/*.png) or PCam (camelyonpatch_level_2_split_*_{x,y}.h5; needs pip install 'histoeq\\[pcam]')
   histoeq import my_patches/ --out my_ds
 """
 

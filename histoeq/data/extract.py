@@ -6,9 +6,12 @@ Grid mode: tiles of `patch_size` output px at `mpp` µm/px every `stride` output
 Points mode: patches centred on cell-detection points are positive; random tissue points at least `neg_distance`
 from every detection are negative.
 
-Pixels are read in row blocks of adjacent tiles (one region read per block, then sliced), by a small thread pool:
-OpenSlide/imagecodecs release the GIL, and one read per block instead of per tile is what keeps extraction as fast
-as reading alone on 2 cores.
+Pixels are read in square blocks of up to 8 x 8 neighbouring grid tiles (one region read and at most one
+resampling per block, then sliced), by a small thread pool (the decoders release the GIL). One read per block
+instead of per tile, plus tifffile decoding for plain TIFF pyramids (see `histoeq.slide.backends`), is what keeps
+the whole extraction at least as fast as OpenSlide reading the same tiles alone (`histoeq bench extract`).
+The IDC slides' patches start at level-0 (1, 1) (file name x1451 = pixel column 1451), so reproducing them needs
+``origin=(1, 1)``.
 """
 
 from __future__ import annotations

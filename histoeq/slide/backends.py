@@ -243,6 +243,9 @@ class PilBackend:
 
 
 TIFFFILE_FAST_VENDORS = {"generic-tiff", "aperio"}
+# none, LZW, JPEG, deflate (x2): decoded identically to OpenSlide. Aperio's JPEG 2000 (33003/33005) carries YCbCr
+# that only OpenSlide converts, so those stay with OpenSlide.
+TIFFFILE_SAFE_COMPRESSIONS = {1, 5, 7, 8, 32946}
 PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
 
@@ -299,7 +302,8 @@ def _tifffile_pixels_for(osb: OpenSlideBackend, path: Path) -> OpenSlideBackend 
     if tfb.vendor == "ome-tiff":  # OpenSlide sees only the first IFD of an OME pyramid and not its µm/px
         osb.close()
         return tfb
-    if tfb.level_dimensions != osb.level_dimensions or any(not p.is_tiled for p in tfb._pages):
+    if (tfb.level_dimensions != osb.level_dimensions or any(not p.is_tiled for p in tfb._pages)
+            or any(int(p.compression) not in TIFFFILE_SAFE_COMPRESSIONS for p in tfb._pages)):
         tfb.close()
         return osb
     tfb.vendor, tfb.mpp, tfb.properties = osb.vendor, osb.mpp or tfb.mpp, osb.properties

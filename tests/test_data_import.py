@@ -28,7 +28,7 @@ def test_import_idc_split_counts(idc_dir, tmp_path, capsys):
     assert seconds < 60, f"import took {seconds:.0f} s"
     assert "skipped: size not 50x50" in stdout
     ds = PatchDataset.open(out)
-    assert ds.classes == ["non-IDC", "IDC"] and ds.tile_px == 50
+    assert ds.classes == ["non-IDC", "IDC"] and ds.tile_px == 50 and ds.mpp == 4.0
     skipped = pd.read_csv(out / "skipped.csv")
     labels = pd.read_csv(idc_dir / "labels.csv").set_index("path")
     skipped = skipped.join(labels, on="source")
@@ -71,15 +71,16 @@ def test_import_labels_csv_with_odd_sizes(tmp_path, capsys):
     code, stdout, err = run_cli(["import", root, "--out", out], capsys)
     assert code == 0, err
     ds = PatchDataset.open(out)
-    assert len(ds) == 11 and ds.classes == ["normal", "tumour"]
+    assert len(ds) == 11 and ds.classes == ["normal", "tumour"] and ds.mpp is None
     assert ds.meta["skipped"] == {"size not 8x8": 1, "missing file": 1}
     assert set(ds.index["split"]) == {"train", "val", "test"}  # "valid" -> "val"
     assert ds.index.loc[0, "x"] == 0 and ds.index.loc[1, "x"] == 8
     assert "size not 8x8: 1" in stdout
     # --pad keeps the edge crop, white on the right
     out2 = tmp_path / "ds-pad"
-    assert run_cli(["import", root, "--out", out2, "--pad"], capsys)[0] == 0
+    assert run_cli(["import", root, "--out", out2, "--pad", "--mpp", 0.5], capsys)[0] == 0
     padded = PatchDataset.open(out2)
+    assert padded.mpp == 0.5 and (padded.index["mpp"] == 0.5).all()
     assert len(padded) == 12 and padded.meta["provenance"]["padded"] == 1
     crop = padded.images[padded.index.index[padded.index["source"] == "p2/img5_x40_y0.png"][0]]
     assert (crop[:, 0] == 50).all() and (crop[:, 1:] == 255).all()

@@ -135,6 +135,8 @@ def import_command(
     out: Path = typer.Option(..., "--out", help="Dataset folder to create (written atomically)."),
     pad: bool = typer.Option(False, "--pad", help="Pad odd-sized patches with white instead of skipping them."),
     workers: int = typer.Option(2, "--workers", help="Decoder threads."),
+    mpp: float = typer.Option(None, "--mpp", help="µm/px of the patches, recorded in meta.json (default: IDC 4.0, "
+                              "PCam 0.972, else unknown)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing dataset at --out."),
 ) -> None:
     """Import a folder of patches into the histoeq dataset format."""
@@ -142,7 +144,7 @@ def import_command(
     from histoeq.data.importers import import_folder
 
     with _progress() as progress:
-        result = import_folder(folder, out, pad=pad, overwrite=force, workers=workers, progress=progress)
+        result = import_folder(folder, out, pad=pad, overwrite=force, workers=workers, mpp=mpp, progress=progress)
     classes = result["classes"]
     rows = [[split, *(counts.get(c, 0) for c in classes), sum(counts.values())]
             for split, counts in sorted(result["split_counts"].items())]

@@ -36,6 +36,8 @@ from histoeq.slide.backends import to_rgb8
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 _XY = re.compile(r"_x(\d+)_y(\d+)")
 CHUNK = 1024
+IDC_CLASSES = ["non-IDC", "IDC"]
+IDC_MPP = 4.0  # "downsampled to 2.5x (about 4 um/px)" (Janowczyk & Madabhushi 2016)
 
 
 def _read_rgb(path: Path) -> np.ndarray | None:
@@ -61,7 +63,7 @@ def _table_from_labels_csv(folder: Path, csv_path: Path) -> tuple[pd.DataFrame, 
     split_col = cols.get("split")
     labels_raw = table[label_col].str.strip()
     if label_col.lower() == "label_idc" and set(labels_raw) <= {"0", "1"}:
-        classes = ["non-IDC", "IDC"]
+        classes = list(IDC_CLASSES)
         labels = labels_raw.astype(int)
     elif labels_raw.str.fullmatch(r"\d+").all():
         k = int(labels_raw.astype(int).max()) + 1
@@ -127,28 +129,36 @@ def _tile_size(files: list[Path]) -> int:
 
 
 def import_folder(folder: Path, out: Path, pad: bool = False, overwrite: bool = False, workers: int = 2,
-                  progress: ProgressFn = null_progress) -> dict:
-    """Import FOLDER (labels.csv, class folders or PCam) into dataset `out`; returns counts, skips and speed."""
+                  mpp: float | None = None, progress: ProgressFn = null_progress) -> dict:
+    """Import FOLDER (labels.csv, class folders or PCam) into dataset `out`; returns counts, skips and speed.
+
+    `mpp` (µm/px of the patches) is recorded for models and slide inference; patch files do not carry it. Known
+    layouts default to their published scale: IDC (label_idc column) 4.0, PCam 0.972.
+    """
     folder = Path(folder)
+    if mpp is not None and not mpp > 0:
+        raise InputError(None, f"--mpp must be positive, got {mpp}")
     if not folder.is_dir():
         raise InputError(folder, "no such folder" if not folder.exists() else "not a folder")
     start = time.perf_counter()
     from histoeq.data.pcam import find_pcam, import_pcam
 
     if find_pcam(folder):
-        return import_pcam(folder, out, overwrite=overwrite, progress=progress)
+        return import_pcam(folder, out, overwrite=overwrite, mpp=mpp, progress=progress)
     labels_csv = folder / "labels.csv"
     if labels_csv.is_file():
         table, classes = _table_from_labels_csv(folder, labels_csv)
         layout = "labels.csv"
+        if mpp is None and classes == IDC_CLASSES:
+            mpp = IDC_MPP
     else:
         table, classes = _table_from_folders(folder)
         layout = "class folders"
     files = table["file"].tolist()
     tile = _tile_size(files)
-    provenance = {"command": "import", "folder": str(folder), "layout": layout, "pad": pad}
+    provenance = {"command": "import", "folder": str(folder), "layout": layout, "pad": pad, "mpp": mpp}
     decode: Callable[[Path], np.ndarray | None] = _read_rgb
-    with DatasetWriter(out, tile_px=tile, classes=classes, mpp=None, provenance=provenance,
+    with DatasetWriter(out, tile_px=tile, classes=classes, mpp=mpp, provenance=provenance,
                        overwrite=overwrite) as writer, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for s in range(0, len(files), CHUNK):
             chunk = table.iloc[s:s + CHUNK]

@@ -32,7 +32,8 @@ def find_pcam(folder: Path) -> list[str]:
     return [s for s in PCAM_SPLITS if _file(folder, s, "x").is_file() and _file(folder, s, "y").is_file()]
 
 
-def import_pcam(folder: Path, out: Path, overwrite: bool = False, progress: ProgressFn = null_progress) -> dict:
+def import_pcam(folder: Path, out: Path, overwrite: bool = False, mpp: float | None = None,
+                progress: ProgressFn = null_progress) -> dict:
     try:
         import h5py
     except ModuleNotFoundError:
@@ -40,7 +41,7 @@ def import_pcam(folder: Path, out: Path, overwrite: bool = False, progress: Prog
     start = time.perf_counter()
     splits = find_pcam(folder)
     provenance = {"command": "import", "folder": str(folder), "layout": "pcam-h5", "splits": splits}
-    with DatasetWriter(out, tile_px=96, classes=["normal", "tumour"], mpp=PCAM_MPP, provenance=provenance,
+    with DatasetWriter(out, tile_px=96, classes=["normal", "tumour"], mpp=mpp or PCAM_MPP, provenance=provenance,
                        overwrite=overwrite) as writer:
         for split in splits:
             xf, yf = _file(folder, split, "x"), _file(folder, split, "y")

@@ -54,10 +54,10 @@ def bench_equivariance_command(
     from histoeq.bench.equivariance import bench_angle_error
 
     with rich_progress(transient=True) as progress:
-        rows = bench_angle_error(angle, tile_px, seeds, orientations, progress)
+        rows = bench_angle_error(angle, tile_px, seeds, orientations, progress=progress)
     print_table(
         f"relative logit error at {angle:g}° ({seeds} inits, {tile_px} px)",
-        ["model", "filter method", "mean", "sd", "median"],
-        [[r.model, r.method, f"{r.mean:.4f}", f"{r.sd:.4f}", f"{r.median:.4f}"] for r in rows],
+        ["model", "filter method", "input rotation", "mean", "sd", "median"],
+        [[r.model, r.method, r.interpolation, f"{r.mean:.4f}", f"{r.sd:.4f}", f"{r.median:.4f}"] for r in rows],
     )
     console.print("protocol: histoeq.models.equivariance.rotation_error")

@@ -62,7 +62,7 @@ def _resampling_matrix(group: Group, element: int, size: int, order: int) -> np.
 
 
 STEERABLE_SIGMA = 0.6
-STEERABLE_FREQ_PER_RADIUS = 2.0
+STEERABLE_FREQ_PER_RADIUS = 1.0
 
 
 def _steerable_basis(size: int, rotation: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Benchmark `predict` on synthetic-size real slides: memory must stay flat from 4k² to 32k².
 
+Each size is benchmarked in a fresh subprocess, so one size's peak RSS does not carry over into the next.
 Builds pyramidal tiled TIFFs (256 px tiles, levels 1, 1/2, 1/4 as separate pages, which is how OpenSlide sees
 pyramids; 4 µm/px resolution tags) by tiling a real IDC slide (mosaic of its level 0), in a temporary folder,
 then runs `histoeq.infer.bench.bench_predict` on each with one ONNX session and prints one JSON line per slide.
@@ -14,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -58,6 +61,23 @@ def write_pyramid(path: Path, source: np.ndarray, size: int, mpp: float = 4.0, c
             )
 
 
+def bench_one(path: Path, args: argparse.Namespace) -> dict:
+    """Benchmark one built slide in this (fresh) process."""
+    model = OnnxTileModel(args.model, args.device)
+    options = PredictOptions(batch_size=args.batch_size)
+    if args.workers:
+        options.workers = args.workers
+    result = bench_predict(path, model, options)
+    return {
+        "tiles": result.tiles, "provider": result.provider, "batch": result.batch_size,
+        "workers": result.workers, "cpus": os.cpu_count(),
+        "rates": {k: round(v, 1) for k, v in result.rates.items()}, "seconds": result.seconds,
+        "peak_rss_mb": {k: round(v, 1) for k, v in result.peak_rss_mb.items()},
+        "baseline_rss_mb": round(result.baseline_rss_mb, 1), "overlap_ratio": round(result.overlap_ratio, 3),
+        "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
@@ -68,14 +88,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--compression", default="jpeg")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--bench-one", default=None, help=argparse.SUPPRESS)  # internal: bench this built slide
     args = parser.parse_args()
+    if args.bench_one:
+        print(json.dumps(bench_one(Path(args.bench_one), args)), flush=True)
+        return
     source_path = Path(args.source or Path(__file__).resolve().parents[3] / "shared/data/idc/slides/8918.tiff")
     with open_slide(source_path) as slide:
         source = slide.read_region((0, 0), slide.dimensions, slide.mpp)
-    model = OnnxTileModel(args.model, args.device)
-    options = PredictOptions(batch_size=args.batch_size)
-    if args.workers:
-        options.workers = args.workers
     results = []
     with tempfile.TemporaryDirectory(prefix="histoeq-bench-slides-") as tmp:
         for size in args.sizes:
@@ -83,21 +103,18 @@ def main() -> None:
             start = time.perf_counter()
             write_pyramid(path, source, size, compression=args.compression)
             built = time.perf_counter() - start
-            result = bench_predict(path, model, options)
-            row = {
-                "size": size, "file_mb": round(path.stat().st_size / 2**20, 1), "build_s": round(built, 1),
-                "tiles": result.tiles, "provider": result.provider, "batch": result.batch_size,
-                "workers": result.workers, "cpus": os.cpu_count(),
-                "rates": {k: round(v, 1) for k, v in result.rates.items()}, "seconds": result.seconds,
-                "peak_rss_mb": {k: round(v, 1) for k, v in result.peak_rss_mb.items()},
-                "baseline_rss_mb": round(result.baseline_rss_mb, 1), "overlap_ratio": round(result.overlap_ratio, 3),
-            }
+            child = subprocess.run(
+                [sys.executable, __file__, "--bench-one", str(path), *sys.argv[1:]],
+                check=True, capture_output=True, text=True,
+            )
+            row = {"size": size, "file_mb": round(path.stat().st_size / 2**20, 1), "build_s": round(built, 1),
+                   **json.loads(child.stdout.strip().splitlines()[-1])}
             print(json.dumps(row), flush=True)
             results.append(row)
             path.unlink()
     if len(results) >= 2:
         first, last = results[0], results[-1]
-        ratio = max(last["peak_rss_mb"].values()) / max(first["peak_rss_mb"].values())
+        ratio = last["max_rss_mb"] / first["max_rss_mb"]
         print(json.dumps({"peak_rss_ratio_largest_vs_smallest": round(ratio, 3)}), flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))

@@ -91,3 +91,27 @@ def test_reflect_padding_without_slides_and_d4_tta(idc_dir: Path, tmp_path: Path
     assert result["tta"] == "d4" and result["context_counts"] == {"slide": 0, "reflect": 16}
     # D4 test-time augmentation makes any model exactly invariant on the 90-degree views.
     assert result["invariance"]["exact"]["max"] <= 1e-5
+    # --slides gives real context even when the dataset does not say where its slides are (slide = patient id).
+    code, out, err = run_cli(["eval", run, "--data", data, "--out", tmp_path / "e2", "--rotations", "8",
+                              "--slides", idc_dir / "slides", "--device", "cpu"], capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "e2" / "eval.json").read_text())
+    assert report["runs"][0]["context_counts"] == {"slide": 16, "reflect": 0}
+
+
+@pytest.mark.realdata
+def test_evaluate_predictor_hook_with_a_plain_function(small_idc: Path) -> None:
+    """Any uint8-batch -> probability callable plugs in; a pixel-mean score is exactly invariant on D4 views."""
+    import numpy as np
+
+    from histoeq.data.dataset import PatchDataset
+    from histoeq.evaluate.rotation_eval import evaluate_predictor
+
+    def darkness(batch: np.ndarray) -> np.ndarray:  # tumour patches are darker (denser nuclei)
+        return 1.0 - batch.reshape(len(batch), -1).mean(axis=1) / 255.0
+
+    result = evaluate_predictor(darkness, PatchDataset.open(small_idc), split="test", rotations=8, flips=True)
+    assert len(result["views"]) == 16 and result["n"] == 48
+    assert result["invariance"]["exact"]["max"] < 1e-12 and result["spread"]["exact"] < 1e-12
+    assert 0 < result["invariance"]["interpolated"]["mean"] < 0.01  # slide context + bilinear resampling
+    assert 0.0 <= result["summary"]["auc"]["identity"] <= 1.0

@@ -118,3 +118,10 @@ def test_eval_missing_run_and_bad_options(trained_cnn: Path, small_idc: Path, tm
     _one_line_error(code, err, "spin")
     code, _, err = run_cli(["bench", "train", "--data", small_idc, "--models", "nope", "--device", "cpu"], capsys)
     _one_line_error(code, err, "nope")
+
+
+def test_out_is_a_file(small_idc: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "r").write_text("not a folder")
+    code, _, err = run_cli(["train", "--data", small_idc, "--model", "cnn", "--out", tmp_path / "r", *FAST_TRAIN],
+                           capsys)
+    _one_line_error(code, err, "not a folder")

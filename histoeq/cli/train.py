@@ -37,7 +37,10 @@ def train_command(
     patience: int = typer.Option(5, "--patience", help="Stop after this many epochs without a better val AUC."),
     max_steps: int = typer.Option(None, "--max-steps", help="Cap on optimizer steps per epoch (smoke tests)."),
 ) -> None:
-    """Train a model on the train split, validating every epoch; best.pt is chosen by validation AUC."""
+    """Train a model on the train split, validating every epoch; best.pt is chosen by validation AUC.
+
+    Multi-GPU / multi-process: torchrun --nproc-per-node N -m histoeq train ... (rank 0 writes the run folder).
+    """
     from histoeq.cli._render import print_table, rich_progress
     from histoeq.train.trainer import TrainConfig, train
 

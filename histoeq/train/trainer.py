@@ -128,6 +128,8 @@ class _Run:
                                f"({info.world_size})")
         self.local_batch = config.batch_size // info.world_size
         last = self.out / LAST_NAME
+        if self.out.exists() and not self.out.is_dir():
+            raise InputError(self.out, "--out exists and is not a folder")
         if last.exists() and not config.resume:
             raise InputError(self.out, "already holds a run (pass --resume to continue it, or choose another --out)")
         self.plan = parse_augment(config.augment)

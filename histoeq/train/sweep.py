@@ -89,7 +89,9 @@ def run_sweep(config: SweepConfig, progress: ProgressFn = null_progress) -> dict
     dataset = PatchDataset.open(config.data)
     dataset.split_ids("train")
     device = resolve_device(config.device)
-    cells = list(itertools.product(config.models, config.augments, config.fractions, range(config.seeds)))
+    # Seed-major order: an interrupted sweep has whole seeds of every cell rather than all seeds of a few cells.
+    cells = sorted(itertools.product(config.models, config.augments, config.fractions, range(config.seeds)),
+                   key=lambda cell: cell[3])
     out = Path(config.out)
     inputs = None
     skipped = 0

@@ -148,3 +148,14 @@ def test_cli_export_bad_run(tmp_path, capsys) -> None:
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in err
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_eval_loads_onnx_through_its_hook(p4m_onnx) -> None:
+    """`histoeq eval model.onnx` uses the loader that importing histoeq.export registers."""
+    from histoeq.evaluate.predictors import load_predictor
+
+    predictor = load_predictor(p4m_onnx.path, torch.device("cpu"))
+    assert predictor.tile_px == 50 and predictor.info["provider"] == "CPUExecutionProvider"
+    tiles = np.random.default_rng(0).integers(0, 256, (5, 50, 50, 3), dtype=np.uint8)
+    probs = predictor.predict(tiles)
+    assert probs.shape == (5, 2) and np.allclose(probs, OnnxTileModel(p4m_onnx.path, "cpu")(tiles))

@@ -18,6 +18,7 @@ from histoeq.export import export_model
 from histoeq.infer.predict import shard_slides
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.realdata  # every test here reads ../shared/data (skips when absent)
 NORM = {"mean": [0.8, 0.6, 0.75], "std": [0.1, 0.15, 0.1]}
 
 

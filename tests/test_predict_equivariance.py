@@ -21,6 +21,7 @@ from histoeq.infer import OnnxTileModel, PredictOptions, predict_slides
 from histoeq.infer.grid import tile_grid
 from histoeq.slide import open_slide
 
+pytestmark = pytest.mark.realdata
 TILE = 50
 
 

@@ -58,7 +58,8 @@ def predict_command(
             shard=shard, progress=progress,
         )
     rows = [
-        (Path(r.slide).name, "skipped (complete)" if r.skipped else "done", r.tiles, r.seconds, r.tiles_per_s)
+        (Path(r.slide).name, "skipped (complete)" if r.skipped else "done", r.tiles, round(r.seconds, 2),
+         round(r.tiles_per_s))
         for r in results
     ]
     print_table(f"predict → {out}", ["slide", "status", "tiles", "seconds", "tiles/s"], rows)
@@ -88,7 +89,8 @@ def bench_predict_command(
     with rich_progress(transient=True) as progress:
         result = bench_predict(slide, loaded, options, progress)
     rows = [
-        (phase, rate, result.seconds[phase], result.peak_rss_mb[phase]) for phase, rate in result.rates.items()
+        (phase, round(rate), result.seconds[phase], round(result.peak_rss_mb[phase]))
+        for phase, rate in result.rates.items()
     ]
     print_table(
         f"{slide.name} {result.dimensions[0]}x{result.dimensions[1]}, {result.tiles} tiles, {result.provider}, "

@@ -140,3 +140,21 @@ def test_failure_midway_keeps_earlier_slides_and_leaves_no_partial_files(
     _assert_one_line_exit2(code, err, "b_bad.tiff")
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == ["a_good.csv", "a_good.geojson", "a_good.heatmap.png", "a_good.json"]
+
+
+@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
+def test_silent_cuda_fallback_is_detected(good_model: Path, cmu_svs: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    """onnxruntime-gpu without CUDA 13/cuDNN 9 lists the CUDA provider but runs on the CPU. Simulated by making this
+    onnxruntime claim a CUDA provider: the session then falls back exactly like that."""
+    import onnxruntime as ort
+
+    from histoeq.infer import OnnxTileModel
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("a real CUDA provider is present")
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert OnnxTileModel(good_model, "auto").provider == "CPUExecutionProvider"  # auto: falls back and says so
+    code, _, err = run_cli(["predict", cmu_svs, "--model", good_model, "--out", tmp_path / "out", "--device", "cuda"],
+                           capsys)
+    _assert_one_line_exit2(code, err, "could not start its CUDA provider", "CPUExecutionProvider")
+    assert _nothing_written(tmp_path / "out")

@@ -9,6 +9,7 @@ provider is an error (exit 2), ``auto`` takes CUDA when it really loads and says
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -22,7 +23,10 @@ Device = Literal["auto", "cuda", "cpu"]
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
-ort.set_default_logger_severity(3)  # the CUDA fallback is detected and reported by us, not by ORT's log lines
+# ORT logs a failed CUDA load (missing CUDA 13 / cuDNN 9) as a multi-line error before falling back; we detect the
+# fallback and report it in one line, so its log is quiet unless HISTOEQ_ORT_LOG_LEVEL (0 verbose .. 4 fatal) asks.
+ORT_LOG_LEVEL = int(os.environ.get("HISTOEQ_ORT_LOG_LEVEL", "4"))
+ort.set_default_logger_severity(ORT_LOG_LEVEL)
 
 
 def _providers_for(device: str) -> list[str]:
@@ -51,7 +55,7 @@ class OnnxTileModel:
         if self.path.stat().st_size == 0:
             raise InputError(self.path, "not an ONNX model (zero-byte file)")
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        options.log_severity_level = ORT_LOG_LEVEL
         # ORT's worker threads busy-wait between runs by default; in `predict` the slide readers run in the gaps, so
         # spinning would steal their cores (measured on 16 cores: pipeline at 1/3 of the read-only rate with it on).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -68,7 +72,7 @@ class OnnxTileModel:
         if device == "cuda" and self.provider != CUDA:
             raise HistoeqError(
                 "--device cuda: onnxruntime could not start its CUDA provider (CUDA 13 and cuDNN 9 must be "
-                f"installed) and would fall back to {self.provider}"
+                f"installed; HISTOEQ_ORT_LOG_LEVEL=1 shows why) and would fall back to {self.provider}"
             )
         self.metadata: ModelMetadata = parse_metadata(self.session.get_modelmeta().custom_metadata_map, self.path)
         self._check_signature()

@@ -28,7 +28,8 @@ def export_command(
         f"wrote {result.path} ({result.size_bytes / 1e6:.2f} MB, {m.precision}, {m.model_name} on {m.group['name']}, "
         f"classes {','.join(m.classes)}, {m.tile_px} px at {m.mpp:g} µm/px)\n"
         f"checked on {v.patches} in onnxruntime {v.onnxruntime_version}: ORT vs torch max |Δp| "
-        f"{v.agreement_max_abs:.1e} (≤ {v.agreement_tolerance:.0e}); invariance {inv}"
+        f"{v.agreement_max_abs:.1e} (≤ {v.agreement_tolerance:.0e}); invariance {inv}",
+        soft_wrap=True,
     )
 
 

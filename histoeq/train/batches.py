@@ -39,10 +39,9 @@ class AugmentPlan:
 
     @property
     def d4_codes(self) -> tuple[int, ...]:
-        if self.rot90 and self.flip:
-            return tuple(range(8))
+        # `rot90` is all of D4 (the 8 symmetries a P4M model is invariant to), as in histoeq.data.transforms.
         if self.rot90:
-            return (0, 1, 2, 3)
+            return tuple(range(8))
         if self.flip:
             return FLIP_CODES
         return (0,)

@@ -44,7 +44,7 @@ def test_dockerfile_contract() -> None:
     assert "ARG BASE_IMAGE=nvidia/cuda:13" in text and "cudnn" in text  # ORT-GPU >= 1.31 needs CUDA 13 + cuDNN 9
     assert "ARG ORT_EXTRA=gpu" in text and "USER 1000" in text
     ignore = (REPO / ".dockerignore").read_text().splitlines()
-    assert ignore[0 if ignore[0] == "*" else 1] == "*" and "!histoeq/" in ignore
+    assert "*" in ignore and "!histoeq/" in ignore  # allow-list: only what the image needs is sent
 
 
 @pytest.mark.slow

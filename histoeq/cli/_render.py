@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from histoeq.progress import ProgressFn
+from histoeq.progress import ProgressFn, null_progress
 
 console = Console()
 err_console = Console(stderr=True)
@@ -17,7 +17,13 @@ err_console = Console(stderr=True)
 
 @contextmanager
 def rich_progress(transient: bool = False) -> Iterator[ProgressFn]:
-    """Yield a `ProgressFn` that draws one rich bar per task name (on stderr, so stdout stays parseable)."""
+    """Yield a `ProgressFn` that draws one rich bar per task name (on stderr, so stdout stays parseable).
+
+    On a non-terminal stderr (a log file, a pipe, CI) it reports nothing: rich would write a blank line when the
+    bar ends, and an error message must stay a single line."""
+    if not err_console.is_terminal:
+        yield null_progress
+        return
     bars = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

@@ -49,13 +49,9 @@ _BENCH_EPILOG = """\
 
 @contextmanager
 def _progress() -> Iterator[ProgressFn]:
-    """A rich bar on an interactive stderr; nothing when stderr is a file or pipe, so logs and error output stay
-    one line per message (rich writes a blank line when a bar ends on a non-terminal)."""
-    from histoeq.cli._render import err_console, rich_progress
+    """A transient rich bar (nothing on a non-terminal stderr, see rich_progress)."""
+    from histoeq.cli._render import rich_progress
 
-    if not err_console.is_terminal:
-        yield null_progress
-        return
     with rich_progress(transient=True) as progress:
         yield progress
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from histoeq.cli import app, bench_app
-from histoeq.progress import ProgressFn, null_progress
+from histoeq.progress import ProgressFn
 
 _EXTRACT_EPILOG = """\
 [bold]Examples[/bold]

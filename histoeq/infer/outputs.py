@@ -10,8 +10,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -19,9 +17,9 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
+from histoeq.atomic import atomic_open
+
 SUFFIXES = (".csv", ".geojson", ".heatmap.png", ".json")
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 _COLOURS = [[0, 153, 0], [204, 0, 0], [0, 102, 204], [230, 159, 0], [128, 0, 128], [0, 158, 115]]
 
 
@@ -31,16 +29,8 @@ def output_paths(out_dir: Path, stem: str) -> dict[str, Path]:
 
 def write_atomically(path: Path, write: Callable[[IO[Any]], None], binary: bool = False) -> None:
     """Call `write` on a temporary file next to `path`, then rename it over `path` (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": "", "encoding": "utf-8"})) as fh:
-            write(fh)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, binary=binary) as fh:
+        write(fh)
 
 
 def write_tiles_csv(

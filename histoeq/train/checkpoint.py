@@ -16,14 +16,13 @@ Payload keys (version 1)::
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from histoeq.atomic import atomic_open
 from histoeq.errors import InputError
 
 FORMAT = "histoeq-checkpoint"
@@ -36,19 +35,8 @@ REQUIRED_KEYS = ("model_config", "state_dict", "classes", "tile_px", "normalisat
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write `payload` to `path` atomically (temporary file in the same folder, then `os.replace`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "version": VERSION, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; checkpoints are shared like any output
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, binary=True) as fh:
+        torch.save({"format": FORMAT, "version": VERSION, **payload}, fh)
     return path
 
 

@@ -10,31 +10,17 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import os
 import platform
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from histoeq.atomic import write_text_atomic
 
 RUN_JSON = "run.json"
 METRICS_JSONL = "metrics.jsonl"
 FRACTION_IDS = "fraction_ids.json"
 LIBRARIES = ("torch", "numpy", "pandas", "scikit-learn", "scipy", "albumentations", "onnx", "onnxruntime")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temp file in the same folder and `os.replace`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: Path, record: dict[str, Any]) -> None:

@@ -159,3 +159,44 @@ def test_eval_loads_onnx_through_its_hook(p4m_onnx) -> None:
     tiles = np.random.default_rng(0).integers(0, 256, (5, 50, 50, 3), dtype=np.uint8)
     probs = predictor.predict(tiles)
     assert probs.shape == (5, 2) and np.allclose(probs, OnnxTileModel(p4m_onnx.path, "cpu")(tiles))
+
+
+@pytest.mark.parametrize("name,kw", [("p4", {}), ("se2", {"orientations": 8}), ("se2", {"orientations": 16})])
+def test_rotation_models_stay_c4_invariant_in_onnx(name, kw, tmp_path) -> None:
+    """Every G-CNN model keeps its exact (90°) invariance in the exported graph at the 50 px production tile."""
+    from histoeq import models
+
+    torch.manual_seed(0)
+    model = models.create(name, width=8, **kw).eval()
+    exported = export_model(model, _info(model), tmp_path / f"{name}.onnx")
+    session = ort.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"])
+
+    def logits(batch: np.ndarray) -> np.ndarray:
+        return session.run(["logits"], {"image": np.ascontiguousarray(batch)})[0]
+
+    rng = np.random.default_rng(0)
+    tiles = np.clip(rng.normal(190, 25, size=(6, 50, 50, 3)), 0, 255).astype(np.uint8)
+    base = logits(tiles)
+    scale = np.abs(base).max()
+    assert np.abs(logits(tiles[:, :, ::-1]) - base).max() > 1e-3 * scale  # no mirror symmetry in C_N
+    for k in (1, 2, 3):
+        assert np.abs(logits(np.rot90(tiles, k, axes=(1, 2))) - base).max() <= 1e-5 * max(scale, 1.0)
+
+
+def test_shipped_model_is_d4_invariant_on_real_patches(shared_data) -> None:
+    """The model in models/ (the default of `histoeq predict`) on real IDC test patches in onnxruntime."""
+    from pathlib import Path
+
+    from histoeq.export.check_patches import idc_patches
+
+    shipped = sorted((Path(__file__).resolve().parents[1] / "models").glob("idc-*.onnx"))
+    if not shipped:
+        pytest.skip("no shipped model in models/")
+    model = OnnxTileModel(shipped[0], "cpu")
+    tiles = idc_patches(50, 32)
+    base = model(tiles)
+    assert base.shape == (32, 2) and np.allclose(base.sum(1), 1.0, atol=1e-5)
+    for k in range(4):
+        for mirror in (False, True):
+            view = np.rot90(tiles[:, :, ::-1] if mirror else tiles, k, axes=(1, 2))
+            assert np.abs(model(np.ascontiguousarray(view)) - base).max() <= 1e-5

@@ -38,9 +38,16 @@ def _matched_width(group: Group, width: int, method: str, match: str, num_classe
     if match == "width":
         return max(1, round(width / group.order))
     target = _count(trivial(), width, "pixel", num_classes, in_channels)
-    guess = max(1, round(width / group.order**0.5))
-    candidates = range(max(1, guess - 4), guess + 5)
-    return min(candidates, key=lambda w: abs(_count(group, w, method, num_classes, in_channels) - target))
+    # Parameters grow monotonically with the width: walk from C/sqrt(|G|) to the two widths around the target.
+    w = max(1, round(width / group.order**0.5))
+    count = _count(group, w, method, num_classes, in_channels)
+    step = 1 if count < target else -1
+    while w + step >= 1:
+        nxt = _count(group, w + step, method, num_classes, in_channels)
+        if (nxt >= target) != (count >= target) or abs(nxt - target) >= abs(count - target):
+            return w + step if abs(nxt - target) < abs(count - target) else w
+        w, count = w + step, nxt
+    return w
 
 
 def _build(name: str, group: Group, method: str, *, num_classes: int, in_channels: int, width: int, match: str,

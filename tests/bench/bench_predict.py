@@ -1,8 +1,8 @@
 """Benchmark `predict` on synthetic-size real slides: memory must stay flat from 4k² to 32k².
 
 Each size is benchmarked in a fresh subprocess, so one size's peak RSS does not carry over into the next.
-Builds pyramidal tiled TIFFs (256 px tiles, levels 1, 1/2, 1/4 as separate pages, which is how OpenSlide sees
-pyramids; 4 µm/px resolution tags) by tiling a real IDC slide (mosaic of its level 0), in a temporary folder,
+Builds pyramidal tiled TIFFs (256 px tiles, levels 1, 1/2, … down to ~1k px as separate pages, which is how
+OpenSlide sees pyramids; 4 µm/px resolution tags) by tiling a real IDC slide (mosaic of its level 0), in a temporary folder,
 then runs `histoeq.infer.bench.bench_predict` on each with one ONNX session and prints one JSON line per slide.
 
     python tests/bench/bench_predict.py --model model.onnx --sizes 4096 32768 [--device cpu] [--out results.json]
@@ -47,9 +47,13 @@ def mosaic_tiles(source: np.ndarray, size: int):
 def write_pyramid(path: Path, source: np.ndarray, size: int, mpp: float = 4.0, compression: str = "jpeg") -> None:
     """Level 0 is the mosaic; level k is the mosaic of the source downsampled 2^k (so no big array is needed)."""
     levels = [(source, size)]
-    for k in (1, 2):
+    k = 1
+    # Halve down to ~1k px, as scanners' pyramids do: a pyramid that stops at 1/4 makes the 1024 px thumbnail of a
+    # 32k slide decode a whole 8k level, which no real slide asks for.
+    while size // 2**k >= 1024:
         small = source[:: 2**k, :: 2**k]  # nearest: the pyramid's lower levels are only for the thumbnail
         levels.append((small, size // 2**k))
+        k += 1
     opts = {"compression": compression, "compressionargs": {"level": 90} if compression == "jpeg" else {"level": 1}}
     with tifffile.TiffWriter(path, bigtiff=True) as tif:
         for i, (src, side) in enumerate(levels):

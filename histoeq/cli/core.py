@@ -8,7 +8,14 @@ from histoeq.cli import app, bench_app
 from histoeq.cli._render import console, print_table, rich_progress
 
 
-@app.command("models")
+_MODELS_EPILOG = """\
+[bold]Examples[/bold]
+
+  histoeq models
+"""
+
+
+@app.command("models", epilog=_MODELS_EPILOG)
 def models_command() -> None:
     """List the registered models: group, |G|, parameters, MACs at the default tile, exact transformations."""
     from histoeq.models.summary import model_table

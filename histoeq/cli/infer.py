@@ -10,7 +10,15 @@ from histoeq.cli import app, bench_app
 from histoeq.cli._render import console, print_table, rich_progress
 
 
-@app.command("export")
+_EXPORT_EPILOG = """\
+[bold]Examples[/bold]
+
+  histoeq export runs/p4m --out models/idc-p4m.onnx
+  histoeq export runs/p4m --out p4m-fp16.onnx --fp16      # half precision, for GPUs
+"""
+
+
+@app.command("export", epilog=_EXPORT_EPILOG)
 def export_command(
     run: Path = typer.Argument(..., help="Training run folder (its best.pt) or a checkpoint file."),
     out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write (one self-contained file)."),
@@ -33,7 +41,18 @@ def export_command(
     )
 
 
-@app.command("predict")
+_PREDICT_EPILOG = """\
+[bold]Examples[/bold]
+
+  # every slide of a folder with the shipped model, on the GPU
+  histoeq predict /data/slides/*.svs --out predictions --device cuda
+
+  # a slide without resolution metadata, with overlapping tiles, as job 2 of 4 of an array job
+  histoeq predict /data/slides/*.tiff --model idc-p4m.onnx --mpp 0.25 --stride 25 --shard 1/4 --out preds
+"""
+
+
+@app.command("predict", epilog=_PREDICT_EPILOG)
 def predict_command(
     slides: list[Path] = typer.Argument(..., help="Whole-slide images (SVS, TIFF, NDPI, ...)."),
     model: Path | None = typer.Option(None, "--model", "-m", help="Exported ONNX model [default: first models/*.onnx]."),

@@ -16,7 +16,22 @@ def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-@app.command("train")
+_TRAIN_EPILOG = """\
+[bold]Examples[/bold]
+
+  # p4m on 25% of the IDC train split, no augmentation, CPU
+  histoeq train --data idc --model p4m --fraction 0.25 --epochs 20 --out runs/p4m-f0.25
+
+  # the CNN baseline with all 8 D4 transforms and stain jitter, on a GPU
+  histoeq train --data idc --model cnn --augment rot90+stain --device cuda --out runs/cnn-rot90
+
+  # continue an interrupted run exactly; or train on 2 GPUs
+  histoeq train --data idc --model p4m --out runs/p4m-f0.25 --fraction 0.25 --epochs 20 --resume
+  torchrun --nproc-per-node 2 -m histoeq train --data idc --model se2 --orientations 8 --out runs/se2
+"""
+
+
+@app.command("train", epilog=_TRAIN_EPILOG)
 def train_command(
     data: Path = typer.Option(..., "--data", help="Dataset folder (histoeq import / extract)."),
     model: str = typer.Option(..., "--model", help=_MODEL_HELP),
@@ -65,7 +80,19 @@ def _is_rank0() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-@app.command("eval")
+_EVAL_EPILOG = """\
+[bold]Examples[/bold]
+
+  # two runs on the test split at 8 angles (45° steps) and their mirrors
+  histoeq eval runs/cnn runs/p4m --data idc --split test --rotations 8 --flips --out eval/
+
+  # a shipped ONNX model, with the CNN remedy for comparison: average over the 8 D4 transforms
+  histoeq eval models/idc-p4m.onnx --data idc --rotations 8 --out eval-onnx/
+  histoeq eval runs/cnn --data idc --tta d4 --out eval-tta/
+"""
+
+
+@app.command("eval", epilog=_EVAL_EPILOG)
 def eval_command(
     runs: list[Path] = typer.Argument(..., help="Run folders (their best.pt), checkpoints, or exported models."),
     data: Path = typer.Option(..., "--data", help="Dataset folder."),
@@ -103,7 +130,16 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3g}"
 
 
-@app.command("sweep")
+_SWEEP_EPILOG = """\
+[bold]Examples[/bold]
+
+  # the data-efficiency experiment; rerun the same command to resume after an interruption
+  histoeq sweep --data idc --models cnn,p4m,se2 --fractions 1,0.5,0.25,0.1 --augment none,rot90 --seeds 3 \\
+      --epochs 20 --device cuda --out sweeps/idc
+"""
+
+
+@app.command("sweep", epilog=_SWEEP_EPILOG)
 def sweep_command(
     data: Path = typer.Option(..., "--data", help="Dataset folder."),
     out: Path = typer.Option(..., "--out", help="Sweep folder (runs/, summary.csv, plots); rerun to resume."),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one prepared run on a lent GPU machine (device tool), carried with .work/idc-pack and .work/wheels:
 #   run(command="BUDGET=170 bash scripts/device/gpu_run.sh", carry=[".work/idc-pack", ".work/wheels"])
-# Sized to the device time left in the session (~4 minutes): the IDC sweep (cnn, p4m, se2; fractions 1, 0.25,
+# As run in the first session (sized to ~4 minutes of device time; the p4m candidate failed there): the IDC sweep (cnn, p4m, se2; fractions 1, 0.25,
 # 0.1; 3 seeds; 3 epochs) with one process per model/augmentation sharing the GPU, and the full-data p4m
 # candidate for the shipped model (stain augmentation, selected on validation AUC only). p4m is exactly
 # D4-invariant, so D4 (rot90) augmentation cannot change its loss: its rot90 cells are not run.
@@ -11,7 +11,10 @@ export NO_ALBUMENTATIONS_UPDATE=1 PYTHONPATH=$PWD OMP_NUM_THREADS=2 MPLBACKEND=A
 BUDGET=${BUDGET:-170}
 H="python -m histoeq"
 start=$(date +%s)
-pip install --no-deps --no-index -q .work/wheels/*.whl 2>&1 | tail -2
+# albumentations was missing at run time in the first run (cause not established: the install's output was cut):
+# install into the interpreter that runs histoeq, and check the import before spending GPU time.
+python -m pip install --no-deps --no-index -q .work/wheels/*.whl 2>&1 | tail -5
+python -c "import albumentations, shapely; print('albumentations', albumentations.__version__)" || exit 3
 python -c "import torch, onnxruntime as o; print(torch.__version__, torch.cuda.get_device_name(0), o.__version__, o.get_available_providers())"
 python scripts/device/pack_dataset.py unpack .work/idc-pack /tmp/idc
 echo "unpacked at $(( $(date +%s) - start )) s"

@@ -316,7 +316,8 @@ class _Run:
         self.sampler.set_epoch(epoch)
         self.train_data.start_epoch(epoch)
         order = torch.tensor(list(iter(self.sampler)), dtype=torch.long)
-        losses: list[float] = []
+        # Per-step losses stay on the device; reading them (a GPU sync) happens only when progress is reported.
+        losses: list[torch.Tensor] = []
         for step in range(self.steps_per_epoch):
             positions = order[step * self.local_batch:(step + 1) * self.local_batch]
             x, y = self.train_data.batch(positions)
@@ -331,13 +332,14 @@ class _Run:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
-            losses.append(per_sample.detach().mean().item())
+            losses.append(per_sample.detach().mean())
             done = epoch * self.steps_per_epoch + step + 1
             if step % 10 == 0 or step + 1 == self.steps_per_epoch:
+                recent = torch.stack(losses[-20:]).mean().item()
                 self.progress("train", done, total_steps,
-                              f"epoch {epoch + 1}/{self.config.epochs} loss {np.mean(losses[-20:]):.4f}"
+                              f"epoch {epoch + 1}/{self.config.epochs} loss {recent:.4f}"
                               + (f" best val AUC {self.best_auc:.4f}" if math.isfinite(self.best_auc) else ""))
-        return float(np.mean(losses)) if losses else float("nan")
+        return float(torch.stack(losses).mean().item()) if losses else float("nan")
 
     @torch.no_grad()
     def _validate(self) -> dict[str, float]:

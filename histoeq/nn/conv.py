@@ -99,13 +99,16 @@ class LiftingConv2d(_ExpandedConv):
         super().__init__(group, kernel_size, padding, method, bias, out_channels)
         self.in_channels = in_channels
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, self.n_params))
+        # (P, G·k²): a filter's parameters to its |G| transformed copies, one GEMM per expansion.
+        self.register_buffer("expansion", self.transforms.permute(2, 0, 1).reshape(self.n_params, -1).contiguous(),
+                             persistent=False)
         self._init_weight(in_channels * kernel_size**2)
 
     def expand(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         k, n = self.kernel_size, self.group.order
-        # (G, k², P) x (O, I, P) -> (O, G, I, k²)
-        bank = torch.einsum("gsp,oip->ogis", self.transforms, self.weight)
-        return bank.reshape(self.out_channels * n, self.in_channels, k, k), self._expanded_bias()
+        o, i = self.out_channels, self.in_channels
+        bank = (self.weight.reshape(o * i, -1) @ self.expansion).reshape(o, i, n, k, k)  # (O, I, G, k, k)
+        return bank.transpose(1, 2).reshape(o * n, i, k, k), self._expanded_bias()
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, group={self.group.name}, k={self.kernel_size}, {self.method}"

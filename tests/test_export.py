@@ -201,3 +201,31 @@ def test_shipped_model_is_d4_invariant_on_real_patches(shared_data) -> None:
         for mirror in (False, True):
             view = np.rot90(tiles[:, :, ::-1] if mirror else tiles, k, axes=(1, 2))
             assert np.abs(model(np.ascontiguousarray(view)) - base).max() <= 1e-5
+
+
+def test_cli_export_stores_test_metrics_from_eval(idc_dir, tmp_path, tmp_path_factory, capsys) -> None:
+    """`histoeq eval` on held-out data, then `histoeq export --test-metrics` puts those figures in the metadata."""
+    from histoeq import models
+    from histoeq.train.checkpoint import save_checkpoint
+    from tests.test_train_helpers import small_idc_fixture_path
+
+    data = small_idc_fixture_path(idc_dir, tmp_path_factory)  # a few hundred real IDC patches with splits
+    torch.manual_seed(2)
+    model = models.create("cnn", width=8).eval()
+    save_checkpoint(tmp_path / "run" / "best.pt", {**_info(model), "state_dict": model.state_dict(), "epoch": 1})
+    code, _, err = run_cli(["eval", tmp_path / "run", "--data", data, "--split", "test", "--rotations", "4",
+                            "--out", tmp_path / "eval"], capsys)
+    assert code == 0, err
+    evaluated = json.loads((tmp_path / "eval" / "eval.json").read_text())["runs"][0]["views"][0]
+    code, _, err = run_cli(["export", tmp_path / "run", "--out", tmp_path / "m.onnx",
+                            "--test-metrics", tmp_path / "eval" / "eval.json"], capsys)
+    assert code == 0, err
+    test = OnnxTileModel(tmp_path / "m.onnx", "cpu").metadata.metrics["test"]
+    assert test["auc"] == evaluated["auc"] and test["split"] == "test" and test["rotations"] == 4
+    assert set(test["mean_over_angles"]) == {"auc", "accuracy", "balanced_accuracy", "f1"}
+
+    (tmp_path / "bad.json").write_text("{}")
+    code, _, err = run_cli(["export", tmp_path / "run", "--out", tmp_path / "m2.onnx",
+                            "--test-metrics", tmp_path / "bad.json"], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "bad.json" in lines[0] and not (tmp_path / "m2.onnx").exists()

@@ -15,6 +15,9 @@ _EXPORT_EPILOG = """\
 
   histoeq export runs/p4m --out models/idc-p4m.onnx
   histoeq export runs/p4m --out p4m-fp16.onnx --fp16      # half precision, for GPUs
+
+  # with the test-split metrics of `histoeq eval runs/p4m --data idc --split test --out eval/` in the metadata
+  histoeq export runs/p4m --out models/idc-p4m.onnx --test-metrics eval/eval.json
 """
 
 
@@ -24,12 +27,14 @@ def export_command(
     out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write (one self-contained file)."),
     opset: int = typer.Option(18, "--opset", help="ONNX opset."),
     fp16: bool = typer.Option(False, "--fp16", help="Half-precision weights (checked at 1e-2 instead of 1e-4/1e-5)."),
+    test_metrics: Path | None = typer.Option(
+        None, "--test-metrics", help="eval.json of this model on held-out data, stored in the metadata."),
 ) -> None:
     """Export a trained model to ONNX (plain operators, uint8 tiles in), verified in onnxruntime before writing."""
     from histoeq.export import export_run
 
     with rich_progress(transient=True) as progress:
-        result = export_run(run, out, opset=opset, fp16=fp16, progress=progress)
+        result = export_run(run, out, opset=opset, fp16=fp16, test_metrics=test_metrics, progress=progress)
     v, m = result.verification, result.metadata
     inv = "not claimed (no group)" if v.invariance_max_abs is None else f"{v.invariance_group} max |Δp| {v.invariance_max_abs:.1e}"
     console.print(

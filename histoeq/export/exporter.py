@@ -7,6 +7,7 @@ the file, atomically (temporary name in the target folder, then `os.replace`). A
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from dataclasses import dataclass
@@ -107,6 +108,25 @@ def _set_metadata(proto: onnx.ModelProto, meta: ModelMetadata) -> None:
     onnx.helper.set_model_props(proto, meta.to_props())
 
 
+def test_metrics_from_eval(path: str | Path) -> dict[str, Any]:
+    """The held-out metrics of an `histoeq eval` result (its first run): the unrotated view, the mean over the
+    evaluated angles and the label-change share, with where they came from."""
+    try:
+        doc = json.loads(Path(path).read_text())
+        run = doc["runs"][0]
+        identity = next(v for v in run["views"] if v["angle"] == 0 and not v["mirrored"])
+    except (OSError, ValueError, KeyError, IndexError, StopIteration, TypeError):
+        raise InputError(path, "not an eval.json written by `histoeq eval`") from None
+    names = ("auc", "accuracy", "balanced_accuracy", "f1")
+    return {
+        **{k: identity[k] for k in names},
+        "mean_over_angles": {k: run["summary"][k]["mean"] for k in names if k in run["summary"]},
+        "label_change_fraction": run.get("label_change_fraction"),
+        "split": doc.get("split"), "n": doc.get("n"), "rotations": doc.get("rotations"),
+        "source": Path(path).name,
+    }
+
+
 def export_run(
     run: str | Path,
     out: str | Path,
@@ -114,10 +134,14 @@ def export_run(
     opset: int = DEFAULT_OPSET,
     fp16: bool = False,
     idc_dir: Path | None = None,
+    test_metrics: str | Path | None = None,
     progress: ProgressFn = null_progress,
 ) -> ExportResult:
-    """Export the best checkpoint of a training run folder (or a checkpoint file)."""
+    """Export the best checkpoint of a training run folder (or a checkpoint file); ``test_metrics`` is an
+    eval.json of the same model on held-out data, stored in the metadata next to the validation metrics."""
     from histoeq.train.checkpoint import load_model
 
     model, info = load_model(run)
+    if test_metrics is not None:
+        info = {**info, "metrics": {**(info.get("metrics") or {}), "test": test_metrics_from_eval(test_metrics)}}
     return export_model(model, info, out, opset=opset, fp16=fp16, idc_dir=idc_dir, source=run, progress=progress)

@@ -2,7 +2,7 @@
 
 Feature maps on a group G are plain 4-D tensors (B, C·|G|, H, W), channel ``c·|G| + g`` holding orientation g of
 field c, so every layer runs as one ``F.conv2d`` at the cost of a plain convolution of the expanded width. The
-filter bank is built from the parameters on every training step (a few small matmuls) and, in eval mode with
+filter bank is built from the parameters on every training step (one small GEMM) and, in eval mode with
 autograd off, built once and cached until the weights change or ``train()`` is called.
 
 Conventions (checked by the tests): with ``T_g`` the action of g on a filter (``histoeq.nn.kernels``),
@@ -24,49 +24,56 @@ from histoeq.nn.kernels import kernel_transforms
 
 
 class _ExpandedConv(nn.Module):
-    """Shared machinery: parameter → filter-bank expansion, eval-mode cache, export to ``nn.Conv2d``."""
+    """Shared machinery: parameter → filter-bank expansion, eval-mode cache, export to ``nn.Conv2d``.
+
+    Subclasses say how many input orientations a field has (``in_orientations``: 1 lifting, |G| group conv) and
+    give the fixed linear map ``expansion`` from one filter's parameters to all its expanded copies; the bank is
+    then one GEMM per expansion (and one in the backward pass)."""
 
     weight: nn.Parameter
-    transforms: torch.Tensor
+    expansion: torch.Tensor
+    in_orientations: int
 
-    def __init__(self, group: Group, kernel_size: int, padding: int, method: str, bias: bool, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, group: Group, kernel_size: int, padding: int,
+                 method: str, bias: bool) -> None:
         super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
         self.group = group
         self.kernel_size = kernel_size
         self.padding = padding
         self.method = method
-        self.out_channels = out_channels
-        self.register_buffer(
-            "transforms", torch.as_tensor(kernel_transforms(group, kernel_size, method), dtype=torch.float32),
-            persistent=False,
-        )
+        # (|G|, k², P): only needed to build the expansion, so it is not kept as a buffer.
+        maps = torch.as_tensor(kernel_transforms(group, kernel_size, method), dtype=torch.float32)
+        self.n_params = maps.shape[-1]
+        self.register_buffer("expansion", self._expansion(maps), persistent=False)
+        n_in = self.in_orientations
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *((n_in,) if n_in > 1 else ()), self.n_params))
+        # He init on the effective filter: parameters are scaled so that each expanded filter pixel has the
+        # variance of a plain conv's (the transforms are near-orthonormal on the disk).
+        fan_in = in_channels * n_in * kernel_size**2
+        nn.init.normal_(self.weight, 0.0, math.sqrt(2.0 / fan_in) * math.sqrt(kernel_size**2 / self.n_params))
         # One bias per field, shared over the group axis (a per-orientation bias would break equivariance).
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self._cache: tuple[tuple[int, ...], torch.Tensor, torch.Tensor | None] | None = None
 
-    @property
-    def n_params(self) -> int:
-        return self.transforms.shape[-1]
-
-    def _init_weight(self, fan_in: float) -> None:
-        # He init on the effective filter: parameters are scaled so that each expanded filter pixel has the
-        # variance of a plain conv's (the transforms are near-orthonormal on the disk).
-        std = math.sqrt(2.0 / fan_in) * math.sqrt(self.kernel_size**2 / self.n_params)
-        nn.init.normal_(self.weight, 0.0, std)
-
-    def expand(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The expanded (weight, bias) for ``F.conv2d``."""
+    def _expansion(self, maps: torch.Tensor) -> torch.Tensor:
+        """(in_orientations · P, |G| · in_orientations · k²) map from parameters to expanded copies."""
         raise NotImplementedError
 
-    def _expanded_bias(self) -> torch.Tensor | None:
-        return None if self.bias is None else self.bias.repeat_interleave(self.group.order)
+    def expand(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The expanded (weight, bias) for ``F.conv2d``: channel ``field·|G| + g`` on both sides."""
+        k, n, o, i = self.kernel_size, self.group.order, self.out_channels, self.in_channels
+        bank = (self.weight.reshape(o * i, -1) @ self.expansion).reshape(o, i, n, self.in_orientations, k, k)
+        bias = None if self.bias is None else self.bias.repeat_interleave(n)
+        return bank.transpose(1, 2).reshape(o * n, i * self.in_orientations, k, k), bias
 
     def filter_bank(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Expanded filters, cached while in eval mode with autograd off."""
         if self.training or torch.is_grad_enabled():
             self._cache = None
             return self.expand()
-        key = tuple((p._version, p.data_ptr()) for p in self.parameters()) + (self.transforms.data_ptr(),)
+        key = tuple((p._version, p.data_ptr()) for p in self.parameters()) + (self.expansion.data_ptr(),)
         if self._cache is None or self._cache[0] != key:
             weight, bias = self.expand()
             self._cache = (key, weight, bias)
@@ -90,28 +97,22 @@ class _ExpandedConv(nn.Module):
             conv.bias.copy_(bias)
         return conv
 
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, group={self.group.name}, k={self.kernel_size}, {self.method}"
+
 
 class LiftingConv2d(_ExpandedConv):
     """Z² → G: a plain image to feature maps on the group (one filter copy per group element)."""
 
+    in_orientations = 1
+
     def __init__(self, in_channels: int, out_channels: int, group: Group, kernel_size: int, padding: int = 0,
                  method: str = "pixel", bias: bool = False) -> None:
-        super().__init__(group, kernel_size, padding, method, bias, out_channels)
-        self.in_channels = in_channels
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, self.n_params))
-        # (P, G·k²): a filter's parameters to its |G| transformed copies, one GEMM per expansion.
-        self.register_buffer("expansion", self.transforms.permute(2, 0, 1).reshape(self.n_params, -1).contiguous(),
-                             persistent=False)
-        self._init_weight(in_channels * kernel_size**2)
+        super().__init__(in_channels, out_channels, group, kernel_size, padding, method, bias)
 
-    def expand(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        k, n = self.kernel_size, self.group.order
-        o, i = self.out_channels, self.in_channels
-        bank = (self.weight.reshape(o * i, -1) @ self.expansion).reshape(o, i, n, k, k)  # (O, I, G, k, k)
-        return bank.transpose(1, 2).reshape(o * n, i, k, k), self._expanded_bias()
-
-    def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, group={self.group.name}, k={self.kernel_size}, {self.method}"
+    def _expansion(self, maps: torch.Tensor) -> torch.Tensor:
+        # (P, G·k²): copy g of a filter is T_g applied to it.
+        return maps.permute(2, 0, 1).reshape(maps.shape[-1], -1).contiguous()
 
 
 class GroupConv2d(_ExpandedConv):
@@ -119,27 +120,15 @@ class GroupConv2d(_ExpandedConv):
 
     def __init__(self, in_channels: int, out_channels: int, group: Group, kernel_size: int, padding: int = 0,
                  method: str = "pixel", bias: bool = False) -> None:
-        super().__init__(group, kernel_size, padding, method, bias, out_channels)
-        self.in_channels = in_channels
-        n = group.order
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, n, self.n_params))
-        # The whole expansion (permutation g^{-1}h along the group axis, then the plane transform of element g) is
-        # one fixed linear map from a filter's (G_in, P) parameters to its (G_out, G_in, k²) expanded copies, so the
-        # filter bank is one small GEMM per step (and one in the backward pass) instead of a gather and an einsum.
-        k2 = kernel_size**2
-        source = torch.as_tensor(group.cayley[group.inverse], dtype=torch.long)  # [g, h] = g^{-1} h
-        expansion = torch.zeros(n, self.n_params, n, n, k2)
+        self.in_orientations = group.order
+        super().__init__(in_channels, out_channels, group, kernel_size, padding, method, bias)
+
+    def _expansion(self, maps: torch.Tensor) -> torch.Tensor:
+        # Output orientation g reads stored input orientation g^{-1}h for input h, transformed in the plane by g.
+        n, k2, p = maps.shape
+        source = self.group.cayley[self.group.inverse]  # [g, h] = g^{-1} h
+        expansion = torch.zeros(n, p, n, n, k2)
         for g in range(n):
             for h in range(n):
-                expansion[source[g, h], :, g, h, :] = self.transforms[g].T
-        self.register_buffer("expansion", expansion.reshape(n * self.n_params, n * n * k2), persistent=False)
-        self._init_weight(in_channels * n * kernel_size**2)
-
-    def expand(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        k, n = self.kernel_size, self.group.order
-        o, i = self.out_channels, self.in_channels
-        bank = (self.weight.reshape(o * i, -1) @ self.expansion).reshape(o, i, n, n, k, k)  # (O, I, G_out, G_in, k, k)
-        return bank.transpose(1, 2).reshape(o * n, i * n, k, k), self._expanded_bias()
-
-    def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, group={self.group.name}, k={self.kernel_size}, {self.method}"
+                expansion[source[g, h], :, g, h, :] = maps[g].T
+        return expansion.reshape(n * p, n * n * k2)

@@ -45,3 +45,28 @@ def test_sweep_grid_and_resume(small_idc: Path, tmp_path: Path, capsys: pytest.C
     assert code == 0, err
     assert "1 cells trained, 7 already done" in out.replace("\n", " ")
     assert len(pd.read_csv(sweep / "summary.csv")) == 8
+
+
+def test_sweep_report_only_gathers_partial_grids(small_idc: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    sweep = tmp_path / "sweep"
+    common = ["--data", small_idc, "--out", sweep, "--fractions", "1", "--seeds", "1", "--epochs", "1",
+              "--max-steps", "1", "--batch-size", "32", "--width", "4", "--rotations", "4", "--device", "cpu"]
+    for models, augment in (("cnn", "none,rot90"), ("p4m", "none")):
+        code, _, err = run_cli(["sweep", "--models", models, "--augment", augment, *common], capsys)
+        assert code == 0, err
+    assert len(pd.read_csv(sweep / "summary.csv")) == 1  # each sweep summarises only its own grid
+    code, out, err = run_cli(["sweep", "--out", sweep, "--report-only"], capsys)
+    assert code == 0, err
+    assert "0 cells trained, 3 already done" in out.replace("\n", " ")
+    cells = pd.read_csv(sweep / "summary.csv")
+    assert sorted(zip(cells["model"], cells["augment"])) == [("cnn", "none"), ("cnn", "rot90"), ("p4m", "none")]
+
+
+def test_sweep_report_only_without_cells_and_sweep_without_data(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["sweep", "--out", tmp_path / "empty", "--report-only"], capsys)
+    assert code == 2 and "no finished sweep cells" in err and "Traceback" not in err
+    code, _, err = run_cli(["sweep", "--out", tmp_path / "empty"], capsys)
+    assert code == 2 and "--data is required" in err
+    assert not (tmp_path / "empty").exists()

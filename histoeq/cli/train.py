@@ -136,12 +136,16 @@ _SWEEP_EPILOG = """\
   # the data-efficiency experiment; rerun the same command to resume after an interruption
   histoeq sweep --data idc --models cnn,p4m,se2 --fractions 1,0.5,0.25,0.1 --augment none,rot90 --seeds 3 \\
       --epochs 20 --device cuda --out sweeps/idc
+
+  # a second grid into the same folder, then one summary over every finished cell of both
+  histoeq sweep --data idc --models se2 --augment rot90 --epochs 20 --device cuda --out sweeps/idc
+  histoeq sweep --out sweeps/idc --report-only
 """
 
 
 @app.command("sweep", epilog=_SWEEP_EPILOG)
 def sweep_command(
-    data: Path = typer.Option(..., "--data", help="Dataset folder."),
+    data: Path = typer.Option(None, "--data", help="Dataset folder (required unless --report-only)."),
     out: Path = typer.Option(..., "--out", help="Sweep folder (runs/, summary.csv, plots); rerun to resume."),
     models: str = typer.Option("cnn,p4m,se2", "--models", help="Comma-separated model names."),
     fractions: str = typer.Option("1,0.5,0.25,0.1", "--fractions", help="Comma-separated fractions in (0, 1]."),
@@ -158,12 +162,20 @@ def sweep_command(
     flips: bool = typer.Option(False, "--flips"),
     device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
     max_steps: int = typer.Option(None, "--max-steps", help="Cap on optimizer steps per epoch (smoke tests)."),
+    report_only: bool = typer.Option(False, "--report-only",
+                                     help="Train nothing: rewrite summaries and plots from every finished cell in "
+                                          "OUT/runs (gathers several partial sweeps into one folder)."),
 ) -> None:
     """Train and rotation-evaluate every (model, fraction, augmentation, seed) cell; finished cells are skipped."""
-    from histoeq.cli._render import console, print_table, rich_progress
+    from histoeq.cli._render import rich_progress
     from histoeq.errors import HistoeqError
-    from histoeq.train.sweep import SweepConfig, run_sweep
+    from histoeq.train.sweep import SweepConfig, run_sweep, summarize_sweep
 
+    if report_only:
+        _print_sweep(out, summarize_sweep(out))
+        return
+    if data is None:
+        raise HistoeqError("sweep: --data is required unless --report-only")
     try:
         fraction_values = [float(f) for f in _csv(fractions)]
     except ValueError:
@@ -174,6 +186,12 @@ def sweep_command(
                          flips=flips, max_steps=max_steps)
     with rich_progress() as progress:
         result = run_sweep(config, progress=progress)
+    _print_sweep(out, result)
+
+
+def _print_sweep(out: Path, result: dict) -> None:
+    from histoeq.cli._render import console, print_table
+
     rows = [[g["model"], g["augment"], g["fraction"], g["seeds"],
              f"{g['auc_mean_angles_mean']:.4f} ± {g['auc_mean_angles_sd']:.4f}",
              f"[{g['auc_mean_angles_ci95_low']:.4f}, {g['auc_mean_angles_ci95_high']:.4f}]",

@@ -121,6 +121,17 @@ def run_sweep(config: SweepConfig, progress: ProgressFn = null_progress) -> dict
                            {"cells": len(cells), "skipped": skipped, "trained": len(cells) - skipped})
 
 
+def summarize_sweep(out: Path) -> dict[str, Any]:
+    """Rewrite the summaries and plots from every finished cell under ``OUT/runs``, training nothing.
+
+    Several partial sweeps into one folder (say ``--models cnn --augment none,rot90`` then ``--models p4m``) each
+    summarise only their own grid; this gathers all of them.
+    """
+    out = Path(out)
+    run_dirs = sorted(path.parent for path in (out / "runs").glob(f"*/{CELL_JSON}"))
+    return write_summaries(out, run_dirs, {"cells": len(run_dirs), "skipped": len(run_dirs), "trained": 0})
+
+
 def cell_row(model: str, augment: str, fraction: float, seed: int, run_json: dict[str, Any],
              result: dict[str, Any]) -> dict[str, Any]:
     """One flat summary row (a line of summary.csv) for a finished cell."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -70,3 +71,43 @@ def test_sweep_report_only_without_cells_and_sweep_without_data(tmp_path: Path,
     code, _, err = run_cli(["sweep", "--out", tmp_path / "empty"], capsys)
     assert code == 2 and "--data is required" in err
     assert not (tmp_path / "empty").exists()
+
+
+def test_welch_interval_matches_scipy() -> None:
+    from scipy import stats
+
+    from histoeq.evaluate.claims import welch_interval
+
+    a, b = np.array([0.91, 0.93, 0.90, 0.94]), np.array([0.88, 0.89, 0.87])
+    diff, low, high = welch_interval(a, b)
+    ref = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert diff == pytest.approx(a.mean() - b.mean())
+    assert (low, high) == pytest.approx((ref.low, ref.high))
+    assert np.isnan(welch_interval(a, b[:1])[1])
+
+
+def test_claim_comparisons_verdicts_and_spread() -> None:
+    from histoeq.evaluate.claims import angle_spread, claim_comparisons
+
+    rows = []
+    for seed in range(3):
+        jitter = 0.001 * seed
+        rows += [{"model": "cnn", "augment": "rot90", "fraction": 1.0, "auc_mean_angles": 0.85 + jitter},
+                 {"model": "cnn", "augment": "none", "fraction": 1.0, "auc_mean_angles": 0.84 + jitter},
+                 {"model": "cnn", "augment": "rot90", "fraction": 0.25, "auc_mean_angles": 0.80 + jitter},
+                 {"model": "p4m", "augment": "none", "fraction": 1.0, "auc_mean_angles": 0.90 + jitter},
+                 {"model": "p4m", "augment": "none", "fraction": 0.25, "auc_mean_angles": 0.85 - jitter}]
+    cells = pd.DataFrame(rows)
+    for angle in range(0, 360, 45):
+        cells[f"auc_{angle}"] = cells["auc_mean_angles"] + (0.01 if angle % 90 else 0.0)
+    cells["spread_exact"], cells["label_change_fraction"] = 0.0, 0.02
+    claims = claim_comparisons(cells, metrics=("auc_mean_angles",))
+    by_key = {(c["claim"], c["fraction"], c["versus"]): c for c in claims.to_dict(orient="records")}
+    assert by_key[("C1", 1.0, "cnn / rot90 @ 1")]["verdict"] == "higher"
+    assert by_key[("C1", 0.25, "cnn / rot90 @ 0.25")]["difference"] == pytest.approx(0.849 - 0.801)
+    c2 = by_key[("C2", 0.25, "cnn / rot90 @ 1")]
+    assert c2["verdict"] == "not separated" and c2["ci95_low"] < 0 < c2["ci95_high"]
+    assert by_key[("C2", 0.25, "cnn / none @ 1")]["seeds_versus"] == 3
+    spread = angle_spread(cells).set_index(["model", "augment", "fraction"])
+    assert spread.loc[("p4m", "none", 1.0), "auc_range_angles"] == pytest.approx(0.01)
+    assert spread.loc[("p4m", "none", 1.0), "auc_range_exact"] == pytest.approx(0.0)

@@ -198,6 +198,12 @@ def _print_sweep(out: Path, result: dict) -> None:
              g["invariance_interpolated_mean_mean"]] for g in result["groups"]]
     print_table(f"histoeq sweep: {out}", ["Model", "Augment", "Fraction", "Seeds", "AUC (mean over angles)",
                                           "95% CI", "|dp| interpolated"], rows)
+    claims = [c for c in result["claims"] if c["metric"] == "auc_mean_angles"]
+    if claims:
+        print_table("claims (test AUC, mean over angles; difference of means over seeds, Welch 95% CI)",
+                    ["Claim", "G-CNN", "Fraction", "Versus", "Difference", "95% CI", "Verdict"],
+                    [[c["claim"], c["model"], f"{c['fraction']:g}", c["versus"], f"{c['difference']:+.4f}",
+                      f"[{c['ci95_low']:+.4f}, {c['ci95_high']:+.4f}]", c["verdict"]] for c in claims])
     console.print(f"{result['trained']} cells trained, {result['skipped']} already done; wrote {result['summary']}")
 
 

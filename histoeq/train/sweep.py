@@ -8,6 +8,8 @@ split and its rotated views are prepared once and shared by all cells. Outputs:
   AUC per angle);
 * ``summary_groups.csv``: per (model, augment, fraction): number of seeds, mean, sd and 95 % t-interval of each
   metric;
+* ``claims.csv``: the claims C1/C2 as differences of means over seeds with Welch 95 % intervals and
+  ``angle_spread.csv`` (C3), see :mod:`histoeq.evaluate.claims`;
 * ``metric_vs_fraction.png`` (mean +- sd over seeds, one line per model and augmentation) and
   ``metric_vs_angle.png`` (at the largest fraction, mean +- sd over seeds).
 """
@@ -25,6 +27,7 @@ import pandas as pd
 from scipy import stats
 
 from histoeq.errors import HistoeqError
+from histoeq.evaluate.claims import angle_spread, claim_comparisons
 from histoeq.evaluate.plots import plot_metric_vs_angle, plot_metric_vs_fraction
 from histoeq.evaluate.predictors import load_checkpoint_predictor
 from histoeq.evaluate.rotation_eval import evaluate_predictor, prepare_inputs
@@ -183,6 +186,9 @@ def write_summaries(out: Path, run_dirs: list[Path], counts: dict[str, int]) -> 
     groups = group_stats(cells)
     runinfo.write_text_atomic(out / "summary.csv", cells.to_csv(index=False))
     runinfo.write_text_atomic(out / "summary_groups.csv", groups.to_csv(index=False))
+    claims = claim_comparisons(cells)
+    runinfo.write_text_atomic(out / "claims.csv", claims.to_csv(index=False))
+    runinfo.write_text_atomic(out / "angle_spread.csv", angle_spread(cells).to_csv(index=False))
     series = []
     for (model, augment), part in groups.groupby(["model", "augment"], sort=True):
         part = part.sort_values("fraction")
@@ -205,4 +211,4 @@ def write_summaries(out: Path, run_dirs: list[Path], counts: dict[str, int]) -> 
     plot_metric_vs_angle(angle_series, out / "metric_vs_angle.png", "test AUC",
                          f"test AUC vs angle at fraction {cells['fraction'].max():g} (mean ± sd over seeds)")
     return {"out": str(out), **counts, "finished": len(rows), "summary": str(out / "summary.csv"),
-            "groups": groups.to_dict(orient="records")}
+            "groups": groups.to_dict(orient="records"), "claims": claims.to_dict(orient="records")}

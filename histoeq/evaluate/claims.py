@@ -1,0 +1,93 @@
+"""The G-CNN papers' three claims, tested on a sweep's cells with the seeds as the unit of replication.
+
+* C1: a G-CNN trained *without* geometric augmentation against the baseline CNN trained *with* it, same fraction;
+* C2: a G-CNN trained on a smaller fraction against the baseline CNN on the largest fraction;
+* C3: how much each model's metrics move over the evaluated angles.
+
+C1 and C2 are differences of means over seeds with a Welch 95 % interval (the seeds of two cells are independent
+and their variances differ: a G-CNN's spread over seeds is not the CNN's), so a claim reads "higher", "lower" or
+"not separated" (the interval holds 0) instead of a bare ranking of two means. C3 is a per-cell property and is
+averaged over seeds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+CLAIM_METRICS = ("auc_mean_angles", "balanced_accuracy_mean_angles", "f1_mean_angles")
+
+
+def welch_interval(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of ``a`` minus mean of ``b`` and its Welch t-interval; NaN bounds when either side has < 2 values."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    diff = float(a.mean() - b.mean())
+    if len(a) < 2 or len(b) < 2:
+        return diff, math.nan, math.nan
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0.0:
+        return diff, diff, diff
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = float(stats.t.ppf(0.5 + level / 2, dof)) * se
+    return diff, diff - half, diff + half
+
+
+def _verdict(low: float, high: float) -> str:
+    if math.isnan(low):
+        return "too few seeds"
+    if low > 0:
+        return "higher"
+    if high < 0:
+        return "lower"
+    return "not separated"
+
+
+def _values(cells: pd.DataFrame, model: str, augment: str, fraction: float, metric: str) -> np.ndarray:
+    part = cells[(cells["model"] == model) & (cells["augment"] == augment) & np.isclose(cells["fraction"], fraction)]
+    return part[metric].to_numpy(dtype=float)
+
+
+def _comparison(claim: str, cells: pd.DataFrame, a: tuple[str, str, float], b: tuple[str, str, float],
+                metric: str) -> dict | None:
+    va, vb = _values(cells, *a, metric), _values(cells, *b, metric)
+    if len(va) == 0 or len(vb) == 0:
+        return None
+    diff, low, high = welch_interval(va, vb)
+    return {"claim": claim, "model": a[0], "augment": a[1], "fraction": a[2],
+            "versus": f"{b[0]} / {b[1]} @ {b[2]:g}", "metric": metric, "seeds": len(va), "seeds_versus": len(vb),
+            "mean": float(va.mean()), "mean_versus": float(vb.mean()), "difference": diff, "ci95_low": low,
+            "ci95_high": high, "verdict": _verdict(low, high)}
+
+
+def claim_comparisons(cells: pd.DataFrame, baseline: str = "cnn", augmented: str = "rot90",
+                      metrics: tuple[str, ...] = CLAIM_METRICS) -> pd.DataFrame:
+    """C1 and C2 rows for every G-CNN in ``cells`` (one row per summary.csv cell) against ``baseline``."""
+    rows = []
+    fractions = sorted(cells["fraction"].unique())
+    full = max(fractions) if fractions else 1.0
+    gcnns = sorted(m for m in cells["model"].unique() if m != baseline)
+    for model in gcnns:
+        for metric in metrics:
+            for fraction in fractions:
+                rows.append(_comparison("C1", cells, (model, "none", fraction), (baseline, augmented, fraction), metric))
+            for fraction in fractions:
+                if fraction < full:
+                    for base_aug in (augmented, "none"):
+                        rows.append(_comparison("C2", cells, (model, "none", fraction), (baseline, base_aug, full),
+                                                metric))
+    return pd.DataFrame.from_records([r for r in rows if r is not None])
+
+
+def angle_spread(cells: pd.DataFrame) -> pd.DataFrame:
+    """C3 per (model, augment, fraction): AUC range over all angles and over the exact ones, label changes."""
+    angle_cols = [c for c in cells.columns if c.startswith("auc_") and c[4:].replace(".", "").isdigit()]
+    exact_cols = [c for c in angle_cols if float(c[4:]) % 90 == 0]
+    frame = cells.assign(auc_range_angles=cells[angle_cols].max(axis=1) - cells[angle_cols].min(axis=1),
+                         auc_range_exact=cells[exact_cols].max(axis=1) - cells[exact_cols].min(axis=1))
+    columns = ["auc_range_angles", "auc_range_exact", "spread_exact", "label_change_fraction"]
+    grouped = frame.groupby(["model", "augment", "fraction"], sort=True)[columns]
+    return grouped.mean().join(grouped.size().rename("seeds")).reset_index()

@@ -111,3 +111,12 @@ def test_claim_comparisons_verdicts_and_spread() -> None:
     spread = angle_spread(cells).set_index(["model", "augment", "fraction"])
     assert spread.loc[("p4m", "none", 1.0), "auc_range_angles"] == pytest.approx(0.01)
     assert spread.loc[("p4m", "none", 1.0), "auc_range_exact"] == pytest.approx(0.0)
+
+
+def test_claims_without_gcnn_cells_keep_their_columns() -> None:
+    from histoeq.evaluate.claims import CLAIM_COLUMNS, claim_comparisons
+
+    cells = pd.DataFrame([{"model": "cnn", "augment": "none", "fraction": 1.0, "auc_mean_angles": 0.9,
+                           "balanced_accuracy_mean_angles": 0.8, "f1_mean_angles": 0.7}])
+    claims = claim_comparisons(cells)
+    assert claims.empty and list(claims.columns) == CLAIM_COLUMNS

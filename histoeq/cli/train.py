@@ -189,12 +189,16 @@ def sweep_command(
     _print_sweep(out, result)
 
 
+def _pm(sd: float) -> str:
+    return "" if sd != sd else f" ± {sd:.4f}"  # sd is NaN (sd != sd) for a single seed
+
+
 def _print_sweep(out: Path, result: dict) -> None:
     from histoeq.cli._render import console, print_table
 
     rows = [[g["model"], g["augment"], g["fraction"], g["seeds"],
-             f"{g['auc_mean_angles_mean']:.4f} ± {g['auc_mean_angles_sd']:.4f}",
-             f"[{g['auc_mean_angles_ci95_low']:.4f}, {g['auc_mean_angles_ci95_high']:.4f}]",
+             f"{g['auc_mean_angles_mean']:.4f}" + _pm(g["auc_mean_angles_sd"]),
+             "n/a" if g["seeds"] < 2 else f"[{g['auc_mean_angles_ci95_low']:.4f}, {g['auc_mean_angles_ci95_high']:.4f}]",
              g["invariance_interpolated_mean_mean"]] for g in result["groups"]]
     print_table(f"histoeq sweep: {out}", ["Model", "Augment", "Fraction", "Seeds", "AUC (mean over angles)",
                                           "95% CI", "|dp| interpolated"], rows)

@@ -19,6 +19,8 @@ import pandas as pd
 from scipy import stats
 
 CLAIM_METRICS = ("auc_mean_angles", "balanced_accuracy_mean_angles", "f1_mean_angles")
+CLAIM_COLUMNS = ["claim", "model", "augment", "fraction", "versus", "metric", "seeds", "seeds_versus", "mean",
+                 "mean_versus", "difference", "ci95_low", "ci95_high", "verdict"]
 
 
 def welch_interval(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
@@ -79,7 +81,7 @@ def claim_comparisons(cells: pd.DataFrame, baseline: str = "cnn", augmented: str
                     for base_aug in (augmented, "none"):
                         rows.append(_comparison("C2", cells, (model, "none", fraction), (baseline, base_aug, full),
                                                 metric))
-    return pd.DataFrame.from_records([r for r in rows if r is not None])
+    return pd.DataFrame.from_records([r for r in rows if r is not None], columns=CLAIM_COLUMNS)
 
 
 def angle_spread(cells: pd.DataFrame) -> pd.DataFrame:

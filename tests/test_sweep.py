@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,8 @@ import pandas as pd
 import pytest
 
 from tests.conftest import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
 from tests.test_train_helpers import small_idc_fixture_path, small_threads
 
 pytestmark = pytest.mark.realdata
@@ -62,6 +66,11 @@ def test_sweep_report_only_gathers_partial_grids(small_idc: Path, tmp_path: Path
     assert "0 cells trained, 3 already done" in out.replace("\n", " ")
     cells = pd.read_csv(sweep / "summary.csv")
     assert sorted(zip(cells["model"], cells["augment"])) == [("cnn", "none"), ("cnn", "rot90"), ("p4m", "none")]
+    claims = pd.read_csv(sweep / "claims.csv")
+    assert set(claims["claim"]) == {"C1"} and set(claims["versus"]) == {"cnn / rot90 @ 1"}  # one fraction: no C2
+    tables = subprocess.run([sys.executable, str(REPO / "scripts" / "sweep_tables.py"), str(sweep)],
+                            capture_output=True, text=True, check=True).stdout
+    assert "| p4m | none | 1 | 1 |" in tables and "| p4m | 1 | cnn / rot90 @ 1 |" in tables
 
 
 def test_sweep_report_only_without_cells_and_sweep_without_data(tmp_path: Path,

@@ -50,6 +50,11 @@ def test_sweep_grid_and_resume(small_idc: Path, tmp_path: Path, capsys: pytest.C
     assert code == 0, err
     assert "1 cells trained, 7 already done" in out.replace("\n", " ")
     assert len(pd.read_csv(sweep / "summary.csv")) == 8
+    # Finished cells are not "done" for a sweep with other training options: one line, exit 2, nothing trained.
+    changed = list(args)
+    changed[changed.index("--width") + 1] = "6"
+    code, _, err = run_cli(changed, capsys)
+    assert code == 2 and "finished with other options" in err and "width: 4 -> 6" in err and "Traceback" not in err
 
 
 def test_sweep_report_only_gathers_partial_grids(small_idc: Path, tmp_path: Path,

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from histoeq.errors import HistoeqError
+from histoeq.errors import HistoeqError, InputError
 from histoeq.evaluate.claims import angle_spread, claim_comparisons
 from histoeq.evaluate.plots import plot_metric_vs_angle, plot_metric_vs_fraction
 from histoeq.evaluate.predictors import load_checkpoint_predictor
@@ -36,7 +36,7 @@ from histoeq.train import runinfo
 from histoeq.train.batches import parse_augment
 from histoeq.train.distributed import resolve_device
 from histoeq.train.models import available_models
-from histoeq.train.trainer import TrainConfig, train
+from histoeq.train.trainer import RESUME_KEYS, TrainConfig, changed_options, train
 
 CELL_JSON = "cell.json"
 GROUP_KEYS = ["model", "augment", "fraction"]
@@ -101,14 +101,21 @@ def run_sweep(config: SweepConfig, progress: ProgressFn = null_progress) -> dict
     for i, (model, augment, fraction, seed) in enumerate(cells):
         run_dir = out / "runs" / cell_name(model, augment, fraction, seed)
         progress("sweep", i, len(cells), f"{run_dir.name}")
+        train_config = TrainConfig(data=Path(config.data), model=model, out=run_dir, orientations=config.orientations,
+                                   width=config.width, match=config.match, fraction=fraction, augment=augment,
+                                   epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=seed,
+                                   device=config.device, resume=True, patience=config.patience,
+                                   max_steps=config.max_steps, model_kwargs=dict(config.model_kwargs))
         if (run_dir / CELL_JSON).exists():
+            # A finished cell counts as done only for the same training options; the dataset may have moved.
+            saved = runinfo.read_json(run_dir / runinfo.RUN_JSON).get("options", {})
+            detail = changed_options(saved, train_config.options(), tuple(k for k in RESUME_KEYS if k != "data"))
+            if detail:
+                raise InputError(run_dir, f"finished with other options than this sweep's ({detail}); "
+                                          "use another --out")
             skipped += 1
             continue
-        train(TrainConfig(data=Path(config.data), model=model, out=run_dir, orientations=config.orientations,
-                          width=config.width, match=config.match, fraction=fraction, augment=augment,
-                          epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=seed,
-                          device=config.device, resume=True, patience=config.patience, max_steps=config.max_steps,
-                          model_kwargs=dict(config.model_kwargs)))
+        train(train_config)
         if inputs is None:
             inputs = prepare_inputs(dataset, split=config.split, rotations=config.rotations, flips=config.flips)
         predictor = load_checkpoint_predictor(run_dir, device)

@@ -51,6 +51,12 @@ RESUME_KEYS = ("data", "model", "orientations", "width", "match", "fraction", "a
 EVAL_BATCH = 1024
 
 
+def changed_options(saved: dict, now: dict, keys: tuple[str, ...] = RESUME_KEYS) -> str:
+    """'key: old -> new' for each of ``keys`` that differs between a run's saved options and ``now``; '' if none."""
+    changed = [k for k in keys if k in saved and saved[k] != now[k]]
+    return ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in changed)
+
+
 @dataclass
 class TrainConfig:
     """Every option of `histoeq train` (recorded verbatim in run.json)."""
@@ -183,11 +189,8 @@ class _Run:
     # ---- bookkeeping -------------------------------------------------------------------------------------------
     def _restore(self, last: Path) -> None:
         payload = load_checkpoint(last)
-        saved = payload.get("options", {})
-        now = self.config.options()
-        changed = [k for k in RESUME_KEYS if k in saved and saved[k] != now[k]]
-        if changed:
-            detail = ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in changed)
+        detail = changed_options(payload.get("options", {}), self.config.options())
+        if detail:
             raise InputError(last, f"cannot resume with different options ({detail})")
         if payload.get("fraction_hash") != self.fraction_hash:
             raise InputError(last, "cannot resume: the chosen training ids differ (dataset changed?)")

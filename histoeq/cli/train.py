@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -190,7 +191,7 @@ def sweep_command(
 
 
 def _pm(sd: float) -> str:
-    return "" if sd != sd else f" ± {sd:.4f}"  # sd is NaN (sd != sd) for a single seed
+    return "" if math.isnan(sd) else f" ± {sd:.4f}"  # the sd of a single seed is NaN
 
 
 def _print_sweep(out: Path, result: dict) -> None:

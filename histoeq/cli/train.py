@@ -151,7 +151,8 @@ def sweep_command(
     models: str = typer.Option("cnn,p4m,se2", "--models", help="Comma-separated model names."),
     fractions: str = typer.Option("1,0.5,0.25,0.1", "--fractions", help="Comma-separated fractions in (0, 1]."),
     augment: str = typer.Option("none,rot90", "--augment", help="Comma-separated augmentation presets."),
-    seeds: int = typer.Option(3, "--seeds", help="Seeds 0..N-1 per cell."),
+    seeds: int = typer.Option(3, "--seeds", help="Seeds per cell: FIRST..FIRST+N-1."),
+    first_seed: int = typer.Option(0, "--first-seed", help="First seed (split one grid over several processes)."),
     epochs: int = typer.Option(20, "--epochs"),
     width: int = typer.Option(None, "--width"),
     match: str = typer.Option(None, "--match"),
@@ -182,7 +183,7 @@ def sweep_command(
     except ValueError:
         raise HistoeqError(f"--fractions must be comma-separated numbers, got {fractions!r}") from None
     config = SweepConfig(data=data, out=out, models=_csv(models), fractions=fraction_values, augments=_csv(augment),
-                         seeds=seeds, epochs=epochs, width=width, match=match, orientations=orientations,
+                         seeds=seeds, first_seed=first_seed, epochs=epochs, width=width, match=match, orientations=orientations,
                          batch_size=batch_size, lr=lr, patience=patience, device=device, rotations=rotations,
                          flips=flips, max_steps=max_steps)
     with rich_progress() as progress:

@@ -52,6 +52,7 @@ class SweepConfig:
     fractions: list[float]
     augments: list[str]
     seeds: int = 3
+    first_seed: int = 0
     epochs: int = 20
     width: int | None = None
     match: str | None = None
@@ -78,6 +79,8 @@ class SweepConfig:
             parse_augment(preset)
         if self.seeds < 1:
             raise HistoeqError(f"--seeds must be at least 1, got {self.seeds}")
+        if self.first_seed < 0:
+            raise HistoeqError(f"--first-seed must be at least 0, got {self.first_seed}")
 
 
 def cell_name(model: str, augment: str, fraction: float, seed: int) -> str:
@@ -93,7 +96,8 @@ def run_sweep(config: SweepConfig, progress: ProgressFn = null_progress) -> dict
     dataset.split_ids("train")
     device = resolve_device(config.device)
     # Seed-major order: an interrupted sweep has whole seeds of every cell rather than all seeds of a few cells.
-    cells = sorted(itertools.product(config.models, config.augments, config.fractions, range(config.seeds)),
+    seeds = range(config.first_seed, config.first_seed + config.seeds)
+    cells = sorted(itertools.product(config.models, config.augments, config.fractions, seeds),
                    key=lambda cell: cell[3])
     out = Path(config.out)
     inputs = None

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The one prepared run on a lent GPU machine (device tool), carried with .work/idc-pack and .work/wheels:
-#   run(command="BUDGET=430 bash scripts/device/gpu_run.sh", carry=[".work/idc-pack", ".work/wheels"], timeout_s=570)
+# The one prepared run on a lent GPU machine (device tool), carried with .work/idc-pack (JPEG q85, to fit the
+# 64 MiB limit) and .work/wheels-gpu (the wheels without openslide):
+#   run(command="BUDGET=430 bash scripts/device/gpu_run.sh", carry=[".work/idc-pack", ".work/wheels-gpu"], timeout_s=570)
 #
 # Two jobs share the GPU, every process time-boxed to BUDGET seconds; what finished comes back in $OUT.
 #
@@ -28,8 +29,8 @@ WORK=${WORK:-/tmp/histoeq-gpu}
 H="python -m histoeq"
 start=$(date +%s)
 mkdir -p "$OUT" "$WORK/final" "$WORK/sweep"
-if ls .work/wheels/*.whl > /dev/null 2>&1; then
-  python -m pip install --no-deps --no-index -q .work/wheels/*.whl 2>&1 | tail -5
+if ls .work/wheels-gpu/*.whl > /dev/null 2>&1; then
+  python -m pip install --no-deps --no-index -q .work/wheels-gpu/*.whl 2>&1 | tail -5
 fi
 python -c "import albumentations, shapely; print('albumentations', albumentations.__version__)" || exit 3
 python -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no cuda')"

@@ -15,6 +15,11 @@
 #    augmentation and seed, gathered into one folder with `histoeq sweep --report-only`. p4m is exactly
 #    D4-invariant, so D4 (rot90) augmentation cannot change its loss: its rot90 cells are not run.
 #
+# Measured on an H200 (session 3), do not repeat: 20 processes on one GPU are far slower than their sum. p4m at
+# width 32 trains at 4 s/epoch alone but took 52-77 s/epoch among 20 processes and 18 s/epoch among 3 (with
+# stain augmentation, which runs per patch on the CPU); the cnn sweep cells took 6 minutes, the G-CNN cells did
+# not finish in 7. Run few processes, and give the G-CNN cells their own budget.
+#
 # Rehearse on CPU before spending device time:
 #   DEVICE=cpu EXTRA="--max-steps 1" EPOCHS=1 FINAL_EPOCHS=1 BUDGET=300 CANDIDATES=cnn:8:stain:0 \
 #     SWEEP_JOBS="cnn:none cnn:rot90" SEEDS="0 1" OUT=/tmp/rehearse WORK=/tmp/rehearse-work bash scripts/device/gpu_run.sh
@@ -30,7 +35,7 @@ H="python -m histoeq"
 start=$(date +%s)
 mkdir -p "$OUT" "$WORK/final" "$WORK/sweep"
 if ls .work/wheels-gpu/*.whl > /dev/null 2>&1; then
-  python -m pip install --no-deps --no-index -q .work/wheels-gpu/*.whl 2>&1 | tail -5
+  python -m pip install --no-deps --no-index --force-reinstall -q .work/wheels-gpu/*.whl 2>&1 | tail -5; pip list 2>/dev/null | grep -i -E "albu|numkong|simsimd|stringzilla"
 fi
 python -c "import albumentations, shapely; print('albumentations', albumentations.__version__)" || exit 3
 python -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no cuda')"

@@ -8,6 +8,7 @@ Formatting only: every number comes from the files `histoeq sweep` wrote.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -52,7 +53,8 @@ def claims_table(claims: pd.DataFrame, claim: str, fractions: list[float] | None
         cells = [model, f"{fraction:g}", versus]
         for metric, _ in METRICS:
             r = by_metric.loc[metric]
-            cells.append(f"{r['difference']:+.3f} [{r['ci95_low']:+.3f}, {r['ci95_high']:+.3f}] {r['verdict']}")
+            interval = ("" if math.isnan(r["ci95_low"]) else f" [{r['ci95_low']:+.3f}, {r['ci95_high']:+.3f}]")
+            cells.append(f"{r['difference']:+.3f}{interval} {r['verdict']}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

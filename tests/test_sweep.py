@@ -66,16 +66,25 @@ def test_sweep_report_only_gathers_partial_grids(small_idc: Path, tmp_path: Path
         code, _, err = run_cli(["sweep", "--models", models, "--augment", augment, *common], capsys)
         assert code == 0, err
     assert len(pd.read_csv(sweep / "summary.csv")) == 1  # each sweep summarises only its own grid
+    # --first-seed: one process per seed, e.g. on a shared GPU; seed 1 alone, seed 0 is neither rerun nor needed.
+    seed1 = [*common[:common.index("--seeds")], "--seeds", "1", "--first-seed", "1",
+             *common[common.index("--seeds") + 2:]]
+    code, out, err = run_cli(["sweep", "--models", "cnn", "--augment", "none", *seed1], capsys)
+    assert code == 0, err
+    assert "1 cells trained, 0 already done" in out.replace("\n", " ")
+    assert (sweep / "runs" / "cnn_none_f1_s1" / "cell.json").exists()
     code, out, err = run_cli(["sweep", "--out", sweep, "--report-only"], capsys)
     assert code == 0, err
-    assert "0 cells trained, 3 already done" in out.replace("\n", " ")
+    assert "0 cells trained, 4 already done" in out.replace("\n", " ")
     cells = pd.read_csv(sweep / "summary.csv")
-    assert sorted(zip(cells["model"], cells["augment"])) == [("cnn", "none"), ("cnn", "rot90"), ("p4m", "none")]
+    assert sorted(zip(cells["model"], cells["augment"], cells["seed"])) == [
+        ("cnn", "none", 0), ("cnn", "none", 1), ("cnn", "rot90", 0), ("p4m", "none", 0)]
     claims = pd.read_csv(sweep / "claims.csv")
     assert set(claims["claim"]) == {"C1"} and set(claims["versus"]) == {"cnn / rot90 @ 1"}  # one fraction: no C2
     tables = subprocess.run([sys.executable, str(REPO / "scripts" / "sweep_tables.py"), str(sweep)],
                             capture_output=True, text=True, check=True).stdout
-    assert "| p4m | none | 1 | 1 |" in tables and "| p4m | 1 | cnn / rot90 @ 1 |" in tables
+    assert "| p4m | none | 1 | 1 |" in tables and "| cnn | none | 1 | 2 |" in tables
+    assert "| p4m | 1 | cnn / rot90 @ 1 |" in tables and "too few seeds" in tables and "nan" not in tables
 
 
 def test_sweep_report_only_without_cells_and_sweep_without_data(tmp_path: Path,

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The one prepared run on a lent GPU machine (device tool), carried with .work/idc-pack (JPEG q85, to fit the
-# 64 MiB limit) and .work/wheels-gpu (the wheels without openslide):
-#   run(command="BUDGET=430 bash scripts/device/gpu_run.sh", carry=[".work/idc-pack", ".work/wheels-gpu"], timeout_s=570)
+# 64 MiB limit: `python scripts/device/pack_dataset.py pack .work/idc .work/idc-pack 85`) and .work/wheels-gpu
+# (`pip download --no-deps` of the venv's albumentations, albucore, simsimd, stringzilla, pydantic, pydantic-core,
+# annotated-types, typing-inspection and shapely, at the venv's versions, for the device's Python 3.12):
+#   run(command="BUDGET=420 bash scripts/device/gpu_run.sh", carry=[".work/idc-pack", ".work/wheels-gpu"], timeout_s=560)
 #
 # Two jobs share the GPU, every process time-boxed to BUDGET seconds; what finished comes back in $OUT.
 #

@@ -5,7 +5,7 @@ go into 56×56 cells (edge-padded, so JPEG's 8×8 blocks never straddle two patc
 quality 95 without chroma subsampling. The index and metadata travel unchanged. This is lossy: results computed
 on the unpacked copy are labelled as such; the shipped model is re-evaluated on the original data.
 
-    python scripts/device/pack_dataset.py pack .work/idc .work/idc-pack
+    python scripts/device/pack_dataset.py pack .work/idc .work/idc-pack 85     # JPEG quality, default 95
     python scripts/device/pack_dataset.py unpack .work/idc-pack /tmp/idc
 """
 
@@ -58,4 +58,8 @@ def unpack(src: Path, dst: Path) -> None:
 
 if __name__ == "__main__":
     verb, a, b = sys.argv[1:4]
-    {"pack": pack, "unpack": unpack}[verb](Path(a), Path(b))
+    if verb == "pack":
+        # An optional 4th argument: JPEG quality (85 fits the IDC set, the code and the wheels into 64 MiB).
+        pack(Path(a), Path(b), *(int(q) for q in sys.argv[4:5]))
+    else:
+        unpack(Path(a), Path(b))

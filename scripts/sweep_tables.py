@@ -31,6 +31,8 @@ def groups_table(groups: pd.DataFrame, spread: pd.DataFrame) -> str:
     spread = spread.set_index(["model", "augment", "fraction"])
     head = ["model", "augment", "fraction", "seeds", "test AUC (mean of 8 angles)", "AUC 95% CI", "balanced acc.",
             "F1", "AUC range over 8 angles", "max \\|Δp\\| at 90° multiples", "label changes over 8 angles"]
+    d4 = "label_change_d4" in spread
+    head += ["label changes over the 8 D4 transforms"] if d4 else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, row in groups.sort_values(["model", "augment", "fraction"]).iterrows():
         s = spread.loc[(row["model"], row["augment"], row["fraction"])]
@@ -38,6 +40,8 @@ def groups_table(groups: pd.DataFrame, spread: pd.DataFrame) -> str:
                  _mean_sd(row, "auc_mean_angles"), _ci(row, "auc_mean_angles"),
                  _mean_sd(row, "balanced_accuracy_mean_angles"), _mean_sd(row, "f1_mean_angles"),
                  f"{s['auc_range_angles']:.4f}", f"{s['spread_exact']:.1e}", f"{s['label_change_fraction']:.1%}"]
+        if d4:
+            cells.append("n/a" if pd.isna(s["label_change_d4"]) else f"{s['label_change_d4']:.1%}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -38,18 +39,27 @@ def test_sweep_grid_and_resume(small_idc: Path, tmp_path: Path, capsys: pytest.C
     for col in ("auc_identity", "auc_mean_angles", "balanced_accuracy_mean_angles", "f1_mean_angles"):
         assert cells[col].between(0, 1).all(), col
     assert (cells.loc[cells["model"] == "p4m", "spread_exact"] <= 1e-5).all()
+    # Label flips over the 8 D4 transforms: none for the D4-invariant p4m (bar float ties at p = 0.5).
+    assert cells["label_change_d4"].between(0, 1).all()
+    assert (cells.loc[cells["model"] == "p4m", "label_change_d4"] <= 0.01).all()
     groups = pd.read_csv(sweep / "summary_groups.csv")
     assert len(groups) == 4 and (groups["seeds"] == 2).all()
     assert (groups["auc_mean_angles_ci95_low"] <= groups["auc_mean_angles_mean"]).all()
     assert (groups["auc_mean_angles_mean"] <= groups["auc_mean_angles_ci95_high"]).all()
     for plot in ("metric_vs_fraction.png", "metric_vs_angle.png"):
         assert (sweep / plot).stat().st_size > 1000
-    # An interrupted cell (trained, not evaluated) is finished on rerun; finished cells are skipped.
+    # An interrupted cell (trained, not evaluated) is finished on rerun; finished cells are skipped, and one
+    # finished before the D4 share existed gets it added.
     (sweep / "runs" / "cnn_none_f1_s0" / "cell.json").unlink()
+    old_cell = sweep / "runs" / "cnn_none_f0.5_s1" / "cell.json"
+    d4 = json.loads(old_cell.read_text()).pop("label_change_d4")
+    old_cell.write_text(json.dumps({k: v for k, v in json.loads(old_cell.read_text()).items()
+                                    if k != "label_change_d4"}))
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
     assert "1 cells trained, 7 already done" in out.replace("\n", " ")
     assert len(pd.read_csv(sweep / "summary.csv")) == 8
+    assert json.loads(old_cell.read_text())["label_change_d4"] == pytest.approx(d4)
     # Finished cells are not "done" for a sweep with other training options: one line, exit 2, nothing trained.
     changed = list(args)
     changed[changed.index("--width") + 1] = "6"

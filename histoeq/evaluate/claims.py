@@ -85,11 +85,13 @@ def claim_comparisons(cells: pd.DataFrame, baseline: str = "cnn", augmented: str
 
 
 def angle_spread(cells: pd.DataFrame) -> pd.DataFrame:
-    """C3 per (model, augment, fraction): AUC range over all angles and over the exact ones, label changes."""
+    """C3 per (model, augment, fraction): AUC range over all angles and over the exact ones, label changes over the
+    angles and (when the cells have it) over the 8 D4 transforms."""
     angle_cols = [c for c in cells.columns if c.startswith("auc_") and c[4:].replace(".", "").isdigit()]
     exact_cols = [c for c in angle_cols if float(c[4:]) % 90 == 0]
     frame = cells.assign(auc_range_angles=cells[angle_cols].max(axis=1) - cells[angle_cols].min(axis=1),
                          auc_range_exact=cells[exact_cols].max(axis=1) - cells[exact_cols].min(axis=1))
     columns = ["auc_range_angles", "auc_range_exact", "spread_exact", "label_change_fraction"]
+    columns += [c for c in ("label_change_d4",) if c in cells]  # absent in sweeps from before it existed
     grouped = frame.groupby(["model", "augment", "fraction"], sort=True)[columns]
     return grouped.mean().join(grouped.size().rename("seeds")).reset_index()

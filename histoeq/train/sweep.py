@@ -5,7 +5,8 @@ trained *and* evaluated, so a rerun skips finished cells and resumes an interrup
 split and its rotated views are prepared once and shared by all cells. Outputs:
 
 * ``summary.csv``: one row per cell (test metrics at 0 degrees, averaged and worst over angles, invariance errors,
-  AUC per angle);
+  AUC per angle, and ``label_change_d4``: the share of patches whose label is not the same under all 8 D4
+  transforms, 4 rotations with and without a mirror; a rerun with ``--data`` adds it to cells finished without it);
 * ``summary_groups.csv``: per (model, augment, fraction): number of seeds, mean, sd and 95 % t-interval of each
   metric;
 * ``claims.csv``: the claims C1/C2 as differences of means over seeds with Welch 95 % intervals and
@@ -40,8 +41,10 @@ from histoeq.train.trainer import RESUME_KEYS, TrainConfig, changed_options, tra
 
 CELL_JSON = "cell.json"
 GROUP_KEYS = ["model", "augment", "fraction"]
+D4_LABEL_CHANGE = "label_change_d4"
 GROUP_METRICS = ["auc_identity", "auc_mean_angles", "auc_min_angles", "balanced_accuracy_mean_angles",
-                 "f1_mean_angles", "invariance_exact_mean", "invariance_interpolated_mean", "label_change_fraction"]
+                 "f1_mean_angles", "invariance_exact_mean", "invariance_interpolated_mean", "label_change_fraction",
+                 D4_LABEL_CHANGE]
 
 
 @dataclass
@@ -100,7 +103,7 @@ def run_sweep(config: SweepConfig, progress: ProgressFn = null_progress) -> dict
     cells = sorted(itertools.product(config.models, config.augments, config.fractions, seeds),
                    key=lambda cell: cell[3])
     out = Path(config.out)
-    inputs = None
+    inputs = d4_inputs = None
     skipped = 0
     for i, (model, augment, fraction, seed) in enumerate(cells):
         run_dir = out / "runs" / cell_name(model, augment, fraction, seed)
@@ -118,10 +121,18 @@ def run_sweep(config: SweepConfig, progress: ProgressFn = null_progress) -> dict
                 raise InputError(run_dir, f"finished with other options than this sweep's ({detail}); "
                                           "use another --out")
             skipped += 1
+            cell = runinfo.read_json(run_dir / CELL_JSON)
+            if D4_LABEL_CHANGE not in cell:  # finished before the D4 share was part of a cell
+                if d4_inputs is None:
+                    d4_inputs = prepare_inputs(dataset, split=config.split, rotations=4, flips=True)
+                cell[D4_LABEL_CHANGE] = d4_label_change(run_dir, d4_inputs, device)
+                runinfo.write_json(run_dir / CELL_JSON, cell)
             continue
         train(train_config)
         if inputs is None:
             inputs = prepare_inputs(dataset, split=config.split, rotations=config.rotations, flips=config.flips)
+        if d4_inputs is None:
+            d4_inputs = prepare_inputs(dataset, split=config.split, rotations=4, flips=True)
         predictor = load_checkpoint_predictor(run_dir, device)
         result = evaluate_predictor(predictor.predict, inputs)
         runinfo.write_json(run_dir / "eval.json", {"data": str(config.data), "split": config.split,
@@ -129,7 +140,9 @@ def run_sweep(config: SweepConfig, progress: ProgressFn = null_progress) -> dict
                                                    "context": inputs.context, "runs": [{"run": str(run_dir),
                                                                                         **result}]})
         run_json = runinfo.read_json(run_dir / runinfo.RUN_JSON)
-        runinfo.write_json(run_dir / CELL_JSON, cell_row(model, augment, fraction, seed, run_json, result))
+        row = cell_row(model, augment, fraction, seed, run_json, result)
+        row[D4_LABEL_CHANGE] = d4_label_change(run_dir, d4_inputs, device)
+        runinfo.write_json(run_dir / CELL_JSON, row)
     progress("sweep", len(cells), len(cells), f"{len(cells) - skipped} trained, {skipped} already done")
     return write_summaries(out, [out / "runs" / cell_name(*c) for c in cells],
                            {"cells": len(cells), "skipped": skipped, "trained": len(cells) - skipped})
@@ -144,6 +157,13 @@ def summarize_sweep(out: Path) -> dict[str, Any]:
     out = Path(out)
     run_dirs = sorted(path.parent for path in (out / "runs").glob(f"*/{CELL_JSON}"))
     return write_summaries(out, run_dirs, {"cells": len(run_dirs), "skipped": len(run_dirs), "trained": 0})
+
+
+def d4_label_change(run_dir: Path, d4_inputs: Any, device: Any) -> float:
+    """Share of test patches whose predicted label differs somewhere over the 8 D4 transforms: zero by
+    construction for p4m, not for se2 (SE(2) has no mirrors) nor for a CNN, augmented or not."""
+    predictor = load_checkpoint_predictor(run_dir, device)
+    return float(evaluate_predictor(predictor.predict, d4_inputs)["label_change_fraction"])
 
 
 def cell_row(model: str, augment: str, fraction: float, seed: int, run_json: dict[str, Any],
@@ -178,7 +198,8 @@ def group_stats(cells: pd.DataFrame) -> pd.DataFrame:
         rec: dict[str, Any] = dict(zip(GROUP_KEYS, key))
         rec["seeds"] = len(part)
         for metric in GROUP_METRICS:
-            values = pd.to_numeric(part[metric], errors="coerce").dropna().to_numpy(dtype=np.float64)
+            column = part[metric] if metric in part else pd.Series(dtype=np.float64)  # cells from older sweeps
+            values = pd.to_numeric(column, errors="coerce").dropna().to_numpy(dtype=np.float64)
             mean = float(values.mean()) if values.size else float("nan")
             sd = float(values.std(ddof=1)) if values.size > 1 else float("nan")
             half = float(stats.t.ppf(0.975, values.size - 1) * sd / np.sqrt(values.size)) if values.size > 1 \

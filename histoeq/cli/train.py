@@ -183,9 +183,9 @@ def sweep_command(
     except ValueError:
         raise HistoeqError(f"--fractions must be comma-separated numbers, got {fractions!r}") from None
     config = SweepConfig(data=data, out=out, models=_csv(models), fractions=fraction_values, augments=_csv(augment),
-                         seeds=seeds, first_seed=first_seed, epochs=epochs, width=width, match=match, orientations=orientations,
-                         batch_size=batch_size, lr=lr, patience=patience, device=device, rotations=rotations,
-                         flips=flips, max_steps=max_steps)
+                         seeds=seeds, first_seed=first_seed, epochs=epochs, width=width, match=match,
+                         orientations=orientations, batch_size=batch_size, lr=lr, patience=patience, device=device,
+                         rotations=rotations, flips=flips, max_steps=max_steps)
     with rich_progress() as progress:
         result = run_sweep(config, progress=progress)
     _print_sweep(out, result)

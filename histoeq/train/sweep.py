@@ -35,6 +35,7 @@ from histoeq.evaluate.rotation_eval import evaluate_predictor, prepare_inputs
 from histoeq.progress import ProgressFn, null_progress
 from histoeq.train import runinfo
 from histoeq.train.batches import parse_augment
+from histoeq.train.checkpoint import BEST_NAME
 from histoeq.train.distributed import resolve_device
 from histoeq.train.models import available_models
 from histoeq.train.trainer import RESUME_KEYS, TrainConfig, changed_options, train
@@ -122,7 +123,8 @@ def run_sweep(config: SweepConfig, progress: ProgressFn = null_progress) -> dict
                                           "use another --out")
             skipped += 1
             cell = runinfo.read_json(run_dir / CELL_JSON)
-            if D4_LABEL_CHANGE not in cell:  # finished before the D4 share was part of a cell
+            # Finished before the D4 share was part of a cell (and its checkpoint is still there to measure it).
+            if D4_LABEL_CHANGE not in cell and (run_dir / BEST_NAME).exists():
                 if d4_inputs is None:
                     d4_inputs = prepare_inputs(dataset, split=config.split, rotations=4, flips=True)
                 cell[D4_LABEL_CHANGE] = d4_label_change(run_dir, d4_inputs, device)

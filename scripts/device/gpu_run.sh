@@ -5,17 +5,19 @@
 # annotated-types, typing-inspection and shapely, at the venv's versions, for the device's Python 3.12):
 #   run(command="BUDGET=420 bash scripts/device/gpu_run.sh", carry=[".work/idc-pack", ".work/wheels-gpu"], timeout_s=560)
 #
-# Two jobs share the GPU, every process time-boxed to BUDGET seconds; what finished comes back in $OUT.
+# Two jobs can share the GPU, every process time-boxed to BUDGET seconds; what finished comes back in $OUT.
 #
-# 1. Candidates for the shipped model: p4m (the registry's exactly D4-invariant G-CNN) on the full train split.
-#    Selection rule, fixed before any test number is seen: the candidate with the highest validation AUC (best.pt
-#    is already the epoch with the best validation AUC); a tie within 0.002 goes to the smaller model. The test
-#    split is not touched here: the chosen checkpoint is exported and evaluated on the original (not JPEG-packed)
-#    data afterwards, and the other candidates' test numbers are reported next to it, not used to choose.
-# 2. The production-width IDC sweep (cnn, p4m, se2; none / rot90; fractions 1, 0.25, 0.1, 0.5 in that order so a
-#    cut-off loses the fraction the claims need least; 3 seeds, EPOCHS epochs), one process per model,
-#    augmentation and seed, gathered into one folder with `histoeq sweep --report-only`. p4m is exactly
-#    D4-invariant, so D4 (rot90) augmentation cannot change its loss: its rot90 cells are not run.
+# 1. CANDIDATES (none by default): runs for the shipped model, "model:width:augment:seed" each, on the full train
+#    split. Selection rule, fixed before any test number is seen: the candidate with the highest validation AUC
+#    (best.pt is already the epoch with the best validation AUC); a tie within 0.002 goes to the smaller model.
+#    The test split is not touched here: the chosen checkpoint is exported and evaluated on the original (not
+#    JPEG-packed) data afterwards, and the other candidates' test numbers are reported next to it, not used to
+#    choose.
+# 2. The production-width IDC sweep (fractions 1, 0.25, 0.1, 0.5 in that order so a cut-off loses the fraction the
+#    claims need least; 3 seeds, EPOCHS epochs), gathered into one folder with `histoeq sweep --report-only`. p4m
+#    is exactly D4-invariant, so D4 (rot90) augmentation cannot change its loss: its rot90 cells are not run.
+#    Cells this machine already has (p4m fraction 1, se2 seed 0 at fraction 1) are rerun here: the 64 MiB limit
+#    leaves no room to carry them; gathering locally with .work/gpu3/sweep keeps one of each pair.
 #
 # Measured on an H200 (session 3), do not repeat: 20 processes on one GPU are far slower than their sum. p4m at
 # width 32 trains at 4 s/epoch alone but took 52-77 s/epoch among 20 processes and 18 s/epoch among 3 (with
@@ -24,7 +26,8 @@
 #
 # Rehearse on CPU before spending device time:
 #   DEVICE=cpu EXTRA="--max-steps 1" EPOCHS=1 FINAL_EPOCHS=1 BUDGET=300 CANDIDATES=cnn:8:stain:0 \
-#     SWEEP_JOBS="cnn:none cnn:rot90" SEEDS="0 1" OUT=/tmp/rehearse WORK=/tmp/rehearse-work bash scripts/device/gpu_run.sh
+#     SWEEP_JOBS="cnn:none cnn:rot90" OUT=/tmp/rehearse WORK=/tmp/rehearse-work bash scripts/device/gpu_run.sh
+# (with WORK/idc a small dataset, e.g. a symlink to one made by tests/test_train_helpers.small_idc_fixture_path).
 set -u
 export NO_ALBUMENTATIONS_UPDATE=1 PYTHONPATH=$PWD OMP_NUM_THREADS=1 MPLBACKEND=Agg
 BUDGET=${BUDGET:-430}
@@ -51,24 +54,28 @@ candidate() {  # name model width augment seed
     --out "$WORK/final/$1" > "$WORK/final/$1.log" 2>&1
   echo "candidate $1 exit $? at $(( $(date +%s) - start )) s"
 }
-CANDIDATES=${CANDIDATES:-"p4m:32:none:0 p4m:32:stain:0 p4m:32:stain:1 p4m:32:stain:2 p4m:48:stain:0"}
+# Session 3 ran CANDIDATES="p4m:32:none:0 p4m:32:stain:0 p4m:32:stain:1 p4m:32:stain:2 p4m:48:stain:0".
+CANDIDATES=${CANDIDATES-}
 for c in $CANDIDATES; do
   IFS=: read -r model width augment seed <<< "$c"
   candidate "$model-w$width-$augment-s$seed" "$model" "$width" "$augment" "$seed" &
 done
 
-for job in ${SWEEP_JOBS:-cnn:none cnn:rot90 p4m:none se2:none se2:rot90}; do
+# Session 3 ran SWEEP_JOBS="cnn:none cnn:rot90 p4m:none se2:none se2:rot90" SEEDS="0 1 2" (15 processes) and
+# finished the cnn cells (docs/results/idc-h200-w32); the defaults now run the G-CNN cells, one process per
+# model/augmentation with all three seeds in it (SEEDS=all), 3 processes in all.
+for job in ${SWEEP_JOBS:-p4m:none se2:none se2:rot90}; do
   m=${job%%:*}; a=${job##*:}
-  for seed in ${SEEDS:-0 1 2}; do
-    # One process per seed (the runs are launch-bound, not compute-bound, so processes share the GPU well); each
-    # folder is its own sweep and they are gathered below.
+  for seed in ${SEEDS:-all}; do
+    # Each folder is its own sweep; they are gathered below.
     (
-      dir="$WORK/sweep/$m-$a-s$seed"
+      if [ "$seed" = all ]; then dir="$WORK/sweep/$m-$a"; seeds=(--seeds 3)
+      else dir="$WORK/sweep/$m-$a-s$seed"; seeds=(--seeds 1 --first-seed "$seed"); fi
       mkdir -p "$dir/runs"
       timeout "$BUDGET" nice -n 5 $H sweep --data "$WORK/idc" --models "$m" --augment "$a" \
-        --fractions 1,0.25,0.1,0.5 --seeds 1 --first-seed "$seed" --epochs "$EPOCHS" --patience 3 \
+        --fractions 1,0.25,0.1,0.5 "${seeds[@]}" --epochs "$EPOCHS" --patience 3 \
         --batch-size 512 --rotations 8 --device "$DEVICE" $EXTRA --out "$dir" > "$dir.log" 2>&1
-      echo "sweep $m-$a-s$seed exit $? at $(( $(date +%s) - start )) s"
+      echo "sweep $(basename "$dir") exit $? at $(( $(date +%s) - start )) s"
     ) &
   done
 done
@@ -80,5 +87,5 @@ $H sweep --out "$WORK/sweep/all" --report-only > "$WORK/sweep/all.log" 2>&1
 tar -C "$WORK" -czf "$OUT/sweep.tar.gz" --exclude='*.pt' --exclude=sweep/all/runs sweep
 tar -C "$WORK" -czf "$OUT/final.tar.gz" --exclude='last.pt' final
 ls -la "$OUT"
-for f in "$WORK"/sweep/all.log "$WORK"/final/*.log; do echo "== $f"; tail -c 250 "$f"; done
+for f in "$WORK"/sweep/all.log "$WORK"/final/*.log; do [ -f "$f" ] && { echo "== $f"; tail -c 250 "$f"; }; done
 echo "all done at $(( $(date +%s) - start )) s"

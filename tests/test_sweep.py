@@ -97,6 +97,28 @@ def test_sweep_report_only_gathers_partial_grids(small_idc: Path, tmp_path: Path
     assert "| p4m | 1 | cnn / rot90 @ 1 |" in tables and "too few seeds" in tables and "nan" not in tables
 
 
+def test_sweep_with_flips_takes_the_d4_share_from_its_own_evaluation(
+        small_idc: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from histoeq.data.dataset import PatchDataset
+    from histoeq.evaluate.predictors import load_checkpoint_predictor
+    from histoeq.evaluate.rotation_eval import prepare_inputs
+    import torch
+
+    from histoeq.train.sweep import d4_label_change
+
+    sweep = tmp_path / "sweep"
+    args = ["sweep", "--data", small_idc, "--out", sweep, "--models", "cnn", "--augment", "none", "--fractions", "1",
+            "--seeds", "1", "--epochs", "1", "--max-steps", "1", "--batch-size", "32", "--width", "4",
+            "--rotations", "4", "--flips", "--device", "cpu"]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    cell = json.loads((sweep / "runs" / "cnn_none_f1_s0" / "cell.json").read_text())
+    # Measured separately, over the 8 D4 views prepared on their own: the same share.
+    d4_inputs = prepare_inputs(PatchDataset.open(small_idc), split="test", rotations=4, flips=True)
+    predictor = load_checkpoint_predictor(sweep / "runs" / "cnn_none_f1_s0", torch.device("cpu"))
+    assert cell["label_change_d4"] == pytest.approx(d4_label_change(predictor, d4_inputs))
+
+
 def test_sweep_report_only_without_cells_and_sweep_without_data(tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(["sweep", "--out", tmp_path / "empty", "--report-only"], capsys)

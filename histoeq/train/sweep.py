@@ -127,14 +127,12 @@ def run_sweep(config: SweepConfig, progress: ProgressFn = null_progress) -> dict
             if D4_LABEL_CHANGE not in cell and (run_dir / BEST_NAME).exists():
                 if d4_inputs is None:
                     d4_inputs = prepare_inputs(dataset, split=config.split, rotations=4, flips=True)
-                cell[D4_LABEL_CHANGE] = d4_label_change(run_dir, d4_inputs, device)
+                cell[D4_LABEL_CHANGE] = d4_label_change(load_checkpoint_predictor(run_dir, device), d4_inputs)
                 runinfo.write_json(run_dir / CELL_JSON, cell)
             continue
         train(train_config)
         if inputs is None:
             inputs = prepare_inputs(dataset, split=config.split, rotations=config.rotations, flips=config.flips)
-        if d4_inputs is None:
-            d4_inputs = prepare_inputs(dataset, split=config.split, rotations=4, flips=True)
         predictor = load_checkpoint_predictor(run_dir, device)
         result = evaluate_predictor(predictor.predict, inputs)
         runinfo.write_json(run_dir / "eval.json", {"data": str(config.data), "split": config.split,
@@ -143,7 +141,12 @@ def run_sweep(config: SweepConfig, progress: ProgressFn = null_progress) -> dict
                                                                                         **result}]})
         run_json = runinfo.read_json(run_dir / runinfo.RUN_JSON)
         row = cell_row(model, augment, fraction, seed, run_json, result)
-        row[D4_LABEL_CHANGE] = d4_label_change(run_dir, d4_inputs, device)
+        if config.flips and config.rotations % 4 == 0:  # the exact views of this evaluation already are D4
+            row[D4_LABEL_CHANGE] = result["label_change_fraction_exact"]
+        else:
+            if d4_inputs is None:
+                d4_inputs = prepare_inputs(dataset, split=config.split, rotations=4, flips=True)
+            row[D4_LABEL_CHANGE] = d4_label_change(predictor, d4_inputs)
         runinfo.write_json(run_dir / CELL_JSON, row)
     progress("sweep", len(cells), len(cells), f"{len(cells) - skipped} trained, {skipped} already done")
     return write_summaries(out, [out / "runs" / cell_name(*c) for c in cells],
@@ -161,10 +164,9 @@ def summarize_sweep(out: Path) -> dict[str, Any]:
     return write_summaries(out, run_dirs, {"cells": len(run_dirs), "skipped": len(run_dirs), "trained": 0})
 
 
-def d4_label_change(run_dir: Path, d4_inputs: Any, device: Any) -> float:
-    """Share of test patches whose predicted label differs somewhere over the 8 D4 transforms: zero by
-    construction for p4m, not for se2 (SE(2) has no mirrors) nor for a CNN, augmented or not."""
-    predictor = load_checkpoint_predictor(run_dir, device)
+def d4_label_change(predictor: Any, d4_inputs: Any) -> float:
+    """Share of test patches whose predicted label differs somewhere over the 8 D4 transforms (``d4_inputs``:
+    4 rotations with flips): zero by construction for p4m, not for se2 (SE(2) has no mirrors) nor for a CNN."""
     return float(evaluate_predictor(predictor.predict, d4_inputs)["label_change_fraction"])
 
 

@@ -74,6 +74,16 @@ def test_single_file_dynamic_batch_and_metadata(p4m_onnx) -> None:
         assert logits.shape == probs.shape == (batch, 2)
 
 
+def test_group_convs_are_stored_factored_and_their_expansion_once(p4m_onnx, p4m_model) -> None:
+    """The file holds the free parameters and one shared expansion, not the |G|-fold expanded filter banks."""
+    proto = onnx.load(str(p4m_onnx.path))
+    stored = sum(int(np.prod(t.dims)) for t in proto.graph.initializer)
+    expanded = sum(m.weight.numel() for m in p4m_model.to_plain(50).modules() if isinstance(m, nn.Conv2d))
+    assert stored < expanded / 2, (stored, expanded)
+    expansions = [t for t in proto.graph.initializer if t.name.endswith("expansion")]
+    assert len(expansions) == 1 and list(expansions[0].dims) == [72, 576]  # D4, 3×3: (8·9, 8·8·9)
+
+
 def test_ort_matches_torch_and_is_d4_invariant(p4m_onnx, p4m_model, shared_data) -> None:
     from histoeq.export.check_patches import idc_patches
     from histoeq.export.verify import torch_probabilities
@@ -112,7 +122,7 @@ class _BrokenPlain(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(x)
 
-    def to_plain(self) -> nn.Module:
+    def to_plain(self, tile_px: int = 50, **_: object) -> nn.Module:
         twin = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2))
         with torch.no_grad():
             twin[2].weight.copy_(self.head[2].weight)

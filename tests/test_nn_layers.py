@@ -136,3 +136,28 @@ def test_to_plain_conv_equals_layer(cls):
     x = torch.randn(2, 2 * (group.order if cls is GroupConv2d else 1), 10, 10)
     with torch.no_grad():
         assert torch.allclose(layer.to_plain()(x), layer(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("group,method", [(dihedral(4), "pixel"), (cyclic(8), "bilinear")])
+@pytest.mark.parametrize("lifting", [True, False])
+def test_factored_conv_rebuilds_the_bank_exactly(group, method: str, lifting: bool) -> None:
+    """The export form (parameters × expansion) builds the layer's own filter bank: bit-identical for 0/1
+    (pixel) expansions, to float rounding for interpolated ones; with a folded per-field affine map it equals
+    scale · conv + shift."""
+    torch.manual_seed(0)
+    layer = LiftingConv2d(3, 4, group, 5, 2, method) if lifting else GroupConv2d(2, 3, group, 3, 1, method)
+    factored = layer.to_factored()
+    weight, bias = layer.expand()
+    bank = factored.filter_bank()
+    if method == "pixel":
+        assert torch.equal(bank, weight)
+    else:
+        assert torch.allclose(bank, weight, atol=1e-6)
+    x = torch.randn(2, layer.in_channels * layer.in_orientations, 11, 11)
+    scale, shift = torch.rand(layer.out_channels) + 0.5, torch.randn(layer.out_channels)
+    folded = layer.to_factored(scale, shift)
+    n = group.order
+    with torch.no_grad():
+        expected = layer(x) * scale.repeat_interleave(n)[None, :, None, None] + shift.repeat_interleave(n)[None, :, None, None]
+        assert torch.allclose(folded(x), expected, atol=1e-5)
+    assert factored.weight.numel() == layer.weight.numel()

@@ -18,23 +18,31 @@ _EXPORT_EPILOG = """\
 
   # with the test-split metrics of `histoeq eval runs/p4m --data idc --split test --out eval/` in the metadata
   histoeq export runs/p4m --out models/idc-p4m.onnx --test-metrics eval/eval.json
+
+  # three seeds as one model (mean probability; still exactly invariant if every member is)
+  histoeq export runs/p4m-s0 runs/p4m-s1 runs/p4m-s2 --out models/idc-p4m.onnx
 """
 
 
 @app.command("export", epilog=_EXPORT_EPILOG)
 def export_command(
-    run: Path = typer.Argument(..., help="Training run folder (its best.pt) or a checkpoint file."),
+    runs: list[Path] = typer.Argument(
+        ..., help="Training run folder (its best.pt) or checkpoint file; several make one mean-probability ensemble."),
     out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write (one self-contained file)."),
     opset: int = typer.Option(18, "--opset", help="ONNX opset."),
     fp16: bool = typer.Option(False, "--fp16", help="Half-precision weights (checked at 1e-2 instead of 1e-4/1e-5)."),
+    val_metrics: Path | None = typer.Option(
+        None, "--val-metrics", help="eval.json of this model on the validation split (replaces the run's own)."),
     test_metrics: Path | None = typer.Option(
         None, "--test-metrics", help="eval.json of this model on held-out data, stored in the metadata."),
 ) -> None:
-    """Export a trained model to ONNX (plain operators, uint8 tiles in), verified in onnxruntime before writing."""
+    """Export a trained model (or a seed ensemble) to ONNX (plain operators, uint8 tiles in), verified in onnxruntime
+    before writing."""
     from histoeq.export import export_run
 
     with rich_progress(transient=True) as progress:
-        result = export_run(run, out, opset=opset, fp16=fp16, test_metrics=test_metrics, progress=progress)
+        result = export_run(runs, out, opset=opset, fp16=fp16, val_metrics=val_metrics, test_metrics=test_metrics,
+                            progress=progress)
     v, m = result.verification, result.metadata
     inv = "not claimed (no group)" if v.invariance_max_abs is None else f"{v.invariance_group} max |Δp| {v.invariance_max_abs:.1e}"
     console.print(

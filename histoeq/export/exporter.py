@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,7 @@ def export_model(
     meta = _model_metadata(model, info, fp16)
     mean, std = meta.normalisation["mean"], meta.normalisation["std"]
     progress("export", 0, 3, "tracing")
-    classifier = build_classifier(model, mean, std, fp16=fp16)
+    classifier = build_classifier(model, mean, std, meta.tile_px, fp16=fp16)
     with tempfile.TemporaryDirectory(prefix="histoeq-export-") as tmp:
         raw_path = Path(tmp) / "model.onnx"
         export_graph(classifier, meta.tile_px, raw_path, opset)
@@ -108,9 +109,9 @@ def _set_metadata(proto: onnx.ModelProto, meta: ModelMetadata) -> None:
     onnx.helper.set_model_props(proto, meta.to_props())
 
 
-def test_metrics_from_eval(path: str | Path) -> dict[str, Any]:
-    """The held-out metrics of an `histoeq eval` result (its first run): the unrotated view, the mean over the
-    evaluated angles and the label-change share, with where they came from."""
+def metrics_from_eval(path: str | Path) -> dict[str, Any]:
+    """The metrics of an `histoeq eval` result (its first run): the unrotated view, the mean over the evaluated
+    angles and the label-change share, with the split and file they came from."""
     try:
         doc = json.loads(Path(path).read_text())
         run = doc["runs"][0]
@@ -127,21 +128,71 @@ def test_metrics_from_eval(path: str | Path) -> dict[str, Any]:
     }
 
 
+def _metrics_from_evals(info: dict[str, Any], evals: dict[str, str | Path | None]) -> dict[str, Any]:
+    metrics = dict(info.get("metrics") or {})
+    for split, path in evals.items():
+        if path is not None:
+            metrics[split] = metrics_from_eval(path)
+    return {**info, "metrics": metrics}
+
+
 def export_run(
-    run: str | Path,
+    run: str | Path | Sequence[str | Path],
     out: str | Path,
     *,
     opset: int = DEFAULT_OPSET,
     fp16: bool = False,
     idc_dir: Path | None = None,
+    val_metrics: str | Path | None = None,
     test_metrics: str | Path | None = None,
     progress: ProgressFn = null_progress,
 ) -> ExportResult:
-    """Export the best checkpoint of a training run folder (or a checkpoint file); ``test_metrics`` is an
-    eval.json of the same model on held-out data, stored in the metadata next to the validation metrics."""
+    """Export the best checkpoint of a training run folder (or a checkpoint file), or several of them as one
+    mean-probability ensemble (`load_ensemble`). ``val_metrics``/``test_metrics`` are eval.json files of the
+    same model (for an ensemble: of its exported candidate) on held-out data, stored in the metadata; the
+    validation entry replaces the run's own best-epoch validation metrics."""
     from histoeq.train.checkpoint import load_model
 
-    model, info = load_model(run)
-    if test_metrics is not None:
-        info = {**info, "metrics": {**(info.get("metrics") or {}), "test": test_metrics_from_eval(test_metrics)}}
-    return export_model(model, info, out, opset=opset, fp16=fp16, idc_dir=idc_dir, source=run, progress=progress)
+    runs = [run] if isinstance(run, str | Path) else list(run)
+    if not runs:
+        raise InputError(None, "no run to export")
+    model, info = load_model(runs[0]) if len(runs) == 1 else load_ensemble(runs)
+    info = _metrics_from_evals(info, {"val": val_metrics, "test": test_metrics})
+    source = runs[0] if len(runs) == 1 else ", ".join(map(str, runs))
+    return export_model(model, info, out, opset=opset, fp16=fp16, idc_dir=idc_dir, source=source, progress=progress)
+
+
+_MUST_MATCH = ("classes", "tile_px", "mpp", "normalisation")
+
+
+def load_ensemble(runs: Sequence[str | Path]) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild several runs as one `ProbabilityEnsemble` with a combined checkpoint-like info dict.
+
+    The members must agree on everything the exported graph fixes (classes, tile size, µm/px, the normalisation
+    folded into the graph) and on their symmetry group; a member that does not is an `InputError` naming it.
+    Hashes of training data and fractions are kept when all members share them."""
+    from histoeq.models.ensemble import ProbabilityEnsemble
+    from histoeq.train.checkpoint import load_model
+
+    loaded = [load_model(r) for r in runs]
+    (first_model, first), first_path = loaded[0], runs[0]
+    for (model, info), path in zip(loaded[1:], runs[1:], strict=True):
+        for key in _MUST_MATCH:
+            if info.get(key) != first.get(key):
+                raise InputError(path, f"cannot join the ensemble: its {key} {info.get(key)!r} differs from "
+                                       f"{first.get(key)!r} of {first_path}")
+        if ProbabilityEnsemble._group_key(model) != ProbabilityEnsemble._group_key(first_model):
+            raise InputError(path, f"cannot join the ensemble: its group differs from that of {first_path}")
+    ensemble = ProbabilityEnsemble([m for m, _ in loaded]).eval()
+
+    def shared(key: str) -> Any:
+        values = {info.get(key) for _, info in loaded}
+        return values.pop() if len(values) == 1 else None
+
+    info = {key: first[key] for key in _MUST_MATCH}
+    info.update(
+        model_config=ensemble.config, data_hash=shared("data_hash"), fraction_hash=shared("fraction_hash"),
+        metrics={"members": [{"run": str(r), **(i.get("metrics") or {})} for r, (_, i) in zip(runs, loaded, strict=True)]},
+        histoeq_version=__version__,
+    )
+    return ensemble, info

@@ -20,12 +20,15 @@ import torch
 from torch import nn
 
 from histoeq.export.metadata import INPUT_NAME, OUTPUT_NAMES
+from histoeq.nn.conv import FactoredConv2d
 
 
-def plain_module(model: nn.Module) -> nn.Module:
-    """The standard-operator twin of `model` in eval mode (`to_plain()` when the model has one)."""
+def plain_module(model: nn.Module, tile_px: int) -> nn.Module:
+    """The standard-operator twin of `model` in eval mode (`to_plain(tile_px, factored=True)` when the model has
+    one: pool windows depend on the tile size, so the twin is only valid at the size the graph is exported for,
+    and group convolutions stay factored so the file stays near the parameter size)."""
     to_plain = getattr(model, "to_plain", None)
-    plain = to_plain() if callable(to_plain) else copy.deepcopy(model)
+    plain = to_plain(tile_px, factored=True) if callable(to_plain) else copy.deepcopy(model)
     return plain.eval()
 
 
@@ -47,13 +50,32 @@ class UInt8TileClassifier(nn.Module):
 
 
 def build_classifier(
-    model: nn.Module, mean: Sequence[float], std: Sequence[float], fp16: bool = False
+    model: nn.Module, mean: Sequence[float], std: Sequence[float], tile_px: int, fp16: bool = False
 ) -> UInt8TileClassifier:
     """The module that is exported: plain operators, normalisation in the graph, optionally fp16 weights."""
-    plain = plain_module(model)
+    plain = plain_module(model, tile_px)
+    share_identical_expansions(plain)
     if fp16:
         plain = copy.deepcopy(plain).half()
     return UInt8TileClassifier(plain, mean, std, torch.float16 if fp16 else torch.float32).eval()
+
+
+def share_identical_expansions(module: nn.Module) -> int:
+    """Point every `FactoredConv2d` whose expansion equals an earlier one at that tensor, so the exporter writes
+    it once (all 3×3 group convs of a model, and of every member of an ensemble, share one). Returns how many
+    were shared."""
+    seen: list[torch.Tensor] = []
+    shared = 0
+    for layer in module.modules():
+        if not isinstance(layer, FactoredConv2d):
+            continue
+        match = next((t for t in seen if t.shape == layer.expansion.shape and torch.equal(t, layer.expansion)), None)
+        if match is None:
+            seen.append(layer.expansion)
+        else:
+            layer.expansion = match
+            shared += 1
+    return shared
 
 
 def export_graph(classifier: nn.Module, tile_px: int, path: Path, opset: int) -> None:

@@ -76,21 +76,30 @@ class HistoNet(nn.Module):
         return self.head(self.dropout(self.forward_features(x)))
 
     @torch.no_grad()
-    def to_plain(self, tile_px: int | tuple[int, int] = 50, fuse_bn: bool = True) -> nn.Sequential:
+    def to_plain(self, tile_px: int | tuple[int, int] = 50, fuse_bn: bool = True,
+                 factored: bool = False) -> nn.Sequential:
         """The same function as an eval-mode ``nn.Sequential`` of standard modules only (Conv2d, BatchNorm2d
         or fused convs, ReLU, MaxPool2d/AvgPool2d, a group max/mean, Linear), for export.
 
-        Pool windows are fixed for ``tile_px`` (they depend on the parity of the feature-map size)."""
+        Pool windows are fixed for ``tile_px`` (they depend on the parity of the feature-map size).
+        ``factored`` keeps each convolution as parameters × expansion (`FactoredConv2d`, what export writes:
+        a file near the parameter size) instead of the expanded ``nn.Conv2d``."""
         h, w = (tile_px, tile_px) if isinstance(tile_px, int) else tile_px
         layers: list[nn.Module] = []
         channels = 0
         for block in self.features:
             if isinstance(block, ConvBNReLU):
                 conv, bn, _ = block
-                plain_conv, plain_bn = conv.to_plain(), bn.to_plain()
-                layers += [fuse_conv_bn(plain_conv, plain_bn)] if fuse_bn else [plain_conv, plain_bn]
+                channels = conv.out_channels * self.group.order
+                if factored and fuse_bn:
+                    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                    layers.append(conv.to_factored(scale, bn.bias - bn.running_mean * scale))
+                elif factored:
+                    layers += [conv.to_factored(), bn.to_plain()]
+                else:
+                    plain_conv, plain_bn = conv.to_plain(), bn.to_plain()
+                    layers += [fuse_conv_bn(plain_conv, plain_bn)] if fuse_bn else [plain_conv, plain_bn]
                 layers.append(nn.ReLU())
-                channels = plain_conv.out_channels
             else:
                 layers.append(block.to_plain(h, w, channels))
                 h, w = (h + 1) // 2, (w + 1) // 2

@@ -97,8 +97,51 @@ class _ExpandedConv(nn.Module):
             conv.bias.copy_(bias)
         return conv
 
+    @torch.no_grad()
+    def to_factored(self, scale: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> FactoredConv2d:
+        """This layer as `FactoredConv2d`, optionally with a per-field affine map (a folded BatchNorm) applied
+        to its output: ``scale · conv(x) + shift``, scale and shift of shape (out_channels,)."""
+        o, n = self.out_channels, self.group.order
+        weight = self.weight.reshape(o, -1).clone()
+        bias = torch.zeros(o) if self.bias is None else self.bias.clone()
+        if scale is not None:
+            weight, bias = weight * scale[:, None], bias * scale
+        if shift is not None:
+            bias = bias + shift
+        shape = (o, self.in_channels, n, self.in_orientations, self.kernel_size, self.kernel_size)
+        return FactoredConv2d(weight, self.expansion.clone(), bias.repeat_interleave(n), shape, self.padding)
+
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, group={self.group.name}, k={self.kernel_size}, {self.method}"
+
+
+class FactoredConv2d(nn.Module):
+    """A group convolution for export, stored as its free parameters and the fixed expansion to the filter bank.
+
+    The expanded bank of a D4 group conv holds |G|² copies of every parameter, so an exported ``nn.Conv2d`` is
+    ~8× the size of the model's parameters (a p4m of 271k parameters made an 8.7 MB file). Kept factored, the
+    graph builds the bank with one MatMul of two constants, which ONNX runtimes fold once when the session is
+    created; the file stays near the parameter size. For exact (pixel) transforms the expansion is a 0/1
+    matrix, so the bank is bit-identical to the expanded one.
+    """
+
+    def __init__(self, weight: torch.Tensor, expansion: torch.Tensor, bias: torch.Tensor,
+                 shape: tuple[int, int, int, int, int, int], padding: int) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight)  # (out fields, in fields · in orientations · P)
+        self.register_buffer("expansion", expansion)  # (in orientations · P, |G| · in orientations · k²)
+        self.register_buffer("bias", bias)  # (out fields · |G|,)
+        self.shape = shape  # (o, i, |G|, in orientations, k, k)
+        self.padding = padding
+
+    def filter_bank(self) -> torch.Tensor:
+        o, i, n, n_in, k, _ = self.shape
+        rows = self.weight.reshape(o * i, -1)
+        bank = (rows @ self.expansion).reshape(o, i, n, n_in, k, k)
+        return bank.transpose(1, 2).reshape(o * n, i * n_in, k, k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.filter_bank(), self.bias, padding=self.padding)
 
 
 class LiftingConv2d(_ExpandedConv):

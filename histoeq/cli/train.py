@@ -26,6 +26,9 @@ _TRAIN_EPILOG = """\
   # the CNN baseline with all 8 D4 transforms and stain jitter, on a GPU
   histoeq train --data idc --model cnn --augment rot90+stain --device cuda --out runs/cnn-rot90
 
+  # fold 2 of a 5-fold patient cross-validation over the train+val patients (test untouched)
+  histoeq train --data idc --model p4m --cv-fold 2/5 --out runs/p4m-cv2
+
   # continue an interrupted run exactly; or train on 2 GPUs
   histoeq train --data idc --model p4m --out runs/p4m-f0.25 --fraction 0.25 --epochs 20 --resume
   torchrun --nproc-per-node 2 -m histoeq train --data idc --model se2 --orientations 8 --out runs/se2
@@ -52,6 +55,8 @@ def train_command(
     num_workers: int = typer.Option(0, "--num-workers", help="Threads for per-patch (rotate/stain) augmentation."),
     patience: int = typer.Option(5, "--patience", help="Stop after this many epochs without a better val AUC."),
     max_steps: int = typer.Option(None, "--max-steps", help="Cap on optimizer steps per epoch (smoke tests)."),
+    cv_fold: str = typer.Option(None, "--cv-fold", help="i/k: validate on patient fold i of k over the train+val "
+                                "patients, train on the others (test untouched)."),
 ) -> None:
     """Train a model on the train split, validating every epoch; best.pt is chosen by validation AUC.
 
@@ -63,7 +68,7 @@ def train_command(
     config = TrainConfig(data=data, model=model, out=out, orientations=orientations, width=width, match=match,
                          fraction=fraction, augment=augment, epochs=epochs, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, seed=seed, device=device, resume=resume,
-                         num_workers=num_workers, patience=patience, max_steps=max_steps)
+                         num_workers=num_workers, patience=patience, max_steps=max_steps, cv_fold=cv_fold)
     with rich_progress() as progress:
         result = train(config, progress=progress)
     if result.get("world_size", 1) > 1 and not _is_rank0():
@@ -141,6 +146,9 @@ _SWEEP_EPILOG = """\
   # a second grid into the same folder, then one summary over every finished cell of both
   histoeq sweep --data idc --models se2 --augment rot90 --epochs 20 --device cuda --out sweeps/idc
   histoeq sweep --out sweeps/idc --report-only
+
+  # choose between recipes by 5-fold patient cross-validation over train+val (the "val AUC" column)
+  histoeq sweep --data idc --models p4m --augment none,stain --fractions 1 --seeds 5 --cv 5 --out sweeps/cv
 """
 
 
@@ -164,6 +172,8 @@ def sweep_command(
     flips: bool = typer.Option(False, "--flips"),
     device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
     max_steps: int = typer.Option(None, "--max-steps", help="Cap on optimizer steps per epoch (smoke tests)."),
+    cv: int = typer.Option(None, "--cv", help="K: seed s validates on patient fold s mod K of the train+val "
+                           "patients; the mean val AUC over seeds is then a K-fold CV score (use --seeds K)."),
     report_only: bool = typer.Option(False, "--report-only",
                                      help="Train nothing: rewrite summaries and plots from every finished cell in "
                                           "OUT/runs (gathers several partial sweeps into one folder)."),
@@ -185,7 +195,7 @@ def sweep_command(
     config = SweepConfig(data=data, out=out, models=_csv(models), fractions=fraction_values, augments=_csv(augment),
                          seeds=seeds, first_seed=first_seed, epochs=epochs, width=width, match=match,
                          orientations=orientations, batch_size=batch_size, lr=lr, patience=patience, device=device,
-                         rotations=rotations, flips=flips, max_steps=max_steps)
+                         rotations=rotations, flips=flips, max_steps=max_steps, cv=cv)
     with rich_progress() as progress:
         result = run_sweep(config, progress=progress)
     _print_sweep(out, result)
@@ -199,10 +209,11 @@ def _print_sweep(out: Path, result: dict) -> None:
     from histoeq.cli._render import console, print_table
 
     rows = [[g["model"], g["augment"], g["fraction"], g["seeds"],
+             f"{g['val_auc_mean']:.4f}" + _pm(g["val_auc_sd"]),
              f"{g['auc_mean_angles_mean']:.4f}" + _pm(g["auc_mean_angles_sd"]),
              "n/a" if g["seeds"] < 2 else f"[{g['auc_mean_angles_ci95_low']:.4f}, {g['auc_mean_angles_ci95_high']:.4f}]",
              g["invariance_interpolated_mean_mean"]] for g in result["groups"]]
-    print_table(f"histoeq sweep: {out}", ["Model", "Augment", "Fraction", "Seeds", "AUC (mean over angles)",
+    print_table(f"histoeq sweep: {out}", ["Model", "Augment", "Fraction", "Seeds", "val AUC", "AUC (mean over angles)",
                                           "95% CI", "|dp| interpolated"], rows)
     claims = [c for c in result["claims"] if c["metric"] == "auc_mean_angles"]
     if claims:

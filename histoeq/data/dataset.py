@@ -33,7 +33,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +122,12 @@ class PatchDataset:
             present = sorted(s for s in self.index["split"].unique() if s)
             raise InputError(self.path, f"split {split!r} is empty (splits present: {', '.join(present) or 'none'})")
         return ids
+
+    def with_splits(self, splits: pd.Series) -> PatchDataset:
+        """The same images with another split column (e.g. a cross-validation fold); the file is not changed."""
+        if len(splits) != len(self.index):
+            raise ValueError(f"{len(splits)} split labels for {len(self.index)} rows")
+        return replace(self, index=self.index.assign(split=np.asarray(splits, dtype=object)))
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

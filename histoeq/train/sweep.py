@@ -8,7 +8,9 @@ split and its rotated views are prepared once and shared by all cells. Outputs:
   AUC per angle, and ``label_change_d4``: the share of patches whose label is not the same under all 8 D4
   transforms, 4 rotations with and without a mirror; a rerun with ``--data`` adds it to cells finished without it);
 * ``summary_groups.csv``: per (model, augment, fraction): number of seeds, mean, sd and 95 % t-interval of each
-  metric;
+  metric, including ``val_auc`` (the best epoch's validation AUC; with ``--cv K`` seed s validates on patient
+  fold s mod K of the train+val patients, so its mean over seeds is a K-fold cross-validation score, the one to
+  select recipes by without touching the test split);
 * ``claims.csv``: the claims C1/C2 as differences of means over seeds with Welch 95 % intervals and
   ``angle_spread.csv`` (C3), see :mod:`histoeq.evaluate.claims`;
 * ``metric_vs_fraction.png`` (mean +- sd over seeds, one line per model and augmentation) and
@@ -43,7 +45,7 @@ from histoeq.train.trainer import RESUME_KEYS, TrainConfig, changed_options, tra
 CELL_JSON = "cell.json"
 GROUP_KEYS = ["model", "augment", "fraction"]
 D4_LABEL_CHANGE = "label_change_d4"
-GROUP_METRICS = ["auc_identity", "auc_mean_angles", "auc_min_angles", "balanced_accuracy_mean_angles",
+GROUP_METRICS = ["val_auc", "auc_identity", "auc_mean_angles", "auc_min_angles", "balanced_accuracy_mean_angles",
                  "f1_mean_angles", "invariance_exact_mean", "invariance_interpolated_mean", "label_change_fraction",
                  D4_LABEL_CHANGE]
 
@@ -69,7 +71,11 @@ class SweepConfig:
     flips: bool = False
     split: str = "test"
     max_steps: int | None = None
+    cv: int | None = None  # K: seed s validates on patient fold s mod K of train+val (histoeq.data.folds)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def cv_fold(self, seed: int) -> str | None:
+        return None if self.cv is None else f"{seed % self.cv}/{self.cv}"
 
     def check(self) -> None:
         unknown = [m for m in self.models if m not in available_models()]
@@ -85,6 +91,8 @@ class SweepConfig:
             raise HistoeqError(f"--seeds must be at least 1, got {self.seeds}")
         if self.first_seed < 0:
             raise HistoeqError(f"--first-seed must be at least 0, got {self.first_seed}")
+        if self.cv is not None and self.cv < 2:
+            raise HistoeqError(f"--cv must be at least 2 folds, got {self.cv}")
 
 
 def cell_name(model: str, augment: str, fraction: float, seed: int) -> str:
@@ -113,7 +121,8 @@ def run_sweep(config: SweepConfig, progress: ProgressFn = null_progress) -> dict
                                    width=config.width, match=config.match, fraction=fraction, augment=augment,
                                    epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=seed,
                                    device=config.device, resume=True, patience=config.patience,
-                                   max_steps=config.max_steps, model_kwargs=dict(config.model_kwargs))
+                                   max_steps=config.max_steps, cv_fold=config.cv_fold(seed),
+                                   model_kwargs=dict(config.model_kwargs))
         if (run_dir / CELL_JSON).exists():
             # A finished cell counts as done only for the same training options; the dataset may have moved.
             saved = runinfo.read_json(run_dir / runinfo.RUN_JSON).get("options", {})
@@ -141,6 +150,7 @@ def run_sweep(config: SweepConfig, progress: ProgressFn = null_progress) -> dict
                                                                                         **result}]})
         run_json = runinfo.read_json(run_dir / runinfo.RUN_JSON)
         row = cell_row(model, augment, fraction, seed, run_json, result)
+        row["cv_fold"] = train_config.cv_fold
         if config.flips and config.rotations % 4 == 0:  # the exact views of this evaluation already are D4
             row[D4_LABEL_CHANGE] = result["label_change_fraction_exact"]
         else:

@@ -47,14 +47,15 @@ from histoeq.train.models import create_model, model_config, unwrap
 
 # Options that must not change when a run is resumed (device, workers and patience may).
 RESUME_KEYS = ("data", "model", "orientations", "width", "match", "fraction", "augment", "epochs", "batch_size",
-               "lr", "weight_decay", "seed", "max_steps")
+               "lr", "weight_decay", "seed", "max_steps", "cv_fold")
 EVAL_BATCH = 1024
 
 
 def changed_options(saved: dict, now: dict, keys: tuple[str, ...] = RESUME_KEYS) -> str:
     """'key: old -> new' for each of ``keys`` that differs between a run's saved options and ``now``; '' if none."""
-    changed = [k for k in keys if k in saved and saved[k] != now[k]]
-    return ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in changed)
+    # A key absent from an older run.json counts as its default (None) when this run sets it.
+    changed = [k for k in keys if (k in saved or now.get(k) is not None) and saved.get(k) != now.get(k)]
+    return ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
 
 
 @dataclass
@@ -79,6 +80,7 @@ class TrainConfig:
     num_workers: int = 0
     patience: int = 5
     max_steps: int | None = None  # cap on optimizer steps per epoch (smoke tests, benchmarks)
+    cv_fold: str | None = None  # "i/k": validate on fold i of k patient folds of train+val (histoeq.data.folds)
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra create() arguments, e.g. dropout
 
     def options(self) -> dict[str, Any]:
@@ -99,6 +101,10 @@ class TrainConfig:
             raise HistoeqError(f"--patience must be at least 1, got {self.patience}")
         if self.max_steps is not None and self.max_steps < 1:
             raise HistoeqError(f"--max-steps must be at least 1, got {self.max_steps}")
+        if self.cv_fold is not None:
+            from histoeq.data.folds import parse_fold
+
+            parse_fold(self.cv_fold)
         parse_augment(self.augment)
 
 
@@ -109,6 +115,10 @@ def train(config: TrainConfig, progress: ProgressFn = null_progress) -> dict[str
     from histoeq.data.fractions import select_fraction
 
     dataset = PatchDataset.open(config.data)
+    if config.cv_fold is not None:
+        from histoeq.data.folds import cv_splits, parse_fold
+
+        dataset = dataset.with_splits(cv_splits(dataset.index, *parse_fold(config.cv_fold)))
     train_ids = dataset.split_ids("train")  # InputError when the dataset has no train split
     dataset.split_ids("val")
     chosen = select_fraction(dataset.index, config.fraction, config.seed, split="train")
@@ -221,6 +231,8 @@ class _Run:
             "fraction": {"fraction": self.config.fraction, "n_train": int(len(self.chosen)),
                          "sha256": self.fraction_hash, "ids_file": runinfo.FRACTION_IDS},
             "n_val": len(self.val_data),
+            "val_patients": sorted(self.dataset.index.loc[self.dataset.index["split"] == "val", "patient"]
+                                   .astype(str).unique().tolist()),
             "model_config": self.static["model_config"],
             "parameters": int(sum(p.numel() for p in self.model.parameters())),
             "class_imbalance": {"method": "class-weighted cross-entropy, w_c = n / (K n_c)",

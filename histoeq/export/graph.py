@@ -23,12 +23,12 @@ from histoeq.export.metadata import INPUT_NAME, OUTPUT_NAMES
 from histoeq.nn.conv import FactoredConv2d
 
 
-def plain_module(model: nn.Module, tile_px: int) -> nn.Module:
+def plain_module(model: nn.Module, tile_px: int, factored: bool = True) -> nn.Module:
     """The standard-operator twin of `model` in eval mode (`to_plain(tile_px, factored=True)` when the model has
     one: pool windows depend on the tile size, so the twin is only valid at the size the graph is exported for,
     and group convolutions stay factored so the file stays near the parameter size)."""
     to_plain = getattr(model, "to_plain", None)
-    plain = to_plain(tile_px, factored=True) if callable(to_plain) else copy.deepcopy(model)
+    plain = to_plain(tile_px, factored=factored) if callable(to_plain) else copy.deepcopy(model)
     return plain.eval()
 
 
@@ -50,10 +50,12 @@ class UInt8TileClassifier(nn.Module):
 
 
 def build_classifier(
-    model: nn.Module, mean: Sequence[float], std: Sequence[float], tile_px: int, fp16: bool = False
+    model: nn.Module, mean: Sequence[float], std: Sequence[float], tile_px: int, fp16: bool = False,
+    factored: bool = True,
 ) -> UInt8TileClassifier:
-    """The module that is exported: plain operators, normalisation in the graph, optionally fp16 weights."""
-    plain = plain_module(model, tile_px)
+    """The module that is exported: plain operators, normalisation in the graph, optionally fp16 weights
+    (``factored=False``: expanded filter banks, for comparison, see tests/bench/bench_export_factored.py)."""
+    plain = plain_module(model, tile_px, factored)
     share_identical_expansions(plain)
     if fp16:
         plain = copy.deepcopy(plain).half()

@@ -181,7 +181,7 @@ def load_ensemble(runs: Sequence[str | Path]) -> tuple[nn.Module, dict[str, Any]
             if info.get(key) != first.get(key):
                 raise InputError(path, f"cannot join the ensemble: its {key} {info.get(key)!r} differs from "
                                        f"{first.get(key)!r} of {first_path}")
-        if ProbabilityEnsemble._group_key(model) != ProbabilityEnsemble._group_key(first_model):
+        if ProbabilityEnsemble.group_signature(model) != ProbabilityEnsemble.group_signature(first_model):
             raise InputError(path, f"cannot join the ensemble: its group differs from that of {first_path}")
     ensemble = ProbabilityEnsemble([m for m, _ in loaded]).eval()
 

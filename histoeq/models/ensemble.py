@@ -28,7 +28,7 @@ class ProbabilityEnsemble(nn.Module):
         super().__init__()
         if len(members) < 2:
             raise ValueError("an ensemble needs at least two members")
-        groups = {self._group_key(m) for m in members}
+        groups = {self.group_signature(m) for m in members}
         if len(groups) != 1:
             raise ValueError(f"ensemble members are equivariant to different groups: {sorted(map(str, groups))}")
         self.members = nn.ModuleList(members)
@@ -36,7 +36,7 @@ class ProbabilityEnsemble(nn.Module):
         self.group = getattr(members[0], "group", None)
 
     @staticmethod
-    def _group_key(model: nn.Module) -> tuple[str, int]:
+    def group_signature(model: nn.Module) -> tuple[str, int]:
         group = getattr(model, "group", None)
         return (getattr(group, "name", "C1"), int(getattr(group, "order", 1)))
 

@@ -103,7 +103,7 @@ class _ExpandedConv(nn.Module):
         to its output: ``scale · conv(x) + shift``, scale and shift of shape (out_channels,)."""
         o, n = self.out_channels, self.group.order
         weight = self.weight.reshape(o, -1).clone()
-        bias = torch.zeros(o) if self.bias is None else self.bias.clone()
+        bias = self.weight.new_zeros(o) if self.bias is None else self.bias.clone()
         if scale is not None:
             weight, bias = weight * scale[:, None], bias * scale
         if shift is not None:

@@ -5,7 +5,7 @@
 # annotated-types, typing-inspection and shapely, at the venv's versions, for the device's Python 3.12):
 #   run(command="BUDGET=420 bash scripts/device/gpu_run.sh", carry=[".work/idc-pack", ".work/wheels-gpu"], timeout_s=560)
 #
-# Two jobs can share the GPU, every process time-boxed to BUDGET seconds; what finished comes back in $OUT.
+# Up to three jobs can share the GPU, every process time-boxed to BUDGET seconds; what finished comes back in $OUT.
 #
 # 1. CANDIDATES (none by default): runs for the shipped model, "model:width:augment:seed" each, on the full train
 #    split. Selection rule, fixed before any test number is seen: the candidate with the highest validation AUC
@@ -64,7 +64,7 @@ done
 # Session 3 ran SWEEP_JOBS="cnn:none cnn:rot90 p4m:none se2:none se2:rot90" SEEDS="0 1 2" (15 processes) and
 # finished the cnn cells (docs/results/idc-h200-w32); the defaults now run the G-CNN cells, one process per
 # model/augmentation with all three seeds in it (SEEDS=all), 3 processes in all.
-for job in ${SWEEP_JOBS:-p4m:none se2:none se2:rot90}; do
+for job in ${SWEEP_JOBS-p4m:none se2:none se2:rot90}; do
   m=${job%%:*}; a=${job##*:}
   for seed in ${SEEDS:-all}; do
     # Each folder is its own sweep; they are gathered below.
@@ -79,6 +79,21 @@ for job in ${SWEEP_JOBS:-p4m:none se2:none se2:rot90}; do
     ) &
   done
 done
+# 3. CV_JOBS (none by default): recipe selection by 5-fold patient cross-validation over the 23 train+val
+#    patients ("model:augment" each, width 32, fraction 1, EPOCHS epochs; seed s on fold s), one process per
+#    recipe. Compare recipes by the mean val AUC over folds in summary_groups.csv (test is evaluated too, but is
+#    not for choosing). E.g. CV_JOBS="p4m:none p4m:stain" SWEEP_JOBS="" for the question the shipped model's
+#    card leaves open.
+for job in ${CV_JOBS:-}; do
+  m=${job%%:*}; a=${job##*:}
+  (
+    dir="$WORK/cv/$m-$a"; mkdir -p "$dir/runs"
+    timeout "$BUDGET" nice -n 5 $H sweep --data "$WORK/idc" --models "$m" --augment "$a" --fractions 1 \
+      --seeds 5 --cv 5 --width 32 --epochs "$EPOCHS" --patience 3 --batch-size 512 --rotations 8 \
+      --device "$DEVICE" $EXTRA --out "$dir" > "$dir.log" 2>&1
+    echo "cv $(basename "$dir") exit $? at $(( $(date +%s) - start )) s"
+  ) &
+done
 wait
 echo "training done at $(( $(date +%s) - start )) s"
 mkdir -p "$WORK/sweep/all/runs"
@@ -86,6 +101,7 @@ for d in "$WORK"/sweep/*-*/runs/*/; do ln -sfn "$d" "$WORK/sweep/all/runs/$(base
 $H sweep --out "$WORK/sweep/all" --report-only > "$WORK/sweep/all.log" 2>&1
 tar -C "$WORK" -czf "$OUT/sweep.tar.gz" --exclude='*.pt' --exclude=sweep/all/runs sweep
 tar -C "$WORK" -czf "$OUT/final.tar.gz" --exclude='last.pt' final
+[ -d "$WORK/cv" ] && tar -C "$WORK" -czf "$OUT/cv.tar.gz" --exclude='*.pt' cv
 ls -la "$OUT"
 for f in "$WORK"/sweep/all.log "$WORK"/final/*.log; do [ -f "$f" ] && { echo "== $f"; tail -c 250 "$f"; }; done
 echo "all done at $(( $(date +%s) - start )) s"

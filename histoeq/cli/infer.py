@@ -35,6 +35,9 @@ def export_command(
         None, "--val-metrics", help="eval.json of this model on the validation split (replaces the run's own)."),
     test_metrics: Path | None = typer.Option(
         None, "--test-metrics", help="eval.json of this model on held-out data, stored in the metadata."),
+    invariant_to: str | None = typer.Option(
+        None, "--invariant-to", help="d4: average the probabilities over the rotations/mirrors the model's group "
+        "lacks (2 views for se2/p4, 8 for cnn, none for p4m), making the file exactly D4-invariant."),
 ) -> None:
     """Export a trained model (or a seed ensemble) to ONNX (plain operators, uint8 tiles in), verified in onnxruntime
     before writing."""
@@ -42,7 +45,7 @@ def export_command(
 
     with rich_progress(transient=True) as progress:
         result = export_run(runs, out, opset=opset, fp16=fp16, val_metrics=val_metrics, test_metrics=test_metrics,
-                            progress=progress)
+                            invariant_to=invariant_to, progress=progress)
     v, m = result.verification, result.metadata
     inv = "not claimed (no group)" if v.invariance_max_abs is None else f"{v.invariance_group} max |Δp| {v.invariance_max_abs:.1e}"
     console.print(

@@ -145,18 +145,29 @@ def export_run(
     idc_dir: Path | None = None,
     val_metrics: str | Path | None = None,
     test_metrics: str | Path | None = None,
+    invariant_to: str | None = None,
     progress: ProgressFn = null_progress,
 ) -> ExportResult:
     """Export the best checkpoint of a training run folder (or a checkpoint file), or several of them as one
     mean-probability ensemble (`load_ensemble`). ``val_metrics``/``test_metrics`` are eval.json files of the
     same model (for an ensemble: of its exported candidate) on held-out data, stored in the metadata; the
-    validation entry replaces the run's own best-epoch validation metrics."""
+    validation entry replaces the run's own best-epoch validation metrics. ``invariant_to="d4"`` averages the
+    model over the D4 views its group lacks (`histoeq.models.view_average`), so the file is exactly invariant to
+    the 8 rotations and mirrors whatever the architecture."""
+    from histoeq.models.view_average import make_invariant
     from histoeq.train.checkpoint import load_model
 
     runs = [run] if isinstance(run, str | Path) else list(run)
     if not runs:
         raise InputError(None, "no run to export")
     model, info = load_model(runs[0]) if len(runs) == 1 else load_ensemble(runs)
+    if invariant_to is not None:
+        try:
+            wrapped = make_invariant(model, invariant_to)
+        except ValueError as exc:
+            raise InputError(None, str(exc)) from None
+        if wrapped is not model:
+            model, info = wrapped, {**info, "model_config": wrapped.config}
     info = _metrics_from_evals(info, {"val": val_metrics, "test": test_metrics})
     source = runs[0] if len(runs) == 1 else ", ".join(map(str, runs))
     return export_model(model, info, out, opset=opset, fp16=fp16, idc_dir=idc_dir, source=source, progress=progress)

@@ -21,6 +21,12 @@ import torch
 from torch import nn
 
 
+def log_mean_probability(logits: torch.Tensor) -> torch.Tensor:
+    """(M, B, C) logits of M models or views -> (B, C) log of their mean class probability (log-sum-exp of the
+    log-softmax, so no probability underflows before the mean)."""
+    return torch.logsumexp(torch.log_softmax(logits, dim=-1), dim=0) - math.log(logits.shape[0])
+
+
 class ProbabilityEnsemble(nn.Module):
     """Mean class probability of `members` (same classes and input), returned as log-probabilities."""
 
@@ -49,8 +55,7 @@ class ProbabilityEnsemble(nn.Module):
                 "members": configs}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        log_probs = torch.stack([torch.log_softmax(m(x), dim=1) for m in self.members])
-        return torch.logsumexp(log_probs, dim=0) - math.log(len(self.members))
+        return log_mean_probability(torch.stack([m(x) for m in self.members]))
 
     @torch.no_grad()
     def to_plain(self, tile_px: int | tuple[int, int] = 50, fuse_bn: bool = True,

@@ -12,6 +12,7 @@ from histoeq.data.dataset import DatasetWriter, PatchDataset
 from histoeq.data.fractions import FractionError, fraction_hash, patient_splits, select_fraction
 from histoeq.data.transforms import build_transform
 from histoeq.errors import HistoeqError, InputError
+from tests.conftest import run_cli
 
 
 def _index(n_patients: int = 12, per_patient: int = 100, seed: int = 0) -> pd.DataFrame:
@@ -71,6 +72,11 @@ def test_open_rejects_broken(tmp_path):
     with pytest.raises(InputError, match="meta.json"):
         PatchDataset.open(tmp_path / "d")
     (tmp_path / "d" / "meta.json").write_text(json.dumps({"format": "histoeq-dataset", "version": 1}))
+    with pytest.raises(InputError, match="tile_px must be a positive integer"):
+        PatchDataset.open(tmp_path / "d")
+    (tmp_path / "d" / "meta.json").write_text(json.dumps(
+        {"format": "histoeq-dataset", "version": 1, "tile_px": 8, "classes": ["a"],
+         "normalisation": {"mean": [0.5] * 3, "std": [0.2] * 3}}))
     with pytest.raises(InputError, match="images.npy"):
         PatchDataset.open(tmp_path / "d")
 
@@ -151,3 +157,68 @@ def test_fractions_on_idc_labels(idc_dir):
     # a fresh patient-level split of the same data never puts a patient in two splits
     fresh = index.assign(split=patient_splits(index, seed=3).to_numpy())
     assert (fresh.groupby("patient")["split"].nunique() == 1).all() and set(fresh["split"]) == {"train", "val", "test"}
+
+
+def _small_dataset(path, n: int = 6) -> None:
+    imgs = np.random.default_rng(0).integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+    with DatasetWriter(path, tile_px=8, classes=["neg", "pos"]) as w:
+        w.add(imgs, [{"label": i % 2, "patient": f"p{i}", "split": "train"} for i in range(n)])
+
+
+def _edit_index(path, col: str, row: int, value) -> None:
+    index = pd.read_csv(path / "index.csv", dtype=str, keep_default_na=False)
+    index.loc[row, col] = str(value)
+    index.to_csv(path / "index.csv", index=False)
+
+
+def _edit_meta(path, **changes) -> None:
+    meta = json.loads((path / "meta.json").read_text())
+    for key, value in changes.items():
+        if value is None:
+            meta.pop(key)
+        else:
+            meta[key] = value
+    (path / "meta.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("case, file, message", [
+    ("label_text", "index.csv", "label 'abc' on line 4 is not an integer"),
+    ("label_high", "index.csv", "label 7 on line 2 is not a class index"),
+    ("label_negative", "index.csv", "label -1 on line 2 is not a class index"),
+    ("id_out_of_range", "index.csv", "id 9999 on line 3 is not its row position"),
+    ("tile_text", "meta.json", "tile_px must be a positive integer, got 'fifty'"),
+    ("no_classes", "meta.json", "classes must be a non-empty list"),
+    ("no_normalisation", "meta.json", "normalisation.mean must be 3 numbers"),
+    ("tile_mismatch", "images.npy", r"expected uint8 N x 8 x 8 x 3 .* got uint8 \(6, 12, 12, 3\)"),
+])
+def test_open_rejects_inconsistent(tmp_path, capsys, case, file, message):
+    ds = tmp_path / "ds"
+    _small_dataset(ds)
+    if case == "label_text":
+        _edit_index(ds, "label", 2, "abc")
+    elif case == "label_high":
+        _edit_index(ds, "label", 0, 7)
+    elif case == "label_negative":
+        _edit_index(ds, "label", 0, -1)
+    elif case == "id_out_of_range":
+        _edit_index(ds, "id", 1, 9999)
+    elif case == "tile_text":
+        _edit_meta(ds, tile_px="fifty")
+    elif case == "no_classes":
+        _edit_meta(ds, classes=None)
+    elif case == "no_normalisation":
+        _edit_meta(ds, normalisation=None)
+    elif case == "tile_mismatch":
+        np.save(ds / "images.npy", np.zeros((6, 12, 12, 3), np.uint8))
+    with pytest.raises(InputError, match=message) as info:
+        PatchDataset.open(ds)
+    assert info.value.path == str(ds / file)
+    code, _, err = run_cli(["train", "--data", ds, "--out", tmp_path / "run", "--model", "cnn", "--epochs", "1"], capsys)
+    assert code == 2 and err.count("\n") == 1 and f"{ds / file}:" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_open_returns_integer_columns(tmp_path):
+    _small_dataset(tmp_path / "ds")
+    ds = PatchDataset.open(tmp_path / "ds")
+    assert ds.index["label"].dtype == np.int64 and ds.index["id"].dtype == np.int64

@@ -77,6 +77,7 @@ class PatchDataset:
             raise InputError(meta_path, f"not a histoeq dataset (format is not {FORMAT_NAME!r})")
         if meta.get("version") != FORMAT_VERSION:
             raise InputError(meta_path, f"unsupported dataset version {meta.get('version')!r}")
+        _check_meta(meta, meta_path)
         try:
             images = np.load(images_path, mmap_mode="r")
         except (OSError, ValueError) as exc:
@@ -89,10 +90,13 @@ class PatchDataset:
         missing = [c for c in INDEX_COLUMNS if c not in index.columns]
         if missing:
             raise InputError(index_path, f"missing columns {', '.join(missing)}")
-        if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
-            raise InputError(images_path, f"expected uint8 N x H x W x 3, got {images.dtype} {images.shape}")
+        tile = meta["tile_px"]
+        if images.ndim != 4 or images.shape[1:] != (tile, tile, 3) or images.dtype != np.uint8:
+            raise InputError(images_path, f"expected uint8 N x {tile} x {tile} x 3 (tile_px {tile} in meta.json), "
+                                          f"got {images.dtype} {images.shape}")
         if len(index) != images.shape[0]:
             raise InputError(path, f"index.csv has {len(index)} rows but images.npy has {images.shape[0]}")
+        index = _checked_index(index, index_path, len(meta["classes"]))
         return cls(path=path, images=images, index=index, meta=meta)
 
     @property
@@ -131,6 +135,58 @@ class PatchDataset:
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
+def _check_meta(meta: dict[str, Any], meta_path: Path) -> None:
+    """Fail at open, naming meta.json, rather than deep inside training or ONNX with a KeyError or shape error."""
+    tile = meta.get("tile_px")
+    if not isinstance(tile, int) or isinstance(tile, bool) or tile < 1:
+        raise InputError(meta_path, f"tile_px must be a positive integer, got {tile!r}")
+    classes = meta.get("classes")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise InputError(meta_path, f"classes must be a non-empty list of names, got {classes!r}")
+    mpp = meta.get("mpp")
+    if mpp is not None and not (_is_number(mpp) and mpp > 0):
+        raise InputError(meta_path, f"mpp must be a positive number or null, got {mpp!r}")
+    norm = meta.get("normalisation")
+    for key in ("mean", "std"):
+        values = norm.get(key) if isinstance(norm, dict) else None
+        if not (isinstance(values, list) and len(values) == 3 and all(_is_number(v) for v in values)):
+            raise InputError(meta_path, f"normalisation.{key} must be 3 numbers, got {values!r}")
+    if not all(v > 0 for v in norm["std"]):
+        raise InputError(meta_path, f"normalisation.std must be positive, got {norm['std']!r}")
+
+
+def _checked_index(index: pd.DataFrame, index_path: Path, n_classes: int) -> pd.DataFrame:
+    """`index` with integer id/label columns; `InputError` naming index.csv and the first bad row otherwise.
+
+    Every command indexes images.npy and the label arrays by these values, so a bad one would surface later as an
+    IndexError or a scikit-learn error far from the file that caused it.
+    """
+    index = index.copy()
+    for col in ("id", "label"):
+        values = pd.to_numeric(index[col], errors="coerce")
+        ok = values.notna() & (values == values.round())
+        if not ok.all():
+            row = int(np.flatnonzero(~ok.to_numpy())[0])
+            raise InputError(index_path, f"{col} {index[col].iloc[row]!r} on line {row + 2} is not an integer")
+        index[col] = values.astype(np.int64)
+    bad = np.flatnonzero(index["id"].to_numpy() != np.arange(len(index)))
+    if bad.size:
+        row = int(bad[0])
+        raise InputError(index_path, f"id {index['id'].iloc[row]} on line {row + 2} is not its row position "
+                                     f"(ids must be 0..{len(index) - 1} in order, one per image in images.npy)")
+    labels = index["label"].to_numpy()
+    bad = np.flatnonzero((labels < 0) | (labels >= n_classes))
+    if bad.size:
+        row = int(bad[0])
+        raise InputError(index_path, f"label {labels[row]} on line {row + 2} is not a class index "
+                                     f"(meta.json has {n_classes} classes: 0..{n_classes - 1})")
+    return index
 
 
 def _npy_header(n: int, h: int, w: int) -> bytes:

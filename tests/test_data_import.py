@@ -138,3 +138,48 @@ def test_import_bad_inputs(tmp_path, capsys, case):
     code, _, err = run_cli(["import", folder, "--out", outputs / "ds"], capsys)
     assert code == 2 and len(err.splitlines()) == 1 and err.startswith(f"error: {culprit}: "), err
     assert list(outputs.iterdir()) == []
+
+
+def _labels_csv(root: Path, labels: list[str]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(len(labels)):
+        _png(root / f"p{i}" / f"img{i}.png", (6, 6), 20 * i)
+    lines = ["path,label,patient"] + [f"p{i}/img{i}.png,{lab},p{i}" for i, lab in enumerate(labels)]
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    return root / "labels.csv"
+
+
+@pytest.mark.parametrize("labels, message", [
+    (["0", "1", "99999999999"], "label 99999999999 on line 4 would make 100000000000 classes"),
+    ([], "no rows"),
+    (["1", "", "0"], "empty label on line 3"),
+    (["1", "-1", "0"], "label -1 on line 3 is negative"),
+])
+def test_import_rejects_bad_labels(tmp_path, capsys, labels, message):
+    csv = _labels_csv(tmp_path / "in", labels)
+    code, _, err = run_cli(["import", tmp_path / "in", "--out", tmp_path / "ds"], capsys)
+    assert code == 2 and err.startswith(f"error: {csv}: {message}"), err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "ds").exists()
+
+
+def test_import_integer_labels_are_class_indices(tmp_path, capsys):
+    _labels_csv(tmp_path / "in", ["2", "0", "02", "1"])
+    assert run_cli(["import", tmp_path / "in", "--out", tmp_path / "ds"], capsys)[0] == 0
+    ds = PatchDataset.open(tmp_path / "ds")
+    assert ds.classes == ["0", "1", "2"] and list(ds.labels) == [2, 0, 2, 1]
+
+
+@pytest.mark.parametrize("option", [["--mpp", "inf"], ["--mpp", "nan"], ["--workers", "-1"]])
+def test_import_rejects_bad_options(tmp_path, capsys, option):
+    _labels_csv(tmp_path / "in", ["0", "1"])
+    code, _, err = run_cli(["import", tmp_path / "in", "--out", tmp_path / "ds", *option], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith(f"error: {option[0]} must be"), err
+    assert not (tmp_path / "ds").exists()
+
+
+def test_import_missing_files_are_skipped_quietly(tmp_path, capfd):
+    csv = _labels_csv(tmp_path / "in", ["0", "1", "1"])
+    csv.write_text(csv.read_text() + "nope/a.png,0,p9\nnope/b.png,1,p9\n")
+    code, stdout, err = run_cli(["import", tmp_path / "in", "--out", tmp_path / "ds"], capfd)
+    assert code == 0 and "WARN" not in err and "findDecoder" not in err, err
+    assert PatchDataset.open(tmp_path / "ds").meta["skipped"] == {"missing file": 2}

@@ -157,8 +157,6 @@ def _check_meta(meta: dict[str, Any], meta_path: Path) -> None:
         values = norm.get(key) if isinstance(norm, dict) else None
         if not (isinstance(values, list) and len(values) == 3 and all(_is_number(v) for v in values)):
             raise InputError(meta_path, f"normalisation.{key} must be 3 numbers, got {values!r}")
-    if not all(v > 0 for v in norm["std"]):
-        raise InputError(meta_path, f"normalisation.std must be positive, got {norm['std']!r}")
 
 
 def _checked_index(index: pd.DataFrame, index_path: Path, n_classes: int) -> pd.DataFrame:

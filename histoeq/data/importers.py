@@ -17,6 +17,7 @@ on a thread pool with OpenCV (which releases the GIL), a few times faster than P
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections import Counter
@@ -37,10 +38,13 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 _XY = re.compile(r"_x(\d+)_y(\d+)")
 CHUNK = 1024
 IDC_CLASSES = ["non-IDC", "IDC"]
+MAX_CLASSES = 1000
 IDC_MPP = 4.0  # "downsampled to 2.5x (about 4 um/px)" (Janowczyk & Madabhushi 2016)
 
 
 def _read_rgb(path: Path) -> np.ndarray | None:
+    if not path.is_file():  # cv2.imread would print a warning on stderr for each one
+        return None
     arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if arr is None:
         return None
@@ -61,14 +65,16 @@ def _table_from_labels_csv(folder: Path, csv_path: Path) -> tuple[pd.DataFrame, 
         raise InputError(csv_path, "needs a 'path' column and a 'label' column (e.g. path,label,patient[,split])")
     patient_col = cols.get("patient") or cols.get("patient_id") or cols.get("case") or cols.get("case_id")
     split_col = cols.get("split")
+    if table.empty:
+        raise InputError(csv_path, "no rows (only a header)")
     labels_raw = table[label_col].str.strip()
+    if (labels_raw == "").any():
+        raise InputError(csv_path, f"empty label on line {int(np.flatnonzero(labels_raw == '')[0]) + 2}")
     if label_col.lower() == "label_idc" and set(labels_raw) <= {"0", "1"}:
         classes = list(IDC_CLASSES)
         labels = labels_raw.astype(int)
-    elif labels_raw.str.fullmatch(r"\d+").all():
-        k = int(labels_raw.astype(int).max()) + 1
-        classes = [str(i) for i in range(k)]
-        labels = labels_raw.astype(int)
+    elif labels_raw.str.fullmatch(r"[+-]?\d+").all():
+        classes, labels = _integer_classes(labels_raw, csv_path)
     else:
         classes = sorted(set(labels_raw))
         labels = labels_raw.map({c: i for i, c in enumerate(classes)})
@@ -81,6 +87,20 @@ def _table_from_labels_csv(folder: Path, csv_path: Path) -> tuple[pd.DataFrame, 
     if bad.any():
         raise InputError(csv_path, f"unknown split value {out.loc[bad, 'split'].iloc[0]!r} (use train, val, test)")
     return out, classes
+
+
+def _integer_classes(labels_raw: pd.Series, csv_path: Path) -> tuple[list[str], pd.Series]:
+    """Integer labels are class indices 0..max (named "0".."max"), so the same number means the same class in every
+    import; a negative label or one past `MAX_CLASSES` is refused rather than shifting or exploding the class list."""
+    values = labels_raw.map(int)  # Python ints: no overflow on absurd values
+    low, high = int(values.idxmin()), int(values.idxmax())
+    if values[low] < 0:
+        raise InputError(csv_path, f"label {values[low]} on line {low + 2} is negative "
+                                   "(integer labels are class indices 0, 1, ...)")
+    if values[high] >= MAX_CLASSES:
+        raise InputError(csv_path, f"label {values[high]} on line {high + 2} would make {values[high] + 1} classes "
+                                   f"(integer labels are class indices 0, 1, ...; at most {MAX_CLASSES} classes)")
+    return [str(i) for i in range(int(values[high]) + 1)], values.astype(np.int64)
 
 
 def _patient_from_name(path: Path) -> str:
@@ -136,8 +156,10 @@ def import_folder(folder: Path, out: Path, pad: bool = False, overwrite: bool = 
     layouts default to their published scale: IDC (label_idc column) 4.0, PCam 0.972.
     """
     folder = Path(folder)
-    if mpp is not None and not mpp > 0:
-        raise InputError(None, f"--mpp must be positive, got {mpp}")
+    if workers < 1:
+        raise InputError(None, f"--workers must be at least 1, got {workers}")
+    if mpp is not None and not (math.isfinite(mpp) and mpp > 0):
+        raise InputError(None, f"--mpp must be a finite positive number, got {mpp}")
     if not folder.is_dir():
         raise InputError(folder, "no such folder" if not folder.exists() else "not a folder")
     start = time.perf_counter()
@@ -159,7 +181,7 @@ def import_folder(folder: Path, out: Path, pad: bool = False, overwrite: bool = 
     provenance = {"command": "import", "folder": str(folder), "layout": layout, "pad": pad, "mpp": mpp}
     decode: Callable[[Path], np.ndarray | None] = _read_rgb
     with DatasetWriter(out, tile_px=tile, classes=classes, mpp=mpp, provenance=provenance,
-                       overwrite=overwrite) as writer, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                       overwrite=overwrite) as writer, ThreadPoolExecutor(max_workers=workers) as pool:
         for s in range(0, len(files), CHUNK):
             chunk = table.iloc[s:s + CHUNK]
             images = list(pool.map(decode, chunk["file"], chunksize=64))

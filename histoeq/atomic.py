@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from histoeq.errors import InputError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -22,15 +24,96 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     For writers that want a file name (matplotlib's savefig, ``np.save``). ``suffix`` keeps the extension a writer
     may infer the format from."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    if path.is_dir():
+        raise InputError(path, "cannot write the output: is a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
-        os.replace(tmp, path)
+        try:
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise _write_error(path, exc) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_paths(paths: Sequence[str | Path], suffix: str = ".tmp") -> Iterator[list[Path]]:
+    """`atomic_path` for files that only make sense together (one slide's results): yield a temporary path per
+    target; on success they are renamed in the given order (put a completion marker last), on error none of the
+    targets is left, neither a temporary nor one already renamed, so no reader sees a partial set."""
+    targets = [Path(p) for p in paths]
+    for path in targets:
+        if path.is_dir():
+            raise InputError(path, "cannot write the output: is a directory")
+    tmps: list[Path] = []
+    try:
+        for path in targets:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+            except OSError as exc:
+                raise _write_error(path, exc) from None
+            os.close(fd)
+            tmps.append(Path(tmp))
+        yield list(tmps)
+        renamed: list[Path] = []
+        for tmp, path in zip(tmps, targets, strict=True):
+            try:
+                os.chmod(tmp, 0o666 & ~_UMASK)
+                os.replace(tmp, path)
+            except OSError as exc:
+                for done in renamed:
+                    done.unlink(missing_ok=True)
+                raise _write_error(path, exc) from None
+            renamed.append(path)
+    finally:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+
+
+def _write_error(path: Path, exc: OSError) -> InputError:
+    """The OSError of creating or renaming an output as one line naming the output (not the temporary name)."""
+    return InputError(path, f"cannot write the output ({exc.strerror or type(exc).__name__})")
+
+
+def check_output_dir(folder: str | Path) -> Path:
+    """Fail before any long work when results could not be written to `folder` (created later if missing).
+
+    The folder, or its nearest existing ancestor, must be a directory in which a file can be created. Writability
+    is tested by creating (and removing) a temporary file rather than with `os.access`, which says yes to root
+    even in a read-only folder and ignores other rules a file system may apply."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        if probe.is_symlink():  # a dangling link: mkdir would fail on it
+            raise InputError(folder, f"cannot write the output: {probe} is a broken link")
+        probe = probe.parent
+    if not probe.is_dir():
+        detail = "is not a directory" if probe == folder else f"{probe} is a file, not a directory"
+        raise InputError(folder, f"cannot write the output: {detail}")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".histoeq-write-check.", dir=probe)
+    except OSError as exc:
+        raise InputError(folder, f"cannot write the output ({exc.strerror or type(exc).__name__} in {probe})") from None
+    os.close(fd)
+    os.unlink(tmp)
+    return folder
+
+
+def check_output_file(path: str | Path) -> Path:
+    """`check_output_dir` for the folder of one output file, which itself must not be a directory."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(path, "cannot write the output: is a directory")
+    check_output_dir(path.parent)
+    return path
 
 
 @contextmanager

@@ -158,3 +158,120 @@ def test_silent_cuda_fallback_is_detected(good_model: Path, cmu_svs: Path, tmp_p
                            capsys)
     _assert_one_line_exit2(code, err, "could not start its CUDA provider", "CPUExecutionProvider")
     assert _nothing_written(tmp_path / "out")
+
+
+# ---- synthetic slides: small TIFFs, no real data needed -----------------------------------------------------------
+
+def _tiff(path: Path, mpp: float | None = 4.0, size: int = 300) -> Path:
+    """A `size`² RGB slide of noise at `mpp` µm/px (no resolution tags when `mpp` is None)."""
+    import tifffile
+
+    rgb = np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    extra = {} if mpp is None else {"resolution": (1e4 / mpp, 1e4 / mpp), "resolutionunit": "CENTIMETER"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, rgb, photometric="rgb", **extra)
+    return path
+
+
+def test_unusable_output_folder_fails_before_any_slide(good_model: Path, tmp_path: Path, capsys) -> None:
+    slide = _tiff(tmp_path / "s.tiff")
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    for out, fragment in ((blocker, "not a directory"), (blocker / "sub", "is a file")):
+        code, _, err = _predict(capsys, slide, good_model, out)
+        _assert_one_line_exit2(code, err, str(out), fragment)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "s.tiff"]
+
+
+def test_atomic_writes_turn_os_errors_into_input_errors(tmp_path: Path) -> None:
+    from histoeq.atomic import write_text_atomic
+    from histoeq.errors import InputError
+
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    for target in (tmp_path / "afile" / "out.txt", tmp_path / "adir"):
+        with pytest.raises(InputError, match="cannot write the output") as info:
+            write_text_atomic(target, "hello")
+        assert info.value.path == str(target)
+
+
+def test_output_taken_by_a_directory_leaves_no_partial_set(good_model: Path, tmp_path: Path, capsys) -> None:
+    slide = _tiff(tmp_path / "s.tiff")
+    (tmp_path / "out" / "s.geojson").mkdir(parents=True)
+    code, _, err = _predict(capsys, slide, good_model, tmp_path / "out", "--tissue-threshold", "0")
+    _assert_one_line_exit2(code, err, "s.geojson", "is a directory")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["s.geojson"]
+
+
+def test_a_failed_rename_removes_the_files_already_renamed(tmp_path: Path) -> None:
+    """The per-slide set is all or nothing even when the clash appears while writing (another process)."""
+    from histoeq.atomic import atomic_paths
+    from histoeq.errors import InputError
+
+    names = ["s.csv", "s.geojson", "s.heatmap.png", "s.json"]
+    with pytest.raises(InputError, match="s.heatmap.png"):
+        with atomic_paths([tmp_path / n for n in names]) as tmps:
+            for tmp in tmps:
+                tmp.write_text("data")
+            (tmp_path / "s.heatmap.png").mkdir()
+            (tmp_path / "s.heatmap.png" / "keep").write_text("x")  # a non-empty folder cannot be replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.heatmap.png"]
+
+
+@pytest.mark.parametrize(("option", "value"), [("--stride", "-5"), ("--stride", "0"), ("--workers", "-1"),
+                                               ("--workers", "0")])
+def test_stride_and_workers_below_one(good_model: Path, tmp_path: Path, capsys, option: str, value: str) -> None:
+    slide = _tiff(tmp_path / "s.tiff")
+    code, _, err = _predict(capsys, slide, good_model, tmp_path / "out", option, value)
+    _assert_one_line_exit2(code, err, option, "at least 1")
+    assert _nothing_written(tmp_path / "out")
+
+
+def test_tiles_under_one_pixel_or_too_many_are_refused(good_model: Path, tmp_path: Path, capsys) -> None:
+    from histoeq.errors import InputError
+    from histoeq.infer.grid import tile_grid
+
+    slide = _tiff(tmp_path / "s.tiff")
+    code, _, err = _predict(capsys, slide, good_model, tmp_path / "out", "--mpp", "10000")
+    _assert_one_line_exit2(code, err, "s.tiff", "under one pixel")
+    assert _nothing_written(tmp_path / "out")
+    with pytest.raises(InputError, match="big.svs.*more than"):
+        tile_grid((200_000, 200_000), 0.25, 0.01, 50, source="big.svs")  # 2 px tiles: 1e10 of them
+    with pytest.raises(InputError, match="under one pixel"):
+        tile_grid((1000, 1000), 0.5, 1e-9, 50)
+
+
+def test_model_metadata_mpp_infinite_or_tiny_and_bad_format_version(
+    good_model: Path, tmp_path: Path, capsys
+) -> None:
+    props = {p.key: p.value for p in onnx.load(str(good_model)).metadata_props}
+    slide = _tiff(tmp_path / "s.tiff")
+    cases = {"inf.onnx": ('"mpp": 4.0', '"mpp": Infinity', "µm/px"),
+             "tiny.onnx": ('"mpp": 4.0', '"mpp": 1e-09', "s.tiff"),
+             "fv.onnx": ('"format_version": 1', '"format_version": "x"', "format_version")}
+    for name, (old, new, fragment) in cases.items():
+        assert old in props["histoeq"]
+        meta = props["histoeq"].replace(old, new)
+        onnx.save(_with_props(onnx.load(str(good_model)), {**props, "histoeq": meta}), tmp_path / name)
+        code, _, err = _predict(capsys, slide, tmp_path / name, tmp_path / "out")
+        _assert_one_line_exit2(code, err, name if name != "tiny.onnx" else "s.tiff", fragment)
+    assert _nothing_written(tmp_path / "out")
+
+
+def test_two_slides_with_one_stem_are_refused(good_model: Path, tmp_path: Path, capsys) -> None:
+    a, b = _tiff(tmp_path / "a" / "slide.tiff"), _tiff(tmp_path / "b" / "slide.tiff")
+    code, _, err = run_cli(["predict", a, b, "--model", good_model, "--out", tmp_path / "out", "--device", "cpu"],
+                           capsys)
+    _assert_one_line_exit2(code, err, str(a), str(b), "stem")
+    assert _nothing_written(tmp_path / "out")
+
+
+def test_every_slide_is_checked_before_the_first_runs(good_model: Path, tmp_path: Path, capsys) -> None:
+    good, nores = _tiff(tmp_path / "a.tiff"), _tiff(tmp_path / "b_nores.tiff", mpp=None)
+    code, _, err = run_cli(["predict", good, nores, "--model", good_model, "--out", tmp_path / "out",
+                            "--device", "cpu"], capsys)
+    _assert_one_line_exit2(code, err, "b_nores.tiff", "--mpp")
+    assert _nothing_written(tmp_path / "out")
+    (tmp_path / "folder.svs").mkdir()
+    code, _, err = _predict(capsys, tmp_path / "folder.svs", good_model, tmp_path / "out")
+    _assert_one_line_exit2(code, err, "folder.svs", "is a directory, not a slide file")

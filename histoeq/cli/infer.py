@@ -86,7 +86,7 @@ def predict_command(
     from histoeq.infer.predict import default_model_path
 
     options = PredictOptions(batch_size=batch_size, stride_px=stride, mpp=mpp, tissue_threshold=tissue_threshold)
-    if workers:
+    if workers is not None:
         options.workers = workers
     with rich_progress(transient=True) as progress:
         loaded, results = predict_slides(
@@ -119,7 +119,7 @@ def bench_predict_command(
     from histoeq.infer.predict import default_model_path
 
     options = PredictOptions(batch_size=batch_size, tissue_threshold=tissue_threshold, mpp=mpp)
-    if workers:
+    if workers is not None:
         options.workers = workers
     loaded = OnnxTileModel(model if model is not None else default_model_path(), device)
     with rich_progress(transient=True) as progress:

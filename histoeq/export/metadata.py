@@ -13,6 +13,7 @@ a slide reader returns. The mean/std are nevertheless recorded in the metadata f
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -84,17 +85,21 @@ def parse_metadata(props: Mapping[str, str], path: str | Path) -> ModelMetadata:
         raise InputError(path, f"histoeq metadata is not valid JSON ({exc.msg})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise InputError(path, "histoeq metadata has the wrong format marker")
-    if int(doc.get("format_version", 0)) > FORMAT_VERSION:
-        raise InputError(path, f"model format version {doc.get('format_version')} is newer than this histoeq")
+    version = doc.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise InputError(path, f"histoeq metadata has an unusable format_version ({version!r})")
+    if version > FORMAT_VERSION:
+        raise InputError(path, f"model format version {version} is newer than this histoeq")
     missing = [k for k in _REQUIRED if k not in doc]
     if missing:
         raise InputError(path, f"histoeq metadata lacks {', '.join(missing)}")
     known = {f for f in ModelMetadata.__dataclass_fields__}
     meta = ModelMetadata(**{k: v for k, v in doc.items() if k in known})
-    if not meta.classes or not all(isinstance(c, str) for c in meta.classes):
+    if not isinstance(meta.classes, list) or not meta.classes or not all(isinstance(c, str) for c in meta.classes):
         raise InputError(path, "histoeq metadata has no class names")
-    if not isinstance(meta.tile_px, int) or meta.tile_px < 4:
+    if isinstance(meta.tile_px, bool) or not isinstance(meta.tile_px, int) or meta.tile_px < 4:
         raise InputError(path, f"histoeq metadata has an unusable tile size ({meta.tile_px!r})")
-    if not isinstance(meta.mpp, int | float) or not meta.mpp > 0:
+    mpp_ok = isinstance(meta.mpp, int | float) and not isinstance(meta.mpp, bool) and math.isfinite(meta.mpp)
+    if not (mpp_ok and meta.mpp > 0):
         raise InputError(path, f"histoeq metadata has an unusable µm/px ({meta.mpp!r})")
     return meta

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from histoeq.infer.onnx_model import OnnxTileModel
-from histoeq.infer.predict import PredictOptions, predict_slide, run_tiles, select_tiles
+from histoeq.infer.predict import PredictOptions, check_options, predict_slide, run_tiles, select_tiles
 from histoeq.infer.reader import iter_batches
 from histoeq.progress import ProgressFn, null_progress
 from histoeq.slide import open_slide
@@ -98,6 +98,7 @@ def bench_predict(
 ) -> PredictBenchResult:
     """Run the four phases on one slide; see the module docstring."""
     options = options or PredictOptions()
+    check_options(options)
     slide_path = Path(slide_path)
     meter = PeakMemory()
     baseline = rss_bytes()

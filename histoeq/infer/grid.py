@@ -15,8 +15,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from histoeq.errors import InputError
+
+MAX_TILES = 100_000_000  # a 100k x 100k px slide at 10 px per tile; beyond this the index arrays alone need GiBs
 
 
 @dataclass(frozen=True)
@@ -54,17 +59,27 @@ def _axis(length: int, footprint: float, step: float) -> tuple[int, float]:
 
 
 def tile_grid(
-    dimensions: tuple[int, int], slide_mpp: float, model_mpp: float, tile_px: int, stride_px: int | None = None
+    dimensions: tuple[int, int], slide_mpp: float, model_mpp: float, tile_px: int, stride_px: int | None = None,
+    source: str | Path | None = None,
 ) -> TileGrid:
-    """The centred grid of model tiles (``tile_px`` at ``model_mpp``) on a slide of level-0 `dimensions`."""
-    stride_px = stride_px or tile_px
+    """The centred grid of model tiles (``tile_px`` at ``model_mpp``) on a slide of level-0 `dimensions`.
+
+    A tile smaller than one level-0 pixel, or a grid of more than `MAX_TILES` tiles, comes from a wrong µm/px
+    (``--mpp`` or the model's) and would exhaust memory, so it is an `InputError` naming `source` (the slide)."""
+    stride_px = tile_px if stride_px is None else stride_px
     if stride_px <= 0 or tile_px <= 0:
         raise ValueError("tile size and stride must be positive")
     scale = model_mpp / slide_mpp
     footprint, step = tile_px * scale, stride_px * scale
     width, height = int(dimensions[0]), int(dimensions[1])
+    if not (math.isfinite(footprint) and math.isfinite(step)) or footprint < 1:
+        raise InputError(source, f"a {tile_px} px tile at {model_mpp:g} µm/px covers {footprint:.3g} px of this "
+                                 f"{slide_mpp:g} µm/px slide, under one pixel (is the µm/px right?)")
     cols, ox = _axis(width, footprint, step)
     rows, oy = _axis(height, footprint, step)
+    if rows * cols > MAX_TILES:
+        raise InputError(source, f"{rows * cols:,} tiles of {footprint:.3g} px at {slide_mpp:g} µm/px, more than "
+                                 f"{MAX_TILES:,} (is the µm/px right?)")
     # Integer origins when the leftover is even; see the module docstring for the odd case.
     return TileGrid(width, height, ox, oy, step, footprint, cols, rows, tile_px, stride_px)
 

@@ -1,9 +1,10 @@
 """`histoeq predict`: classify the tissue tiles of whole slides with an exported ONNX model.
 
 Per slide: open it, lay the centred tile grid at the model's µm/px (`grid`), keep tiles on the tissue mask of the
-thumbnail, read them in a thread pool while the model runs (`reader`), and write the four result files atomically
-(`outputs`, `heatmap`). One ONNX Runtime session serves all slides of the process. Slides whose results are already
-complete are skipped, so an interrupted or sharded job can simply be run again.
+thumbnail, read them in a thread pool while the model runs (`reader`), and write the four result files atomically,
+as one set (`outputs`, `heatmap`). One ONNX Runtime session serves all slides of the process. Slides whose results
+are already complete are skipped, so an interrupted or sharded job can simply be run again. Everything that can be
+checked without running the model (options, output folder, every slide and its µm/px) is checked first.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ from typing import Any
 import numpy as np
 
 from histoeq import __version__
+from histoeq.atomic import atomic_paths, check_output_dir
 from histoeq.errors import HistoeqError, InputError
 from histoeq.infer.grid import TileGrid, tile_grid, tile_rects
 from histoeq.infer.heatmap import probability_grid, write_heatmap_png
 from histoeq.infer.onnx_model import OnnxTileModel
-from histoeq.infer.outputs import is_complete, output_paths, write_run_json, write_tiles_csv, write_tiles_geojson
+from histoeq.infer.outputs import (
+    SUFFIXES, is_complete, output_paths, write_run_json, write_tiles_csv, write_tiles_geojson,
+)
 from histoeq.infer.reader import iter_batches
 from histoeq.progress import ProgressFn, null_progress
 from histoeq.slide import open_slide
@@ -95,7 +99,7 @@ def shard_slides(slides: Sequence[Path], shard: str | None) -> list[Path]:
 def select_tiles(slide: Any, model: OnnxTileModel, options: PredictOptions) -> tuple[TileGrid, np.ndarray, np.ndarray, float]:
     """(grid, keep mask (rows, cols), thumbnail, thumbnail downsample) for one slide."""
     meta = model.metadata
-    grid = tile_grid(slide.dimensions, float(slide.mpp), meta.mpp, meta.tile_px, options.stride_px)
+    grid = tile_grid(slide.dimensions, float(slide.mpp), meta.mpp, meta.tile_px, options.stride_px, slide.path)
     thumb, downsample = slide.thumbnail(THUMBNAIL_PX)
     thumb = np.asarray(thumb)[..., :3]
     if options.tissue_threshold <= 0:
@@ -141,35 +145,37 @@ def predict_slide(
     size = int(round(grid.footprint))
     classes = model.classes
     paths = output_paths(out_dir, path.stem)
-    write_tiles_csv(paths[".csv"], x, y, size, probs, classes)
-    write_tiles_geojson(paths[".geojson"], x, y, size, probs, classes)
-    heat = probability_grid(grid, indices, probs[:, -1])
-    write_heatmap_png(paths[".heatmap.png"], thumb, downsample, grid, heat, model.metadata.positive_class)
-    seconds = time.perf_counter() - start
     outputs = {k.lstrip("."): p.name for k, p in paths.items() if k != ".json"}
     meta = model.metadata
-    record = {
-        "slide": str(path),
-        "slide_dimensions": list(slide.dimensions),
-        "slide_mpp": float(slide.mpp),
-        "model": {
-            "path": str(model.path), "name": meta.model_name, "group": meta.group, "classes": classes,
-            "tile_px": meta.tile_px, "mpp": meta.mpp, "precision": meta.precision, "data_hash": meta.data_hash,
-            "metrics": meta.metrics, "histoeq_version": meta.histoeq_version,
-        },
-        "provider": model.provider,
-        "grid": {k: v for k, v in asdict(grid).items()},
-        "options": asdict(options),
-        "tile_count": int(len(indices)),
-        "grid_tiles": grid.count,
-        "timing": {"inference_s": round(infer_s, 3), "total_s": round(seconds, 3),
-                   "tiles_per_s": round(len(indices) / infer_s, 1) if infer_s else None},
-        "outputs": outputs,
-        "histoeq_version": __version__,
-        "host": socket.gethostname(),
-        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    write_run_json(paths[".json"], record)
+    # All four files or none: the .json, renamed last, marks the slide complete.
+    with atomic_paths([paths[suffix] for suffix in SUFFIXES]) as (csv, geojson, png, record_json):
+        write_tiles_csv(csv, x, y, size, probs, classes)
+        write_tiles_geojson(geojson, x, y, size, probs, classes)
+        heat = probability_grid(grid, indices, probs[:, -1])
+        write_heatmap_png(png, thumb, downsample, grid, heat, meta.positive_class)
+        seconds = time.perf_counter() - start
+        record = {
+            "slide": str(path),
+            "slide_dimensions": list(slide.dimensions),
+            "slide_mpp": float(slide.mpp),
+            "model": {
+                "path": str(model.path), "name": meta.model_name, "group": meta.group, "classes": classes,
+                "tile_px": meta.tile_px, "mpp": meta.mpp, "precision": meta.precision, "data_hash": meta.data_hash,
+                "metrics": meta.metrics, "histoeq_version": meta.histoeq_version,
+            },
+            "provider": model.provider,
+            "grid": {k: v for k, v in asdict(grid).items()},
+            "options": asdict(options),
+            "tile_count": int(len(indices)),
+            "grid_tiles": grid.count,
+            "timing": {"inference_s": round(infer_s, 3), "total_s": round(seconds, 3),
+                       "tiles_per_s": round(len(indices) / infer_s, 1) if infer_s else None},
+            "outputs": outputs,
+            "histoeq_version": __version__,
+            "host": socket.gethostname(),
+            "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        write_run_json(record_json, record)
     return SlideResult(str(path), False, int(len(indices)), seconds, {**outputs, "json": paths[".json"].name})
 
 
@@ -185,18 +191,17 @@ def predict_slides(
 ) -> tuple[OnnxTileModel, list[SlideResult]]:
     """Predict this shard's slides with one ONNX Runtime session; returns (model with its provider, results)."""
     options = options or PredictOptions()
-    if options.batch_size < 1:
-        raise HistoeqError("--batch-size must be at least 1")
-    if not 0 <= options.tissue_threshold <= 1:
-        raise HistoeqError("--tissue-threshold must be between 0 and 1")
+    check_options(options)
+    out = check_output_dir(out_dir)
+    check_distinct_stems([Path(s) for s in slides])
     mine = shard_slides([Path(s) for s in slides], shard)
-    for path in mine:  # fail fast on an unreadable slide before hours of work on the others
-        if not path.is_file():
-            raise InputError(path, "slide not found")
-        open_slide(path, options.mpp).close()
+    # Fail fast: every problem found here would otherwise surface only after hours of work on earlier slides.
+    geometry = {path: _check_slide(path, out, options) for path in mine}
     if not isinstance(model, OnnxTileModel):
         model = OnnxTileModel(model if model is not None else default_model_path(), device)
-    out = Path(out_dir)
+    meta = model.metadata
+    for path, (dimensions, mpp) in geometry.items():
+        tile_grid(dimensions, mpp, meta.mpp, meta.tile_px, options.stride_px, path)
     results = []
     for path in mine:
         if is_complete(out, path.stem):
@@ -204,3 +209,41 @@ def predict_slides(
             continue
         results.append(predict_slide(path, model, out, options, progress))
     return model, results
+
+
+def check_options(options: PredictOptions) -> None:
+    """Reject option values that would crash deep inside a run or silently mean something else (0 workers)."""
+    if options.batch_size < 1:
+        raise HistoeqError("--batch-size must be at least 1")
+    if not 0 <= options.tissue_threshold <= 1:
+        raise HistoeqError("--tissue-threshold must be between 0 and 1")
+    if options.stride_px is not None and options.stride_px < 1:
+        raise HistoeqError(f"--stride must be at least 1 model pixel (got {options.stride_px})")
+    if options.workers < 1:
+        raise HistoeqError(f"--workers must be at least 1 (got {options.workers})")
+
+
+def check_distinct_stems(slides: Sequence[Path]) -> None:
+    """Outputs are named by file stem, so two different slides with one stem would overwrite each other (or the
+    second would be taken as already complete); refuse them, naming both."""
+    seen: dict[str, Path] = {}
+    for path in slides:
+        first = seen.setdefault(path.stem, path)
+        if first is not path and first.resolve() != path.resolve():
+            raise InputError(path, f"has the same file name stem as {first}; their outputs ({path.stem}.csv ...) "
+                                   "would collide, so predict them into different --out folders")
+
+
+def _check_slide(path: Path, out: Path, options: PredictOptions) -> tuple[tuple[int, int], float]:
+    """Open `path` and resolve its µm/px (the up-front check of `predict_slides`); returns (dimensions, µm/px)."""
+    if path.is_dir():
+        raise InputError(path, "is a directory, not a slide file")
+    if not path.is_file():
+        raise InputError(path, "slide not found")
+    for target in output_paths(out, path.stem).values():
+        if target.is_dir():
+            raise InputError(target, "cannot write the output: is a directory")
+    with open_slide(path, options.mpp) as slide:
+        if slide.metadata_mpp is None and options.mpp is None:
+            raise InputError(path, "no resolution (µm/px) in the slide metadata; pass --mpp")
+        return tuple(slide.dimensions), float(slide.mpp)

@@ -213,7 +213,8 @@ def test_open_rejects_inconsistent(tmp_path, capsys, case, file, message):
     with pytest.raises(InputError, match=message) as info:
         PatchDataset.open(ds)
     assert info.value.path == str(ds / file)
-    code, _, err = run_cli(["train", "--data", ds, "--out", tmp_path / "run", "--model", "cnn", "--epochs", "1"], capsys)
+    code, _, err = run_cli(["train", "--data", ds, "--out", tmp_path / "run", "--model", "cnn", "--epochs", "1"],
+                           capsys)
     assert code == 2 and err.count("\n") == 1 and f"{ds / file}:" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
 

@@ -290,3 +290,86 @@ def test_help_shows_examples(capsys):
     for cmd in (["extract", "--help"], ["import", "--help"], ["bench", "extract", "--help"]):
         code, out, _ = run_cli(cmd, capsys)
         assert code == 0 and "Example" in out and "histoeq " in out.split("Example", 1)[1]
+
+
+# ---------------------------------------------------------------- no tile kept, bad features, bad options
+def _blob_slide(path: Path) -> Path:
+    """Mostly white 600x400 px with one 30x30 px tissue blob: no 50 px tile is 90 % tissue."""
+    img = np.full((400, 600, 3), 250, np.uint8)
+    img[110:140, 110:140] = PINK
+    tifffile.imwrite(path, img, resolution=(1e4, 1e4), resolutionunit="CENTIMETER")
+    return path
+
+
+@pytest.mark.parametrize("options, why", [
+    (["--origin", "100000,100000"], "does not reach into the 600x400 px slide"),
+    (["--patch-size", 100000], "tissue below 0.5: 1"),
+    (["--min-tissue", 0.9], "tissue below 0.9"),
+])
+def test_no_tile_kept_names_the_slide(tmp_path, capsys, options, why):
+    slide = _blob_slide(tmp_path / "blob.tiff")
+    code, _, err = run_cli(["extract", slide, "--out", tmp_path / "ds", "--mpp", 1.0, *options], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith(f"error: {slide}: no tiles kept (") and why in err, err
+    assert [p.name for p in tmp_path.iterdir()] == ["blob.tiff"]
+
+
+def test_empty_slide_among_others_is_reported(tmp_path, capsys):
+    good, blob = _slide(tmp_path / "good.tiff"), _blob_slide(tmp_path / "blob.tiff")
+    code, stdout, err = run_cli(["extract", good, blob, "--out", tmp_path / "ds", "--mpp", 1.0, "--min-tissue", 0.9],
+                                capsys)
+    assert code == 0, err
+    assert "no tiles kept on blob.tiff (tissue below 0.9" in " ".join(stdout.split())
+    assert set(PatchDataset.open(tmp_path / "ds").index["slide"]) == {"good.tiff"}
+    code, _, err = run_cli(["extract", blob, blob, "--out", tmp_path / "ds2", "--mpp", 1.0, "--min-tissue", 0.9],
+                           capsys)
+    assert code == 2 and err.startswith("error: no tiles kept on any slide: blob.tiff (") and "\n" == err[-1:]
+    assert len(err.splitlines()) == 1 and not (tmp_path / "ds2").exists()
+
+
+_POLY = {"type": "Polygon", "coordinates": _square(100, 100, 300, 300)}
+
+
+@pytest.mark.parametrize("bad, problem", [
+    (None, "features[1] has no geometry"),
+    ({"type": "Polygon", "coordinates": [[[100, 100], [float("nan"), 1], [300, 300], [100, 100]]]},
+     "features[1] has non-finite coordinates"),
+    ({"type": "Circle", "coordinates": [200, 200]}, "features[1] has an unknown geometry type 'Circle'"),
+    ({"type": "MultiPolygon", "coordinates": "abc"}, "features[1] has a malformed MultiPolygon"),
+    ("not a feature", "features[1] is not a GeoJSON Feature object"),
+])
+def test_bad_geojson_feature_is_an_error(tmp_path, capsys, bad, problem):
+    slide = _slide(tmp_path / "s.tiff")
+    good = {"type": "Feature", "geometry": _POLY, "properties": {"classification": {"name": "Tumour"}}}
+    feature = bad if isinstance(bad, str) else {"type": "Feature", "geometry": bad,
+                                                  "properties": {"classification": {"name": "Stroma"}}}
+    geo = tmp_path / "s.geojson"
+    geo.write_text(json.dumps({"type": "FeatureCollection", "features": [good, feature]}))
+    code, _, err = run_cli(["extract", slide, "--annotations", geo, "--out", tmp_path / "ds", "--mpp", 1.0], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith(f"error: {geo}: {problem}"), err
+    assert not (tmp_path / "ds").exists()
+
+
+def test_unused_features_are_counted_in_the_summary(tmp_path, capsys):
+    slide = _slide(tmp_path / "s.tiff")
+    geo = tmp_path / "s.geojson"
+    feats = [{"type": "Feature", "geometry": _POLY, "properties": {"classification": {"name": "Tumour"}}},
+             {"type": "Feature", "geometry": {"type": "Point", "coordinates": [150, 150]}, "properties": {}},
+             {"type": "Feature", "geometry": _POLY, "properties": None}]
+    geo.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    code, stdout, err = run_cli(["extract", slide, "--annotations", geo, "--out", tmp_path / "ds", "--mpp", 1.0],
+                                capsys)
+    assert code == 0, err
+    assert "annotation features not used: not a polygon: 1, no class: 1" in " ".join(stdout.split())
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--stride", 0], "--patch-size and --stride must be at least 1, got 50 and 0"),
+    (["--neg-ratio", -1], "--neg-ratio must be a number >= 0"),
+    (["--workers", -1], "--workers must be at least 1"),
+])
+def test_bad_options(tmp_path, capsys, option, message):
+    slide = _slide(tmp_path / "s.tiff")
+    code, _, err = run_cli(["extract", slide, "--out", tmp_path / "ds", "--mpp", 1.0, *option], capsys)
+    assert code == 2 and err.startswith(f"error: {message}") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "ds").exists()

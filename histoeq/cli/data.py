@@ -74,7 +74,7 @@ def _options(patch_size: int, mpp: float, stride: int | None, min_tissue: float,
              neg_distance: float | None, neg_ratio: float, seed: int, workers: int):
     from histoeq.data.extract import ExtractOptions
 
-    return ExtractOptions(patch_size=patch_size, mpp=mpp, stride=stride or patch_size, min_tissue=min_tissue,
+    return ExtractOptions(patch_size=patch_size, mpp=mpp, stride=stride, min_tissue=min_tissue,
                           label_from=label_from, classes=_csv(classes) or None, ignore=set(_csv(ignore)),
                           origin=_origin(origin), slide_mpp=slide_mpp, split=split, neg_distance=neg_distance,
                           neg_ratio=neg_ratio, seed=seed, workers=workers)
@@ -122,6 +122,11 @@ def extract_command(
                                                 *(result["counts"][c] for c in result["classes"])]])
     skipped = ", ".join(f"{reason}: {n}" for reason, n in result["skipped"].items()) or "none"
     console.print(f"skipped: {skipped}")
+    if result["ignored_features"]:
+        ignored = ", ".join(f"{reason}: {n}" for reason, n in result["ignored_features"].items())
+        console.print(f"annotation features not used: {ignored}")
+    for slide in result["empty_slides"]:
+        console.print(f"no tiles kept on {slide}")
     console.print(f"{result['n']} patches in {result['seconds']:.1f} s ({result['tiles_per_s']:.0f} tiles/s)")
 
 

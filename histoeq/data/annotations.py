@@ -65,7 +65,36 @@ def _load_features(path: Path) -> list[dict]:
         raise InputError(path, "not a GeoJSON FeatureCollection")
     if not isinstance(feats, list):
         raise InputError(path, "GeoJSON 'features' is not a list")
-    return [f for f in feats if isinstance(f, dict)]
+    for i, feat in enumerate(feats):
+        if not isinstance(feat, dict):
+            raise InputError(path, f"features[{i}] is not a GeoJSON Feature object")
+    return feats
+
+
+_GEOMETRY_TYPES = {"Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon",
+                   "GeometryCollection"}
+
+
+def _geometry(feat: dict, path: Path, i: int) -> shapely.Geometry:
+    """The feature's geometry; `InputError` naming the file and feature when it is missing or unusable, because
+    dropping it silently could remove a whole class from the dataset."""
+    raw = feat.get("geometry")
+    if raw is None:
+        raise InputError(path, f"features[{i}] has no geometry")
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    if kind not in _GEOMETRY_TYPES:
+        raise InputError(path, f"features[{i}] has an unknown geometry type {kind!r}")
+    try:
+        with np.errstate(invalid="ignore"):  # NaN coordinates: reported below as one error, not a warning
+            geom = shape(raw)
+    except Exception as exc:  # shapely raises several types on malformed coordinates
+        why = str(exc)[:80] or type(exc).__name__
+        raise InputError(path, f"features[{i}] has a malformed {kind} ({why})") from None
+    if geom.is_empty:
+        raise InputError(path, f"features[{i}] has an empty {kind}")
+    if not np.isfinite(shapely.get_coordinates(geom)).all():
+        raise InputError(path, f"features[{i}] has non-finite coordinates (NaN or infinity)")
+    return geom
 
 
 @dataclass
@@ -84,13 +113,11 @@ class RegionAnnotations:
         ignore = ignore or set()
         by_class: dict[str, list] = {}
         ignored: dict[str, int] = {}
-        for feat in _load_features(path):
-            name = _class_name(feat.get("properties"))
-            try:
-                geom = shape(feat["geometry"]) if feat.get("geometry") else None
-            except Exception:  # shapely raises several types on malformed coordinates
-                geom = None
-            if geom is None or geom.geom_type not in ("Polygon", "MultiPolygon"):
+        for i, feat in enumerate(_load_features(path)):
+            props = feat.get("properties")
+            name = _class_name(props if isinstance(props, dict) else None)
+            geom = _geometry(feat, path, i)
+            if geom.geom_type not in ("Polygon", "MultiPolygon"):  # e.g. QuPath point/line annotations
                 ignored["not a polygon"] = ignored.get("not a polygon", 0) + 1
                 continue
             if name is None or name in ignore or (classes is not None and name not in classes):
@@ -158,11 +185,8 @@ def load_points(path: Path) -> np.ndarray:
     """Cell-detection points (level-0 px) as an (n, 2) float array, from CSV (columns x,y) or GeoJSON Points."""
     if path.suffix.lower() in (".json", ".geojson"):
         coords = []
-        for feat in _load_features(path):
-            try:
-                geom = shape(feat["geometry"])
-            except Exception:
-                continue
+        for i, feat in enumerate(_load_features(path)):
+            geom = _geometry(feat, path, i)
             if geom.geom_type == "Point":
                 coords.append((geom.x, geom.y))
             elif geom.geom_type == "MultiPoint":

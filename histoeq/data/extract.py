@@ -44,7 +44,7 @@ class ExtractOptions:
 
     patch_size: int = 50
     mpp: float = 4.0
-    stride: int = 50
+    stride: int | None = None  # None: the patch size (tiles side by side)
     min_tissue: float = 0.5
     label_from: str = "centre"  # or "area"
     classes: list[str] | None = None  # label order; later classes win overlaps; None: by area
@@ -57,9 +57,20 @@ class ExtractOptions:
     seed: int = 0
     workers: int = 2
 
+    def __post_init__(self) -> None:
+        if self.stride is None:
+            self.stride = self.patch_size
+
     def check(self) -> None:
         if self.patch_size < 1 or self.stride < 1:
-            raise InputError(None, "--patch-size and --stride must be at least 1")
+            raise InputError(None, f"--patch-size and --stride must be at least 1, got {self.patch_size} and "
+                                   f"{self.stride}")
+        if self.workers < 1:
+            raise InputError(None, f"--workers must be at least 1, got {self.workers}")
+        if not (self.neg_ratio >= 0 and math.isfinite(self.neg_ratio)):
+            raise InputError(None, f"--neg-ratio must be a number >= 0, got {self.neg_ratio}")
+        if self.neg_distance is not None and not (self.neg_distance >= 0 and math.isfinite(self.neg_distance)):
+            raise InputError(None, f"--neg-distance must be a number >= 0, got {self.neg_distance}")
         if not (self.mpp > 0 and math.isfinite(self.mpp)):
             raise InputError(None, f"--mpp must be positive, got {self.mpp}")
         if not 0 <= self.min_tissue <= 1:
@@ -163,6 +174,8 @@ def _blocks(plan: TilePlan, opts: ExtractOptions) -> list[tuple[np.ndarray, np.n
     Returns (tile indices, column offsets, row offsets) per block, offsets in grid steps from the block's
     top-left. Points-mode tiles are read one by one.
     """
+    if len(plan.xs) == 0:
+        return []
     if not plan.grid:
         zero = np.zeros(1, np.int64)
         return [(np.array([i]), zero, zero) for i in range(len(plan.xs))]
@@ -290,6 +303,8 @@ def _extract_checked(slides: list[Path], ann_paths: list[Path | None], points: P
                   "points": [str(a) for a in ann_paths] if points is not None else None,
                   "options": {k: (sorted(v) if isinstance(v, set) else v) for k, v in vars(opts).items()}}
     per_slide = []
+    empty: list[str] = []  # "slide (why)" for slides that gave no tile
+    ignored_by_file: dict[str, dict[str, int]] = {}  # one entry per GeoJSON file, even when slides share it
     done = 0
     with DatasetWriter(out, tile_px=opts.patch_size, classes=classes, mpp=opts.mpp, provenance=provenance,
                        overwrite=overwrite) as writer:
@@ -303,7 +318,13 @@ def _extract_checked(slides: list[Path], ann_paths: list[Path | None], points: P
                     regions = regions_of.pop(number, None)
                     if regions is None and ann is not None:
                         regions = RegionAnnotations.load(ann, classes, opts.ignore)
+                    if regions is not None:
+                        ignored_by_file[str(ann)] = regions.ignored
                     plan = plan_grid(slide, regions, opts)
+                if len(plan.xs) == 0:
+                    if len(slides) == 1:
+                        raise InputError(slide_path, f"no tiles kept ({_why_empty(plan, opts)})")
+                    empty.append(f"{slide_path.name} ({_why_empty(plan, opts)})")
                 for reason, n in plan.skipped.items():
                     writer.skip(reason, n)
                 name, in_slide = slide_path.stem, 0
@@ -319,8 +340,22 @@ def _extract_checked(slides: list[Path], ann_paths: list[Path | None], points: P
                 per_slide.append({"slide": slide_path.name, "backend": slide.backend, "vendor": slide.vendor,
                                   "tiles": int(len(plan.xs)),
                                   **{c: int((plan.labels == k).sum()) for k, c in enumerate(classes)}})
+        if len(writer) == 0:
+            raise InputError(None, f"no tiles kept on any slide: {'; '.join(empty)}")
         progress("slides", len(slides), len(slides), "")
     seconds = time.perf_counter() - start
+    ignored: dict[str, int] = {}
+    for counts in ignored_by_file.values():
+        for reason, n in counts.items():
+            ignored[reason] = ignored.get(reason, 0) + n
     return {"out": str(out), "classes": classes, "counts": writer.meta["class_counts"], "n": writer.meta["n"],
-            "skipped": writer.meta["skipped"], "slides": per_slide, "seconds": seconds,
-            "tiles_per_s": writer.meta["n"] / max(seconds, 1e-9)}
+            "skipped": writer.meta["skipped"], "slides": per_slide, "empty_slides": empty,
+            "ignored_features": ignored, "seconds": seconds, "tiles_per_s": writer.meta["n"] / max(seconds, 1e-9)}
+
+
+def _why_empty(plan: TilePlan, opts: ExtractOptions) -> str:
+    """Why a slide gave no tile, for the message: the skip counts, or a grid that misses the slide entirely."""
+    if plan.skipped:
+        return ", ".join(f"{reason}: {n}" for reason, n in plan.skipped.items())
+    w, h = plan.slide.dimensions
+    return (f"the grid from --origin {opts.origin[0]},{opts.origin[1]} does not reach into the {w}x{h} px slide")

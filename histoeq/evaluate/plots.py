@@ -14,10 +14,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def write_png(fig: Any, path: Path) -> None:
+    """Render `fig` as PNG to `path` as is (a temporary name that `atomic_paths` renames with the files it belongs
+    with) and close it."""
+    try:
+        fig.savefig(path, format="png", dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+
+
 def save_figure(fig: Any, path: Path) -> Path:
     try:
         with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=120, bbox_inches="tight")
+            write_png(fig, tmp)
     finally:
         plt.close(fig)
     return path
@@ -28,6 +37,11 @@ def plot_metric_vs_angle(series: Sequence[dict[str, Any]], path: Path, metric: s
     """One line per series: {"label", "angles", "values", optional "sd", optional "mirrored": bool}.
 
     Mirrored views are drawn dashed; a second panel shows the mean invariance error when given ("invariance")."""
+    return save_figure(metric_vs_angle_figure(series, metric, title), path)
+
+
+def metric_vs_angle_figure(series: Sequence[dict[str, Any]], metric: str = "auc", title: str = "") -> Any:
+    """The figure of `plot_metric_vs_angle`, not yet written."""
     with_inv = any("invariance" in s for s in series)
     fig, axes = plt.subplots(1, 2 if with_inv else 1, figsize=(11 if with_inv else 6, 4), squeeze=False)
     ax = axes[0][0]
@@ -51,7 +65,7 @@ def plot_metric_vs_angle(series: Sequence[dict[str, Any]], path: Path, metric: s
         axes[0][1].set_ylabel("mean |p(x) - p(Rx)|")
         axes[0][1].set_title("invariance error")
         axes[0][1].grid(alpha=0.3)
-    return save_figure(fig, path)
+    return fig
 
 
 def plot_metric_vs_fraction(series: Sequence[dict[str, Any]], path: Path, metric: str = "auc",

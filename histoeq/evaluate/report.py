@@ -1,7 +1,8 @@
 """`histoeq eval`: evaluate one or more runs (or exported models) under rotations and write the report.
 
 Writes ``eval.json`` (settings, context used, and per run the result of `evaluate_predictor`) and
-``auc_vs_angle.png`` into the output folder; the CLI prints the table.
+``auc_vs_angle.png`` into the output folder as one set: both or neither, eval.json renamed into place last so its
+presence marks a complete report; the CLI prints the table.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from histoeq.atomic import atomic_paths, check_output_dir
 from histoeq.errors import HistoeqError, InputError
-from histoeq.evaluate.plots import plot_metric_vs_angle
+from histoeq.evaluate.plots import metric_vs_angle_figure, write_png
 from histoeq.evaluate.predictors import load_predictor
 from histoeq.evaluate.rotation_eval import TTA_CHOICES, evaluate_predictor, prepare_inputs
 from histoeq.progress import ProgressFn, null_progress
@@ -47,6 +49,13 @@ def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path,
         raise HistoeqError(f"unknown --tta {tta!r} (choose from {', '.join(TTA_CHOICES)})")
     if rotations < 1:
         raise HistoeqError(f"--rotations must be at least 1, got {rotations}")
+    if batch_size < 1:
+        raise HistoeqError(f"--batch-size must be at least 1, got {batch_size}")
+    out = Path(out)
+    check_output_dir(out)  # before minutes of evaluation, not after
+    for name in (PLOT_NAME, EVAL_JSON):
+        if (out / name).is_dir():
+            raise InputError(out / name, "cannot write the output: is a directory")
     torch_device = resolve_device(device)
     predictors = [load_predictor(r, torch_device) for r in runs]  # fail fast on a bad run before heavy work
     dataset = PatchDataset.open(data)
@@ -61,13 +70,20 @@ def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path,
         result = evaluate_predictor(p.predict, inputs, tta=tta, batch_size=batch_size, progress=progress,
                                     task=f"eval {i + 1}/{len(predictors)}")
         results.append({"run": p.name, **p.info, **result})
-    out = Path(out)
     record = {"data": str(data), "split": split, "rotations": rotations, "flips": flips, "tta": tta or "none",
               "context": inputs.context, "n": int(len(inputs.labels)), "runs": results}
-    write_json(out / EVAL_JSON, record)
     labels = [_short_label(r["run"], r.get("model_config")) for r in results]
-    plot_metric_vs_angle(angle_series(list(zip(labels, results))), out / PLOT_NAME, "auc",
-                         f"AUC vs rotation ({split}, {inputs.context.split(' (')[0]})")
+    title = f"AUC vs rotation ({split}, {inputs.context.split(' (')[0]})"
+    with atomic_paths([out / PLOT_NAME, out / EVAL_JSON], suffix=".png") as (plot_tmp, json_tmp):
+        try:
+            write_png(metric_vs_angle_figure(angle_series(list(zip(labels, results))), "auc", title), plot_tmp)
+        except OSError as exc:
+            raise InputError(out / PLOT_NAME, f"cannot write the output ({exc.strerror or exc})") from None
+        try:
+            write_json(json_tmp, record)
+        except (OSError, InputError) as exc:  # InputError names the temporary name: name the real one
+            problem = exc.problem if isinstance(exc, InputError) else f"cannot write the output ({exc.strerror})"
+            raise InputError(out / EVAL_JSON, problem) from None
     record["files"] = {"json": str(out / EVAL_JSON), "plot": str(out / PLOT_NAME)}
     return record
 

@@ -102,12 +102,14 @@ def evaluate_predictor(predict_fn: PredictFn, inputs: Any, *, tta: str | None = 
                        progress: ProgressFn = null_progress, task: str = "eval", **prepare_kw: Any) -> dict[str, Any]:
     """Score `predict_fn` on every view of `inputs` (an `EvalInputs`, or a `PatchDataset` plus `prepare_inputs`
     keyword arguments: split, rotations, flips, slides). Returns a JSON-able dict (see module docstring)."""
+    from histoeq.errors import HistoeqError
+
+    if batch_size < 1:
+        raise HistoeqError(f"--batch-size must be at least 1, got {batch_size}")
     if not isinstance(inputs, EvalInputs):
         inputs = prepare_inputs(inputs, progress=progress, **prepare_kw)
     tta = tta or "none"
     if tta not in TTA_CHOICES:
-        from histoeq.errors import HistoeqError
-
         raise HistoeqError(f"unknown --tta {tta!r} (choose from {', '.join(TTA_CHOICES)})")
     if tta == "d4":
         predict_fn = d4_tta(predict_fn)

@@ -1,0 +1,89 @@
+"""`histoeq eval` on bad options and unwritable outputs: one line, exit 2, and eval.json + plot both or neither.
+
+A plain scoring function registered as a model format stands in for a trained run, so no training is needed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from histoeq.data.dataset import DatasetWriter
+from histoeq.evaluate import predictors
+from histoeq.evaluate.predictors import Predictor
+from tests.conftest import run_cli
+
+
+def _darkness(batch: np.ndarray) -> np.ndarray:
+    return 1.0 - batch.reshape(len(batch), -1).mean(axis=1) / 255.0
+
+
+@pytest.fixture
+def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """(model file, dataset): 12 test patches of 8 px, the positives darker."""
+    monkeypatch.setitem(predictors.PREDICTOR_LOADERS, ".fake",
+                        lambda path, device: Predictor(name=str(path), predict=_darkness, tile_px=8))
+    model = tmp_path / "model.fake"
+    model.write_text("stand-in")
+    rng = np.random.default_rng(0)
+    labels = np.arange(12) % 2
+    images = (rng.integers(100, 200, (12, 8, 8, 3)) - 60 * labels[:, None, None, None]).astype(np.uint8)
+    with DatasetWriter(tmp_path / "ds", tile_px=8, classes=["neg", "pos"]) as writer:
+        writer.add(images, [{"label": int(k), "patient": f"p{i}", "split": "test"} for i, k in enumerate(labels)])
+    return model, tmp_path / "ds"
+
+
+def _eval(model: Path, data: Path, out: Path, capsys, *extra) -> tuple[int, str]:
+    code, _, err = run_cli(["eval", model, "--data", data, "--out", out, "--rotations", 4, "--device", "cpu",
+                            *extra], capsys)
+    return code, err
+
+
+def test_stand_in_model_evaluates(setup, tmp_path, capsys):
+    code, err = _eval(*setup, tmp_path / "ev", capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == ["auc_vs_angle.png", "eval.json"]
+
+
+@pytest.mark.parametrize("size", [0, -1])
+def test_batch_size_below_one(setup, tmp_path, capsys, size):
+    code, err = _eval(*setup, tmp_path / "ev", capsys, "--batch-size", size)
+    assert code == 2 and err == f"error: --batch-size must be at least 1, got {size}\n", err
+    assert not (tmp_path / "ev").exists()
+
+
+def test_plot_path_is_a_directory(setup, tmp_path, capsys):
+    out = tmp_path / "ev"
+    (out / "auc_vs_angle.png").mkdir(parents=True)
+    (out / "eval.json").write_text('{"old": true}\n')
+    code, err = _eval(*setup, out, capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith(f"error: {out / 'auc_vs_angle.png'}: cannot write the output: is a directory")
+    assert json.loads((out / "eval.json").read_text()) == {"old": True}  # the old report is left as it was
+    assert sorted(p.name for p in out.iterdir()) == ["auc_vs_angle.png", "eval.json"]
+
+
+def test_failed_plot_write_leaves_no_eval_json(setup, tmp_path, capsys, monkeypatch):
+    from histoeq.evaluate import report
+
+    def full_disk(fig, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report, "write_png", full_disk)
+    out = tmp_path / "ev"
+    code, err = _eval(*setup, out, capsys)
+    assert code == 2 and err == f"error: {out / 'auc_vs_angle.png'}: cannot write the output " \
+                                "(No space left on device)\n", err
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_evaluate_predictor_rejects_batch_size_below_one(setup):
+    from histoeq.data.dataset import PatchDataset
+    from histoeq.errors import HistoeqError
+    from histoeq.evaluate.rotation_eval import evaluate_predictor
+
+    with pytest.raises(HistoeqError, match="--batch-size must be at least 1, got 0"):
+        evaluate_predictor(_darkness, PatchDataset.open(setup[1]), batch_size=0, split="test", rotations=4)

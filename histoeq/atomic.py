@@ -89,22 +89,7 @@ def check_output_dir(folder: str | Path) -> Path:
     The folder, or its nearest existing ancestor, must be a directory in which a file can be created. Writability
     is tested by creating (and removing) a temporary file rather than with `os.access`, which says yes to root
     even in a read-only folder and ignores other rules a file system may apply."""
-    folder = Path(folder)
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        if probe.is_symlink():  # a dangling link: mkdir would fail on it
-            raise InputError(folder, f"cannot write the output: {probe} is a broken link")
-        probe = probe.parent
-    if not probe.is_dir():
-        detail = "is not a directory" if probe == folder else f"{probe} is a file, not a directory"
-        raise InputError(folder, f"cannot write the output: {detail}")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".histoeq-write-check.", dir=probe)
-    except OSError as exc:
-        raise InputError(folder, f"cannot write the output ({exc.strerror or type(exc).__name__} in {probe})") from None
-    os.close(fd)
-    os.unlink(tmp)
-    return folder
+    return _check_folder(Path(folder), Path(folder))
 
 
 def check_output_file(path: str | Path) -> Path:
@@ -112,8 +97,26 @@ def check_output_file(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         raise InputError(path, "cannot write the output: is a directory")
-    check_output_dir(path.parent)
+    _check_folder(path.parent, path)
     return path
+
+
+def _check_folder(folder: Path, named: Path) -> Path:
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        if probe.is_symlink():  # a dangling link: mkdir would fail on it
+            raise InputError(named, f"cannot write the output: {probe} is a broken link")
+        probe = probe.parent
+    if not probe.is_dir():
+        detail = "is not a directory" if probe == named else f"{probe} is a file, not a directory"
+        raise InputError(named, f"cannot write the output: {detail}")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".histoeq-write-check.", dir=probe)
+    except OSError as exc:
+        raise InputError(named, f"cannot write the output ({exc.strerror or type(exc).__name__} in {probe})") from None
+    os.close(fd)
+    os.unlink(tmp)
+    return folder
 
 
 @contextmanager

@@ -8,6 +8,7 @@ the file, atomically (temporary name in the target folder, then `os.replace`). A
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 import time
 from collections.abc import Sequence
@@ -16,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+import torch
 from torch import nn
 
 from histoeq import __version__
-from histoeq.atomic import write_bytes_atomic
+from histoeq.atomic import check_output_file, write_bytes_atomic
 from histoeq.errors import InputError
 from histoeq.export.check_patches import check_patches
 from histoeq.export.graph import build_classifier, export_graph
@@ -39,19 +41,25 @@ class ExportResult:
     seconds: float
 
 
-def _model_metadata(model: nn.Module, info: dict[str, Any], fp16: bool) -> ModelMetadata:
+def _model_metadata(model: nn.Module, info: dict[str, Any], fp16: bool, source: str | Path | None) -> ModelMetadata:
+    from histoeq.train.checkpoint import check_payload
+
+    check_payload(info, source, weights=False)
+    mpp = info.get("mpp")
+    # Checked here, not at load: eval needs no µm/px, but predict lays its tile grid with this one.
+    if not (isinstance(mpp, int | float) and not isinstance(mpp, bool) and math.isfinite(mpp) and mpp > 0):
+        raise InputError(source, f"checkpoint has no usable µm/px (mpp {mpp!r}), which predict needs; train on a "
+                                 "dataset imported with --mpp")
     config = dict(info.get("model_config") or getattr(model, "config", None) or {})
     group = getattr(model, "group", None)
-    normalisation = info.get("normalisation") or {}
-    if "mean" not in normalisation or "std" not in normalisation:
-        raise InputError(None, "model info has no normalisation mean/std")
+    normalisation = info["normalisation"]
     return ModelMetadata(
         model_name=str(config.get("name", type(model).__name__)),
         model_config=config,
         group={"name": getattr(group, "name", "C1"), "order": int(getattr(group, "order", 1))},
         classes=[str(c) for c in info["classes"]],
         tile_px=int(info["tile_px"]),
-        mpp=float(info.get("mpp") or 4.0),
+        mpp=float(mpp),
         normalisation={"mean": [float(v) for v in normalisation["mean"]], "std": [float(v) for v in normalisation["std"]]},
         precision="fp16" if fp16 else "fp32",
         data_hash=info.get("data_hash"),
@@ -59,6 +67,33 @@ def _model_metadata(model: nn.Module, info: dict[str, Any], fp16: bool) -> Model
         metrics=dict(info.get("metrics") or {}),
         histoeq_version=str(info.get("histoeq_version") or __version__),
     )
+
+
+def _check_outputs(model: nn.Module, meta: ModelMetadata, source: str | Path | None) -> None:
+    """Run the model on one blank tile: a tile size it cannot take or a class count that differs from its number of
+    outputs is refused in a line, instead of a torch.export dump or a file that mislabels its probabilities."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(1, 3, meta.tile_px, meta.tile_px))
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        raise InputError(source, f"the model cannot run on {meta.tile_px} px tiles ({detail})") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != len(meta.classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise InputError(source, f"the model gives outputs of shape {shape} for one tile but the checkpoint names "
+                                 f"{len(meta.classes)} classes")
+
+
+def check_export_target(out: str | Path) -> Path:
+    """The output must be a writable ``.onnx`` path: checked before minutes of loading, tracing and verifying."""
+    out = Path(out)
+    if out.suffix.lower() != ".onnx":
+        raise InputError(out, "output must end in .onnx")
+    return check_output_file(out)
 
 
 def export_model(
@@ -74,10 +109,9 @@ def export_model(
 ) -> ExportResult:
     """Export an in-memory model with its training `info` (checkpoint payload keys) to `out`, verified."""
     start = time.perf_counter()
-    out = Path(out)
-    if out.suffix.lower() != ".onnx":
-        raise InputError(out, "output must end in .onnx")
-    meta = _model_metadata(model, info, fp16)
+    out = check_export_target(out)
+    meta = _model_metadata(model, info, fp16, source)
+    _check_outputs(model, meta, source)
     mean, std = meta.normalisation["mean"], meta.normalisation["std"]
     progress("export", 0, 3, "tracing")
     classifier = build_classifier(model, mean, std, meta.tile_px, fp16=fp16)
@@ -160,6 +194,7 @@ def export_run(
     runs = [run] if isinstance(run, str | Path) else list(run)
     if not runs:
         raise InputError(None, "no run to export")
+    check_export_target(out)
     model, info = load_model(runs[0]) if len(runs) == 1 else load_ensemble(runs)
     if invariant_to is not None:
         try:

@@ -16,6 +16,8 @@ Payload keys (version 1)::
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ import torch
 from torch import nn
 
 from histoeq.atomic import atomic_open
-from histoeq.errors import InputError
+from histoeq.errors import HistoeqError, InputError
 
 FORMAT = "histoeq-checkpoint"
 VERSION = 1
@@ -56,12 +58,48 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise InputError(path, f"not a readable checkpoint ({first_line[:120]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(path, "not a histoeq checkpoint (missing format marker)")
-    if int(payload.get("version", 0)) > VERSION:
-        raise InputError(path, f"checkpoint version {payload.get('version')} is newer than this histoeq supports")
+    try:
+        version = int(payload.get("version", 0))
+    except (TypeError, ValueError):
+        raise InputError(path, f"checkpoint version {payload.get('version')!r} is not a number") from None
+    if version > VERSION:
+        raise InputError(path, f"checkpoint version {version} is newer than this histoeq supports")
     missing = [k for k in REQUIRED_KEYS if k not in payload]
     if missing:
         raise InputError(path, f"checkpoint lacks {', '.join(missing)}")
+    check_payload(payload, path)
     return payload
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_payload(payload: Mapping[str, Any], path: str | Path | None, weights: bool = True) -> None:
+    """Check the types of the fields that rebuilding, evaluating and exporting a model rely on, so that a damaged
+    or hand-edited checkpoint is one `InputError` naming `path` here rather than a traceback deep in torch.
+    ``weights=False`` skips model_config/state_dict (an in-memory model's info has none).
+
+    ``mpp`` may be missing or null (a dataset imported without ``--mpp``); `histoeq export` requires it."""
+    for key in ("model_config", "state_dict") if weights else ():
+        if not isinstance(payload.get(key), Mapping):
+            raise InputError(path, f"checkpoint {key} is not a mapping (got {type(payload.get(key)).__name__})")
+    classes = payload.get("classes")
+    if not isinstance(classes, list | tuple) or len(classes) < 2 or not all(isinstance(c, str | int) for c in classes):
+        raise InputError(path, f"checkpoint classes must be a list of at least two names (got {classes!r:.60})")
+    tile_px = payload.get("tile_px")
+    if isinstance(tile_px, bool) or not isinstance(tile_px, int) or tile_px < 4:
+        raise InputError(path, f"checkpoint tile_px must be a whole number of pixels, at least 4 (got {tile_px!r:.40})")
+    mpp = payload.get("mpp")
+    if mpp is not None and not (_is_number(mpp) and mpp > 0):
+        raise InputError(path, f"checkpoint mpp must be a positive number of µm/px (got {mpp!r:.40})")
+    norm = payload.get("normalisation")
+    for key in ("mean", "std"):
+        values = norm.get(key) if isinstance(norm, Mapping) else None
+        if not isinstance(values, list | tuple) or len(values) != 3 or not all(_is_number(v) for v in values):
+            raise InputError(path, f"checkpoint normalisation {key} must be three numbers (got {values!r:.60})")
+    if not all(v > 0 for v in norm["std"]):
+        raise InputError(path, f"checkpoint normalisation std must be positive (got {norm['std']!r})")
 
 
 def resolve_checkpoint(run_or_ckpt: str | Path, name: str = BEST_NAME) -> Path:
@@ -79,7 +117,7 @@ def load_state(model: nn.Module, state_dict: dict[str, torch.Tensor], path: str 
     """Load weights strictly; a state dict from another architecture becomes a one-line `InputError`."""
     try:
         model.load_state_dict(state_dict, strict=True)
-    except (RuntimeError, KeyError, ValueError) as exc:
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
         detail = str(exc).strip().splitlines()[0][:160]
         raise InputError(path, f"checkpoint weights do not fit the model ({detail})") from None
     return model
@@ -95,6 +133,10 @@ def build_model(model_config: dict[str, Any], path: str | Path = "<config>") -> 
         raise InputError(path, "checkpoint model_config has no model name")
     try:
         return models.create(name, **config)
+    except InputError:
+        raise
+    except HistoeqError as exc:  # e.g. an unknown model name: the registry does not know the file
+        raise InputError(path, str(exc)) from None
     except (KeyError, ValueError, TypeError) as exc:
         raise InputError(path, f"cannot rebuild model {name!r} from checkpoint ({exc})") from None
 

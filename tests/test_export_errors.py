@@ -1,0 +1,75 @@
+"""Bad inputs to `histoeq export`: exit 2, one line naming the file, no traceback, no .onnx written, and problems
+with the output path found before any model work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import run_cli
+
+NORM = {"mean": [0.8, 0.6, 0.75], "std": [0.1, 0.15, 0.1]}
+
+
+@pytest.fixture(scope="module")
+def payload() -> dict:
+    from histoeq import models
+
+    torch.manual_seed(1)
+    model = models.create("cnn", width=8).eval()
+    return {"model_config": dict(model.config), "state_dict": model.state_dict(), "classes": ["non-idc", "idc"],
+            "tile_px": 50, "mpp": 4.0, "normalisation": NORM, "epoch": 1}
+
+
+def _assert_one_line_exit2(code: int, err: str, *fragments: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+_BROKEN = {
+    "tile_str": ({"tile_px": "fifty"}, "tile_px"),
+    "tile_zero": ({"tile_px": 0}, "tile_px"),
+    "version_str": ({"version": "x"}, "version"),
+    "config_str": ({"model_config": "p4m"}, "model_config"),
+    "state_list": ({"state_dict": [1, 2]}, "state_dict"),
+    "state_foreign": ({"state_dict": {"weight": torch.zeros(2)}}, "weights do not fit"),
+    "model_bogus": ({"model_config": {"name": "bogus"}}, "unknown model 'bogus'"),
+    "mpp_negative": ({"mpp": -1.0}, "mpp"),
+    "mpp_missing": ({"mpp": None}, "µm/px"),
+    "norm_str": ({"normalisation": "imagenet"}, "normalisation"),
+    "classes_three": ({"classes": ["a", "b", "c"]}, "3 classes"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_BROKEN))
+def test_broken_checkpoint_is_one_line_naming_it(payload: dict, tmp_path: Path, capsys, case: str) -> None:
+    from histoeq.train.checkpoint import save_checkpoint
+
+    change, fragment = _BROKEN[case]
+    ckpt = save_checkpoint(tmp_path / f"{case}.pt", {**payload, **change})
+    code, _, err = run_cli(["export", ckpt, "--out", tmp_path / "m.onnx"], capsys)
+    _assert_one_line_exit2(code, err, f"{case}.pt", fragment)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_unusable_output_is_refused_before_loading(payload: dict, tmp_path: Path, capsys, monkeypatch) -> None:
+    from histoeq.train import checkpoint
+    from histoeq.train.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "run" / "best.pt", payload)
+
+    def no_model_work(*_: object) -> None:
+        raise AssertionError("the output path must be checked before the model is loaded")
+
+    monkeypatch.setattr(checkpoint, "load_model", no_model_work)
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "m.onnx").mkdir()
+    for out, fragment in ((tmp_path / "m.onnx", "is a directory"), (tmp_path / "afile" / "m.onnx", "is a file")):
+        code, _, err = run_cli(["export", tmp_path / "run", "--out", out], capsys)
+        _assert_one_line_exit2(code, err, str(out), fragment)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "m.onnx", "run"]

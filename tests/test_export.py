@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -16,6 +17,7 @@ from histoeq.export import export_model, parse_metadata
 from histoeq.infer import OnnxTileModel
 from tests.conftest import run_cli
 
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 NORM = {"mean": [0.8, 0.6, 0.75], "std": [0.1, 0.15, 0.1]}
 
 
@@ -194,16 +196,14 @@ def test_rotation_models_stay_c4_invariant_in_onnx(name, kw, tmp_path) -> None:
     assert mirrored > 100 * max(rotated, 1e-6)  # C_N has no mirrors: the check above is not vacuous
 
 
-def test_shipped_model_is_d4_invariant_on_real_patches(shared_data) -> None:
-    """The model in models/ (the default of `histoeq predict`) on real IDC test patches in onnxruntime."""
-    from pathlib import Path
-
+@pytest.mark.parametrize("name", [p.name for p in sorted(MODELS_DIR.glob("idc-*.onnx"))] or ["(none shipped)"])
+def test_shipped_model_is_d4_invariant_on_real_patches(shared_data, name: str) -> None:
+    """Every model in models/ (the first is the default of `histoeq predict`) on real IDC patches in onnxruntime."""
     from histoeq.export.check_patches import idc_patches
 
-    shipped = sorted((Path(__file__).resolve().parents[1] / "models").glob("idc-*.onnx"))
-    if not shipped:
-        pytest.skip("no shipped model in models/")
-    model = OnnxTileModel(shipped[0], "cpu")
+    assert (MODELS_DIR / name).is_file(), "models/ must ship a model: `histoeq predict` has no default without one"
+    model = OnnxTileModel(MODELS_DIR / name, "cpu")
+    assert model.metadata.group["name"].startswith("D")  # a shipped model claims the mirrors too
     tiles = idc_patches(50, 32)
     base = model(tiles)
     assert base.shape == (32, 2) and np.allclose(base.sum(1), 1.0, atol=1e-5)

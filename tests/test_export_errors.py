@@ -73,3 +73,20 @@ def test_unusable_output_is_refused_before_loading(payload: dict, tmp_path: Path
         code, _, err = run_cli(["export", tmp_path / "run", "--out", out], capsys)
         _assert_one_line_exit2(code, err, str(out), fragment)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "m.onnx", "run"]
+
+
+def test_mpp_option_exports_a_run_without_one_and_refuses_a_contradiction(payload: dict, tmp_path: Path, capsys) -> None:
+    from histoeq.infer import OnnxTileModel
+    from histoeq.train.checkpoint import save_checkpoint
+
+    no_mpp = save_checkpoint(tmp_path / "no_mpp.pt", {**payload, "mpp": None})
+    code, _, err = run_cli(["export", no_mpp, "--mpp", "2.0", "--out", tmp_path / "m.onnx"], capsys)
+    assert code == 0, err
+    assert OnnxTileModel(tmp_path / "m.onnx", "cpu").metadata.mpp == 2.0
+
+    with_mpp = save_checkpoint(tmp_path / "with_mpp.pt", payload)
+    code, _, err = run_cli(["export", with_mpp, "--mpp", "2.0", "--out", tmp_path / "m2.onnx"], capsys)
+    _assert_one_line_exit2(code, err, "with_mpp.pt", "4.0 µm/px")
+    code, _, err = run_cli(["export", no_mpp, "--mpp", "-1", "--out", tmp_path / "m3.onnx"], capsys)
+    _assert_one_line_exit2(code, err, "--mpp")
+    assert not (tmp_path / "m2.onnx").exists() and not (tmp_path / "m3.onnx").exists()

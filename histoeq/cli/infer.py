@@ -38,6 +38,8 @@ def export_command(
     invariant_to: str | None = typer.Option(
         None, "--invariant-to", help="d4: average the probabilities over the rotations/mirrors the model's group "
         "lacks (2 views for se2/p4, 8 for cnn, none for p4m), making the file exactly D4-invariant."),
+    mpp: float | None = typer.Option(
+        None, "--mpp", help="µm/px of the training patches, for runs on a dataset imported without --mpp."),
 ) -> None:
     """Export a trained model (or a seed ensemble) to ONNX (plain operators, uint8 tiles in), verified in onnxruntime
     before writing."""
@@ -45,7 +47,7 @@ def export_command(
 
     with rich_progress(transient=True) as progress:
         result = export_run(runs, out, opset=opset, fp16=fp16, val_metrics=val_metrics, test_metrics=test_metrics,
-                            invariant_to=invariant_to, progress=progress)
+                            invariant_to=invariant_to, mpp=mpp, progress=progress)
     v, m = result.verification, result.metadata
     inv = "not claimed (no group)" if v.invariance_max_abs is None else f"{v.invariance_group} max |Δp| {v.invariance_max_abs:.1e}"
     console.print(

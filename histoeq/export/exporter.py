@@ -48,8 +48,8 @@ def _model_metadata(model: nn.Module, info: dict[str, Any], fp16: bool, source: 
     mpp = info.get("mpp")
     # Checked here, not at load: eval needs no µm/px, but predict lays its tile grid with this one.
     if not (isinstance(mpp, int | float) and not isinstance(mpp, bool) and math.isfinite(mpp) and mpp > 0):
-        raise InputError(source, f"checkpoint has no usable µm/px (mpp {mpp!r}), which predict needs; train on a "
-                                 "dataset imported with --mpp")
+        raise InputError(source, f"checkpoint has no usable µm/px (mpp {mpp!r}), which predict needs; pass the "
+                                 "training patches' µm/px with --mpp")
     config = dict(info.get("model_config") or getattr(model, "config", None) or {})
     group = getattr(model, "group", None)
     normalisation = info["normalisation"]
@@ -180,6 +180,7 @@ def export_run(
     val_metrics: str | Path | None = None,
     test_metrics: str | Path | None = None,
     invariant_to: str | None = None,
+    mpp: float | None = None,
     progress: ProgressFn = null_progress,
 ) -> ExportResult:
     """Export the best checkpoint of a training run folder (or a checkpoint file), or several of them as one
@@ -187,7 +188,8 @@ def export_run(
     same model (for an ensemble: of its exported candidate) on held-out data, stored in the metadata; the
     validation entry replaces the run's own best-epoch validation metrics. ``invariant_to="d4"`` averages the
     model over the D4 views its group lacks (`histoeq.models.view_average`), so the file is exactly invariant to
-    the 8 rotations and mirrors whatever the architecture."""
+    the 8 rotations and mirrors whatever the architecture. ``mpp`` states the µm/px of the training patches for
+    runs whose dataset was imported without one (a run that has one must agree with it)."""
     from histoeq.models.view_average import make_invariant
     from histoeq.train.checkpoint import load_model
 
@@ -203,6 +205,12 @@ def export_run(
             raise InputError(None, str(exc)) from None
         if wrapped is not model:
             model, info = wrapped, {**info, "model_config": wrapped.config}
+    if mpp is not None:
+        if not (math.isfinite(mpp) and mpp > 0):
+            raise InputError(None, f"--mpp must be a positive number of µm/px, got {mpp}")
+        if info.get("mpp") is not None and not math.isclose(float(info["mpp"]), mpp, rel_tol=1e-6):
+            raise InputError(runs[0], f"was trained at {info['mpp']} µm/px, not the {mpp} given")
+        info = {**info, "mpp": float(mpp)}
     info = _metrics_from_evals(info, {"val": val_metrics, "test": test_metrics})
     source = runs[0] if len(runs) == 1 else ", ".join(map(str, runs))
     return export_model(model, info, out, opset=opset, fp16=fp16, idc_dir=idc_dir, source=source, progress=progress)

@@ -71,11 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         print("aborted", file=sys.stderr)
         return 1
     except typer.TyperException as exc:  # usage errors: bad or missing options (typer vendors click)
-        show = getattr(exc, "show", None)
-        if show is not None:
-            show()
-        else:
-            print(f"error: {exc}", file=sys.stderr)
+        # One line like every other bad input, pointing to the command's --help instead of printing the usage block.
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        print(f"error: {' '.join(message.split())}{hint}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -26,21 +26,32 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     path = Path(path)
     if path.is_dir():
         raise InputError(path, "cannot write the output: is a directory")
+    tmp = _temp_beside(path, suffix)
+    try:
+        yield tmp
+        _publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _temp_beside(path: Path, suffix: str) -> Path:
+    """An empty temporary file in `path`'s folder (created if needed), so the final rename stays on one file system."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     except OSError as exc:
         raise _write_error(path, exc) from None
     os.close(fd)
+    return Path(tmp)
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    """Rename the finished temporary over `path`."""
     try:
-        yield Path(tmp)
-        try:
-            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise _write_error(path, exc) from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
 
 
 @contextmanager
@@ -55,23 +66,16 @@ def atomic_paths(paths: Sequence[str | Path], suffix: str = ".tmp") -> Iterator[
     tmps: list[Path] = []
     try:
         for path in targets:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-            except OSError as exc:
-                raise _write_error(path, exc) from None
-            os.close(fd)
-            tmps.append(Path(tmp))
+            tmps.append(_temp_beside(path, suffix))
         yield list(tmps)
         renamed: list[Path] = []
         for tmp, path in zip(tmps, targets, strict=True):
             try:
-                os.chmod(tmp, 0o666 & ~_UMASK)
-                os.replace(tmp, path)
-            except OSError as exc:
+                _publish(tmp, path)
+            except InputError:
                 for done in renamed:
                     done.unlink(missing_ok=True)
-                raise _write_error(path, exc) from None
+                raise
             renamed.append(path)
     finally:
         for tmp in tmps:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import run_cli
+from tests.conftest import assert_one_line_error, run_cli
 
 NORM = {"mean": [0.8, 0.6, 0.75], "std": [0.1, 0.15, 0.1]}
 
@@ -21,14 +21,6 @@ def payload() -> dict:
     model = models.create("cnn", width=8).eval()
     return {"model_config": dict(model.config), "state_dict": model.state_dict(), "classes": ["non-idc", "idc"],
             "tile_px": 50, "mpp": 4.0, "normalisation": NORM, "epoch": 1}
-
-
-def _assert_one_line_exit2(code: int, err: str, *fragments: str) -> None:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 _BROKEN = {
@@ -53,7 +45,7 @@ def test_broken_checkpoint_is_one_line_naming_it(payload: dict, tmp_path: Path, 
     change, fragment = _BROKEN[case]
     ckpt = save_checkpoint(tmp_path / f"{case}.pt", {**payload, **change})
     code, _, err = run_cli(["export", ckpt, "--out", tmp_path / "m.onnx"], capsys)
-    _assert_one_line_exit2(code, err, f"{case}.pt", fragment)
+    assert_one_line_error(code, err, f"{case}.pt", fragment)
     assert not (tmp_path / "m.onnx").exists()
 
 
@@ -71,7 +63,7 @@ def test_unusable_output_is_refused_before_loading(payload: dict, tmp_path: Path
     (tmp_path / "m.onnx").mkdir()
     for out, fragment in ((tmp_path / "m.onnx", "is a directory"), (tmp_path / "afile" / "m.onnx", "is a file")):
         code, _, err = run_cli(["export", tmp_path / "run", "--out", out], capsys)
-        _assert_one_line_exit2(code, err, str(out), fragment)
+        assert_one_line_error(code, err, str(out), fragment)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "m.onnx", "run"]
 
 
@@ -86,7 +78,7 @@ def test_mpp_option_exports_a_run_without_one_and_refuses_a_contradiction(payloa
 
     with_mpp = save_checkpoint(tmp_path / "with_mpp.pt", payload)
     code, _, err = run_cli(["export", with_mpp, "--mpp", "2.0", "--out", tmp_path / "m2.onnx"], capsys)
-    _assert_one_line_exit2(code, err, "with_mpp.pt", "4.0 µm/px")
+    assert_one_line_error(code, err, "with_mpp.pt", "4.0 µm/px")
     code, _, err = run_cli(["export", no_mpp, "--mpp", "-1", "--out", tmp_path / "m3.onnx"], capsys)
-    _assert_one_line_exit2(code, err, "--mpp")
+    assert_one_line_error(code, err, "--mpp")
     assert not (tmp_path / "m2.onnx").exists() and not (tmp_path / "m3.onnx").exists()

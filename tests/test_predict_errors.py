@@ -12,7 +12,7 @@ import torch
 from onnx import TensorProto, helper
 
 from histoeq.export import export_model
-from tests.conftest import run_cli
+from tests.conftest import assert_one_line_error, run_cli
 
 INFO = {"model_config": {"name": "tiny"}, "classes": ["a", "b"], "tile_px": 50, "mpp": 4.0,
         "normalisation": {"mean": [0.5] * 3, "std": [0.25] * 3}}
@@ -24,14 +24,6 @@ def good_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
                                 torch.nn.Linear(4, 2)).eval()
     return export_model(model, INFO, tmp_path_factory.mktemp("m") / "good.onnx").path
-
-
-def _assert_one_line_exit2(code: int, err: str, *fragments: str) -> None:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def _nothing_written(out: Path) -> bool:
@@ -46,7 +38,7 @@ def test_zero_byte_slide(good_model: Path, tmp_path: Path, capsys) -> None:
     slide = tmp_path / "empty.svs"
     slide.write_bytes(b"")
     code, _, err = _predict(capsys, slide, good_model, tmp_path / "out")
-    _assert_one_line_exit2(code, err, "empty.svs", "zero-byte")
+    assert_one_line_error(code, err, "empty.svs", "zero-byte")
     assert _nothing_written(tmp_path / "out")
 
 
@@ -54,7 +46,7 @@ def test_text_file_named_svs(good_model: Path, tmp_path: Path, capsys) -> None:
     slide = tmp_path / "notes.svs"
     slide.write_text("this is not a slide\n" * 50)
     code, _, err = _predict(capsys, slide, good_model, tmp_path / "out")
-    _assert_one_line_exit2(code, err, "notes.svs")
+    assert_one_line_error(code, err, "notes.svs")
     assert _nothing_written(tmp_path / "out")
 
 
@@ -63,13 +55,13 @@ def test_truncated_tiff(good_model: Path, idc_dir: Path, tmp_path: Path, capsys)
     slide = tmp_path / "cut.tiff"
     slide.write_bytes(data[: len(data) // 3])
     code, _, err = _predict(capsys, slide, good_model, tmp_path / "out", "--tissue-threshold", "0")
-    _assert_one_line_exit2(code, err, "cut.tiff")
+    assert_one_line_error(code, err, "cut.tiff")
     assert _nothing_written(tmp_path / "out")
 
 
 def test_missing_slide(good_model: Path, tmp_path: Path, capsys) -> None:
     code, _, err = _predict(capsys, tmp_path / "nope.svs", good_model, tmp_path / "out")
-    _assert_one_line_exit2(code, err, "nope.svs")
+    assert_one_line_error(code, err, "nope.svs")
 
 
 def test_onnx_file_that_is_not_a_model(cmu_svs: Path, tmp_path: Path, capsys) -> None:
@@ -77,7 +69,7 @@ def test_onnx_file_that_is_not_a_model(cmu_svs: Path, tmp_path: Path, capsys) ->
         model = tmp_path / name
         model.write_bytes(payload)
         code, _, err = _predict(capsys, cmu_svs, model, tmp_path / "out")
-        _assert_one_line_exit2(code, err, name)
+        assert_one_line_error(code, err, name)
     assert _nothing_written(tmp_path / "out")
 
 
@@ -97,20 +89,20 @@ def test_model_whose_input_or_metadata_does_not_fit(good_model: Path, cmu_svs: P
     wrong_input = _with_props(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), props)
     onnx.save(wrong_input, tmp_path / "nchw.onnx")
     code, _, err = _predict(capsys, cmu_svs, tmp_path / "nchw.onnx", tmp_path / "out")
-    _assert_one_line_exit2(code, err, "nchw.onnx", "uint8")
+    assert_one_line_error(code, err, "nchw.onnx", "uint8")
     # 2. The right graph without histoeq metadata.
     onnx.save(_with_props(onnx.load(str(good_model)), {}), tmp_path / "nometa.onnx")
     code, _, err = _predict(capsys, cmu_svs, tmp_path / "nometa.onnx", tmp_path / "out")
-    _assert_one_line_exit2(code, err, "nometa.onnx", "metadata")
+    assert_one_line_error(code, err, "nometa.onnx", "metadata")
     # 3. Metadata that contradicts the graph (64 px tiles, three classes).
     meta = props["histoeq"].replace('"tile_px": 50', '"tile_px": 64')
     onnx.save(_with_props(onnx.load(str(good_model)), {**props, "histoeq": meta}), tmp_path / "tile64.onnx")
     code, _, err = _predict(capsys, cmu_svs, tmp_path / "tile64.onnx", tmp_path / "out")
-    _assert_one_line_exit2(code, err, "tile64.onnx", "64")
+    assert_one_line_error(code, err, "tile64.onnx", "64")
     meta = props["histoeq"].replace('"classes": ["a", "b"]', '"classes": ["a", "b", "c"]')
     onnx.save(_with_props(onnx.load(str(good_model)), {**props, "histoeq": meta}), tmp_path / "classes.onnx")
     code, _, err = _predict(capsys, cmu_svs, tmp_path / "classes.onnx", tmp_path / "out")
-    _assert_one_line_exit2(code, err, "classes.onnx", "3 classes")
+    assert_one_line_error(code, err, "classes.onnx", "3 classes")
     assert _nothing_written(tmp_path / "out")
 
 
@@ -121,7 +113,7 @@ def test_device_cuda_without_cuda(good_model: Path, cmu_svs: Path, tmp_path: Pat
         pytest.skip("this onnxruntime has a CUDA provider; the no-CUDA path cannot be shown here")
     code, _, err = run_cli(["predict", cmu_svs, "--model", good_model, "--out", tmp_path / "out", "--device", "cuda"],
                            capsys)
-    _assert_one_line_exit2(code, err, "--device cuda", "CUDA")
+    assert_one_line_error(code, err, "--device cuda", "CUDA")
     assert _nothing_written(tmp_path / "out")
 
 
@@ -137,7 +129,7 @@ def test_failure_midway_keeps_earlier_slides_and_leaves_no_partial_files(
     bad.write_bytes(bytes(data))
     code, _, err = run_cli(["predict", good, bad, "--model", good_model, "--out", tmp_path / "out",
                             "--device", "cpu", "--tissue-threshold", "0"], capsys)
-    _assert_one_line_exit2(code, err, "b_bad.tiff")
+    assert_one_line_error(code, err, "b_bad.tiff")
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == ["a_good.csv", "a_good.geojson", "a_good.heatmap.png", "a_good.json"]
 
@@ -156,7 +148,7 @@ def test_silent_cuda_fallback_is_detected(good_model: Path, cmu_svs: Path, tmp_p
     assert OnnxTileModel(good_model, "auto").provider == "CPUExecutionProvider"  # auto: falls back and says so
     code, _, err = run_cli(["predict", cmu_svs, "--model", good_model, "--out", tmp_path / "out", "--device", "cuda"],
                            capsys)
-    _assert_one_line_exit2(code, err, "could not start its CUDA provider", "CPUExecutionProvider")
+    assert_one_line_error(code, err, "could not start its CUDA provider", "CPUExecutionProvider")
     assert _nothing_written(tmp_path / "out")
 
 
@@ -179,7 +171,7 @@ def test_unusable_output_folder_fails_before_any_slide(good_model: Path, tmp_pat
     blocker.write_text("x")
     for out, fragment in ((blocker, "not a directory"), (blocker / "sub", "is a file")):
         code, _, err = _predict(capsys, slide, good_model, out)
-        _assert_one_line_exit2(code, err, str(out), fragment)
+        assert_one_line_error(code, err, str(out), fragment)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "s.tiff"]
 
 
@@ -199,7 +191,7 @@ def test_output_taken_by_a_directory_leaves_no_partial_set(good_model: Path, tmp
     slide = _tiff(tmp_path / "s.tiff")
     (tmp_path / "out" / "s.geojson").mkdir(parents=True)
     code, _, err = _predict(capsys, slide, good_model, tmp_path / "out", "--tissue-threshold", "0")
-    _assert_one_line_exit2(code, err, "s.geojson", "is a directory")
+    assert_one_line_error(code, err, "s.geojson", "is a directory")
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["s.geojson"]
 
 
@@ -223,7 +215,7 @@ def test_a_failed_rename_removes_the_files_already_renamed(tmp_path: Path) -> No
 def test_stride_and_workers_below_one(good_model: Path, tmp_path: Path, capsys, option: str, value: str) -> None:
     slide = _tiff(tmp_path / "s.tiff")
     code, _, err = _predict(capsys, slide, good_model, tmp_path / "out", option, value)
-    _assert_one_line_exit2(code, err, option, "at least 1")
+    assert_one_line_error(code, err, option, "at least 1")
     assert _nothing_written(tmp_path / "out")
 
 
@@ -233,7 +225,7 @@ def test_tiles_under_one_pixel_or_too_many_are_refused(good_model: Path, tmp_pat
 
     slide = _tiff(tmp_path / "s.tiff")
     code, _, err = _predict(capsys, slide, good_model, tmp_path / "out", "--mpp", "10000")
-    _assert_one_line_exit2(code, err, "s.tiff", "under one pixel")
+    assert_one_line_error(code, err, "s.tiff", "under one pixel")
     assert _nothing_written(tmp_path / "out")
     with pytest.raises(InputError, match="big.svs.*more than"):
         tile_grid((200_000, 200_000), 0.25, 0.01, 50, source="big.svs")  # 2 px tiles: 1e10 of them
@@ -254,7 +246,7 @@ def test_model_metadata_mpp_infinite_or_tiny_and_bad_format_version(
         meta = props["histoeq"].replace(old, new)
         onnx.save(_with_props(onnx.load(str(good_model)), {**props, "histoeq": meta}), tmp_path / name)
         code, _, err = _predict(capsys, slide, tmp_path / name, tmp_path / "out")
-        _assert_one_line_exit2(code, err, name if name != "tiny.onnx" else "s.tiff", fragment)
+        assert_one_line_error(code, err, name if name != "tiny.onnx" else "s.tiff", fragment)
     assert _nothing_written(tmp_path / "out")
 
 
@@ -262,7 +254,7 @@ def test_two_slides_with_one_stem_are_refused(good_model: Path, tmp_path: Path, 
     a, b = _tiff(tmp_path / "a" / "slide.tiff"), _tiff(tmp_path / "b" / "slide.tiff")
     code, _, err = run_cli(["predict", a, b, "--model", good_model, "--out", tmp_path / "out", "--device", "cpu"],
                            capsys)
-    _assert_one_line_exit2(code, err, str(a), str(b), "stem")
+    assert_one_line_error(code, err, str(a), str(b), "stem")
     assert _nothing_written(tmp_path / "out")
 
 
@@ -270,8 +262,8 @@ def test_every_slide_is_checked_before_the_first_runs(good_model: Path, tmp_path
     good, nores = _tiff(tmp_path / "a.tiff"), _tiff(tmp_path / "b_nores.tiff", mpp=None)
     code, _, err = run_cli(["predict", good, nores, "--model", good_model, "--out", tmp_path / "out",
                             "--device", "cpu"], capsys)
-    _assert_one_line_exit2(code, err, "b_nores.tiff", "--mpp")
+    assert_one_line_error(code, err, "b_nores.tiff", "--mpp")
     assert _nothing_written(tmp_path / "out")
     (tmp_path / "folder.svs").mkdir()
     code, _, err = _predict(capsys, tmp_path / "folder.svs", good_model, tmp_path / "out")
-    _assert_one_line_exit2(code, err, "folder.svs", "is a directory, not a slide file")
+    assert_one_line_error(code, err, "folder.svs", "is a directory, not a slide file")

@@ -1,4 +1,4 @@
-"""`histoeq extract`, `histoeq import`, `histoeq bench extract`: parse, call one library function, print."""
+"""`histoeq extract`, `histoeq import`, `histoeq normalise`, `histoeq bench extract`: parse, call one library function, print."""
 
 from __future__ import annotations
 
@@ -155,6 +155,25 @@ def import_command(
     skipped = ", ".join(f"{reason}: {n}" for reason, n in result["skipped"].items()) or "none"
     console.print(f"skipped: {skipped}" + (f"; padded: {result['padded']}" if result["padded"] else ""))
     console.print(f"{result['n']} patches in {result['seconds']:.1f} s ({result['images_per_s']:.0f} images/s)")
+
+
+@app.command("normalise")
+def normalise_command(
+    data: Path = typer.Argument(..., help="Dataset folder (histoeq import / extract)."),
+    out: Path = typer.Option(..., "--out", help="Dataset folder to create (written atomically)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing dataset at --out."),
+) -> None:
+    """Copy a dataset with each patient's stain Reinhard-normalised (CIELAB) to the training patients' mean."""
+    from histoeq.cli._render import console
+    from histoeq.data.stain import normalise_dataset
+
+    with _progress() as progress:
+        result = normalise_dataset(data, out, overwrite=force, progress=progress)
+    ref = result["reference"]
+    console.print(f"{result['n']} patches of {result['patients']} patients normalised to L*a*b* mean "
+                  f"{', '.join(f'{v:.1f}' for v in ref['mean'])}, sd {', '.join(f'{v:.1f}' for v in ref['std'])}")
+    if result["unchanged"]:
+        console.print(f"too little tissue, copied unchanged: {', '.join(result['unchanged'])}")
 
 
 @bench_app.command("extract", epilog=_BENCH_EPILOG)

@@ -28,7 +28,7 @@ norm=.work/idc-reinhard
 cv=.work/cv-w8-reinhard
 work=.work/se2-stain
 
-[[ -f "$norm/meta.json" ]] || histoeq normalise "$data" --out "$norm"
+[[ -f "$norm/meta.json" ]] || histoeq normalise "$data" --method reinhard-lab --out "$norm"
 
 histoeq sweep --models cnn --augment none --data "$norm" --out "$cv" --fractions 1 --seeds 5 --cv 5 --epochs 3 \
   --patience 3 --width 8 --batch-size 128 --rotations 8 --device cpu

@@ -161,17 +161,18 @@ def import_command(
 def normalise_command(
     data: Path = typer.Argument(..., help="Dataset folder (histoeq import / extract)."),
     out: Path = typer.Option(..., "--out", help="Dataset folder to create (written atomically)."),
+    method: str = typer.Option("macenko", "--method", help="macenko (H&E vectors and intensities), "
+                               "macenko-vectors (H&E hues only) or reinhard-lab (L*a*b* mean and sd)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing dataset at --out."),
 ) -> None:
-    """Copy a dataset with each patient's stain Reinhard-normalised (CIELAB) to the training patients' mean."""
+    """Copy a dataset with each patient's stain normalised to a reference made from the training patients."""
     from histoeq.cli._render import console
     from histoeq.data.stain import normalise_dataset
 
     with _progress() as progress:
-        result = normalise_dataset(data, out, overwrite=force, progress=progress)
-    ref = result["reference"]
-    console.print(f"{result['n']} patches of {result['patients']} patients normalised to L*a*b* mean "
-                  f"{', '.join(f'{v:.1f}' for v in ref['mean'])}, sd {', '.join(f'{v:.1f}' for v in ref['std'])}")
+        result = normalise_dataset(data, out, method=method, overwrite=force, progress=progress)
+    ref = ", ".join(f"{k} {v}" for k, v in result["reference"].items() if k != "pixels")
+    console.print(f"{result['n']} patches of {result['patients']} patients normalised ({result['method']}) to {ref}")
     if result["unchanged"]:
         console.print(f"too little tissue, copied unchanged: {', '.join(result['unchanged'])}")
 

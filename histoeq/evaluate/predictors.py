@@ -25,6 +25,7 @@ class Predictor:
     predict: Callable[[np.ndarray], np.ndarray]
     tile_px: int | None
     info: dict[str, Any] = field(default_factory=dict)
+    stain: dict[str, Any] | None = None  # per-slide stain normalisation the model expects (histoeq.data.stain)
 
 
 PredictorLoader = Callable[[Path, torch.device], Predictor]
@@ -66,7 +67,8 @@ def load_checkpoint_predictor(path: Path, device: torch.device) -> Predictor:
                      tile_px=int(payload["tile_px"]),
                      info={"checkpoint": str(ckpt), "model_config": payload["model_config"],
                            "epoch": payload.get("epoch"), "val": payload.get("metrics", {}).get("val"),
-                           "classes": payload.get("classes")})
+                           "classes": payload.get("classes")},
+                     stain=payload.get("stain"))
 
 
 def load_predictor(path: str | Path, device: torch.device) -> Predictor:

@@ -14,8 +14,8 @@ from typing import Any
 from histoeq.atomic import atomic_paths, check_output_dir
 from histoeq.errors import HistoeqError, InputError
 from histoeq.evaluate.plots import metric_vs_angle_figure, write_png
-from histoeq.evaluate.predictors import load_predictor
-from histoeq.evaluate.rotation_eval import TTA_CHOICES, evaluate_predictor, prepare_inputs
+from histoeq.evaluate.predictors import Predictor, load_predictor
+from histoeq.evaluate.rotation_eval import TTA_CHOICES, EvalInputs, evaluate_predictor, prepare_inputs
 from histoeq.progress import ProgressFn, null_progress
 
 EVAL_JSON = "eval.json"
@@ -65,13 +65,14 @@ def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path,
                                      f"{dataset.tile_px} px tiles")
     inputs = prepare_inputs(dataset, split=split, rotations=rotations, flips=flips, slides=slides, limit=limit,
                             progress=progress)
+    stain = _normalise_stain(inputs, predictors, dataset.meta)
     results = []
     for i, p in enumerate(predictors):
         result = evaluate_predictor(p.predict, inputs, tta=tta, batch_size=batch_size, progress=progress,
                                     task=f"eval {i + 1}/{len(predictors)}")
         results.append({"run": p.name, **p.info, **result})
     record = {"data": str(data), "split": split, "rotations": rotations, "flips": flips, "tta": tta or "none",
-              "context": inputs.context, "n": int(len(inputs.labels)), "runs": results}
+              "context": inputs.context, "n": int(len(inputs.labels)), "stain": stain, "runs": results}
     labels = [_short_label(r["run"], r.get("model_config")) for r in results]
     title = f"AUC vs rotation ({split}, {inputs.context.split(' (')[0]})"
     with atomic_paths([out / PLOT_NAME, out / EVAL_JSON], suffix=".png") as (plot_tmp, json_tmp):
@@ -86,6 +87,33 @@ def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path,
             raise InputError(out / EVAL_JSON, problem) from None
     record["files"] = {"json": str(out / EVAL_JSON), "plot": str(out / PLOT_NAME)}
     return record
+
+
+def _normalise_stain(inputs: EvalInputs, predictors: Sequence[Predictor], dataset_meta: dict[str, Any]
+                     ) -> dict[str, Any] | None:
+    """Models trained on stain-normalised patches see the evaluated patches normalised the same way: per patient
+    (a patient's patches stand for its slide), unless the dataset already carries that very normalisation."""
+    import json
+
+    import numpy as np
+
+    from histoeq.data.stain import dataset_stain, normalise_groups
+
+    wanted = {json.dumps(p.stain, sort_keys=True) for p in predictors}
+    if len(wanted) > 1:
+        raise InputError(None, "these models expect different stain normalisation (histoeq normalise); evaluate "
+                               "them in separate runs")
+    stain = predictors[0].stain
+    if stain is None:
+        return None
+    have = dataset_stain(dataset_meta)
+    if have is not None and have.get("reference") == stain.get("reference"):
+        return {"method": stain.get("method"), "applied": "by the dataset (histoeq normalise)"}
+    images = inputs.images.numpy()
+    companions = () if inputs.contexts is None else (inputs.contexts.numpy(),)
+    patients = inputs.patients if inputs.patients is not None else np.zeros(len(images), dtype=int)
+    unchanged = normalise_groups(images, patients, stain, companions)
+    return {"method": stain.get("method"), "applied": "per patient, by eval", "unchanged": unchanged}
 
 
 def _short_label(run: str, config: dict[str, Any] | None) -> str:

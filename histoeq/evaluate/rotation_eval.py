@@ -47,6 +47,7 @@ class EvalInputs:
     contexts: torch.Tensor | None = None
     context_counts: dict[str, int] = field(default_factory=lambda: {"slide": 0, "reflect": 0})
     dataset: str = ""
+    patients: np.ndarray | None = None  # patient of each patch: the unit of per-slide stain normalisation
 
     @property
     def context(self) -> str:
@@ -69,7 +70,8 @@ def prepare_inputs(dataset: Any, split: str = "test", rotations: int = 8, flips:
     images = torch.from_numpy(np.ascontiguousarray(dataset.images[ids]))
     views = make_views(rotations, flips)
     inputs = EvalInputs(images=images, labels=dataset.labels[ids], views=views, split=split,
-                        tile_px=dataset.tile_px, dataset=str(dataset.path))
+                        tile_px=dataset.tile_px, dataset=str(dataset.path),
+                        patients=dataset.index.set_index("id").loc[ids, "patient"].astype(str).to_numpy())
     if not all(v.exact for v in views):
         rows = dataset.index.iloc[ids] if (dataset.index["id"].to_numpy() == np.arange(len(dataset))).all() \
             else dataset.index.set_index("id").loc[ids].reset_index()

@@ -24,6 +24,7 @@ def load_onnx_for_eval(path: Path, device: Any) -> Any:
         tile_px=meta.tile_px,
         info={"onnx": str(path), "provider": model.provider, "model_config": meta.model_config,
               "classes": meta.classes, "val": meta.metrics.get("val"), "precision": meta.precision},
+        stain=meta.stain,
     )
 
 

@@ -62,6 +62,7 @@ def _model_metadata(model: nn.Module, info: dict[str, Any], fp16: bool, source: 
         mpp=float(mpp),
         normalisation={"mean": [float(v) for v in normalisation["mean"]], "std": [float(v) for v in normalisation["std"]]},
         precision="fp16" if fp16 else "fp32",
+        stain=info.get("stain"),
         data_hash=info.get("data_hash"),
         fraction_hash=info.get("fraction_hash"),
         metrics=dict(info.get("metrics") or {}),
@@ -216,7 +217,7 @@ def export_run(
     return export_model(model, info, out, opset=opset, fp16=fp16, idc_dir=idc_dir, source=source, progress=progress)
 
 
-_MUST_MATCH = ("classes", "tile_px", "mpp", "normalisation")
+_MUST_MATCH = ("classes", "tile_px", "mpp", "normalisation", "stain")
 
 
 def load_ensemble(runs: Sequence[str | Path]) -> tuple[nn.Module, dict[str, Any]]:
@@ -243,7 +244,7 @@ def load_ensemble(runs: Sequence[str | Path]) -> tuple[nn.Module, dict[str, Any]
         values = {info.get(key) for _, info in loaded}
         return values.pop() if len(values) == 1 else None
 
-    info = {key: first[key] for key in _MUST_MATCH}
+    info = {key: first.get(key) for key in _MUST_MATCH}
     info.update(
         model_config=ensemble.config, data_hash=shared("data_hash"), fraction_hash=shared("fraction_hash"),
         metrics={"members": [{"run": str(r), **(i.get("metrics") or {})} for r, (_, i) in zip(runs, loaded, strict=True)]},

@@ -40,6 +40,9 @@ class ModelMetadata:
     mpp: float  # micrometres per pixel of the tiles the model was trained on
     normalisation: dict[str, list[float]]  # mean/std in [0, 1] units, applied inside the graph
     precision: str = "fp32"  # fp32 or fp16 (weights and activations; input stays uint8, outputs float32)
+    # Per-slide colour normalisation the caller applies before the graph (histoeq.data.stain), None for none:
+    # {"method": "reinhard-lab" | "macenko" | "macenko-vectors", "per": "slide", "reference": {...}}
+    stain: dict[str, Any] | None = None
     data_hash: str | None = None
     fraction_hash: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -102,4 +105,12 @@ def parse_metadata(props: Mapping[str, str], path: str | Path) -> ModelMetadata:
     mpp_ok = isinstance(meta.mpp, int | float) and not isinstance(meta.mpp, bool) and math.isfinite(meta.mpp)
     if not (mpp_ok and meta.mpp > 0):
         raise InputError(path, f"histoeq metadata has an unusable µm/px ({meta.mpp!r})")
+    if meta.stain is not None:
+        from histoeq.data.stain import check_stain
+        from histoeq.errors import HistoeqError
+
+        try:
+            check_stain(meta.stain)
+        except HistoeqError as exc:
+            raise InputError(path, f"histoeq metadata has an unusable stain normalisation ({exc})") from None
     return meta

@@ -21,6 +21,7 @@ import numpy as np
 
 from histoeq import __version__
 from histoeq.atomic import atomic_paths, check_output_dir
+from histoeq.data.stain import StainTransform, sample_evenly
 from histoeq.errors import HistoeqError, InputError
 from histoeq.infer.grid import TileGrid, tile_grid, tile_rects
 from histoeq.infer.heatmap import probability_grid, write_heatmap_png
@@ -34,6 +35,7 @@ from histoeq.slide import open_slide
 from histoeq.slide.tissue import tissue_fraction, tissue_mask
 
 THUMBNAIL_PX = 1024  # tissue mask and heatmap background; 50 px tiles of a 32k slide are still 1.6 px here
+STAIN_SAMPLE_TILES = 2048  # tiles read (evenly spread) to measure a slide's colour for a stain-normalised model
 
 
 @dataclass
@@ -110,11 +112,28 @@ def select_tiles(slide: Any, model: OnnxTileModel, options: PredictOptions) -> t
     return grid, keep, thumb, float(downsample)
 
 
+def slide_stain_transform(slide: Any, grid: TileGrid, keep: np.ndarray, model: OnnxTileModel,
+                          options: PredictOptions) -> StainTransform | None:
+    """For a model trained on stain-normalised patches (metadata ``stain``): the slide's colour statistics, from up
+    to `STAIN_SAMPLE_TILES` of its kept tiles spread over the whole slide, and the map to the model's reference.
+    None for a model without stain normalisation."""
+    stain = model.metadata.stain
+    if stain is None:
+        return None
+    kept = np.flatnonzero(keep.ravel())
+    sample = np.zeros(keep.size, dtype=bool)
+    sample[kept[sample_evenly(len(kept), STAIN_SAMPLE_TILES)]] = True
+    batches = iter_batches(slide, grid, sample.reshape(keep.shape), model.metadata.mpp, options.batch_size,
+                           options.block, options.workers)
+    return StainTransform.measure(stain, (tiles for _, tiles in batches))
+
+
 def run_tiles(
     slide: Any, grid: TileGrid, keep: np.ndarray, model: OnnxTileModel, options: PredictOptions,
-    progress: ProgressFn = null_progress, task: str = "predict",
+    progress: ProgressFn = null_progress, task: str = "predict", transform: StainTransform | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(flat grid indices, probabilities) of the kept tiles, in reading order."""
+    """(flat grid indices, probabilities) of the kept tiles, in reading order; `transform` (the slide's stain
+    normalisation) is applied to every batch before the model."""
     total = int(keep.sum())
     indices = np.empty(total, dtype=np.int64)
     probs = np.empty((total, len(model.classes)), dtype=np.float32)
@@ -124,7 +143,7 @@ def run_tiles(
     ):
         n = len(idx)
         indices[done : done + n] = idx
-        probs[done : done + n] = model(tiles)
+        probs[done : done + n] = model(tiles if transform is None else transform(tiles))
         done += n
         rate = done / max(time.perf_counter() - start, 1e-9)
         progress(task, done, total, f"{rate:,.0f} tiles/s")
@@ -138,7 +157,8 @@ def predict_slide(
     start = time.perf_counter()
     slide = open_slide(path, options.mpp)
     grid, keep, thumb, downsample = select_tiles(slide, model, options)
-    indices, probs = run_tiles(slide, grid, keep, model, options, progress, task=path.name)
+    transform = slide_stain_transform(slide, grid, keep, model, options)
+    indices, probs = run_tiles(slide, grid, keep, model, options, progress, task=path.name, transform=transform)
     infer_s = time.perf_counter() - start
     rows, cols = np.divmod(indices, grid.cols)
     x, y = grid.top_left(rows, cols)
@@ -163,6 +183,7 @@ def predict_slide(
                 "tile_px": meta.tile_px, "mpp": meta.mpp, "precision": meta.precision, "data_hash": meta.data_hash,
                 "metrics": meta.metrics, "histoeq_version": meta.histoeq_version,
             },
+            "stain": None if transform is None else transform.record(),
             "provider": model.provider,
             "grid": {k: v for k, v in asdict(grid).items()},
             "options": asdict(options),

@@ -36,6 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
 from histoeq import __version__
+from histoeq.data.stain import dataset_stain
 from histoeq.errors import HistoeqError, InputError
 from histoeq.evaluate.metrics import classification_metrics
 from histoeq.progress import ProgressFn, null_progress
@@ -193,6 +194,7 @@ class _Run:
             "normalisation": {"mean": list(dataset.normalisation["mean"]), "std": list(dataset.normalisation["std"])},
             "data_hash": runinfo.dataset_hash(dataset.path),
             "fraction_hash": self.fraction_hash,
+            "stain": dataset_stain(dataset.meta),
             "histoeq_version": __version__,
         }
 
@@ -227,7 +229,8 @@ class _Run:
             "status": status,
             "options": self.config.options(),
             "dataset": {"path": str(self.dataset.path), "hash": self.static["data_hash"],
-                        "classes": self.dataset.classes, "tile_px": self.dataset.tile_px, "mpp": self.dataset.mpp},
+                        "classes": self.dataset.classes, "tile_px": self.dataset.tile_px, "mpp": self.dataset.mpp,
+                        "stain": self.static["stain"]},
             "fraction": {"fraction": self.config.fraction, "n_train": int(len(self.chosen)),
                          "sha256": self.fraction_hash, "ids_file": runinfo.FRACTION_IDS},
             "n_val": len(self.val_data),

@@ -14,7 +14,7 @@ import pytest
 from histoeq.data.dataset import DatasetWriter
 from histoeq.evaluate import predictors
 from histoeq.evaluate.predictors import Predictor
-from tests.conftest import run_cli
+from tests.conftest import assert_one_line_error, run_cli
 
 
 def _darkness(batch: np.ndarray) -> np.ndarray:
@@ -87,3 +87,42 @@ def test_evaluate_predictor_rejects_batch_size_below_one(setup):
 
     with pytest.raises(HistoeqError, match="--batch-size must be at least 1, got 0"):
         evaluate_predictor(_darkness, PatchDataset.open(setup[1]), batch_size=0, split="test", rotations=4)
+
+
+def _never_called(batch: np.ndarray) -> np.ndarray:
+    raise AssertionError("the model ran before its class count was checked")
+
+
+def test_model_with_other_class_count_is_refused_before_any_work(setup, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(predictors.PREDICTOR_LOADERS, ".three",
+                        lambda path, device: Predictor(name=str(path), predict=_never_called, tile_px=8,
+                                                       info={"classes": ["a", "b", "c"]}))
+    model = tmp_path / "model.three"
+    model.write_text("stand-in")
+    code, err = _eval(model, setup[1], tmp_path / "ev", capsys)
+    assert_one_line_error(code, err, str(model), "3 classes", "has 2 (neg, pos)")
+    assert not (tmp_path / "ev").exists()
+
+
+def test_onnx_model_with_other_class_count_is_refused(setup, tmp_path, capsys):
+    import torch
+
+    from histoeq.export import export_model
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(4, 3)).eval()
+    info = {"model_config": {"name": "tiny"}, "classes": ["a", "b", "c"], "tile_px": 8, "mpp": 4.0,
+            "normalisation": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    model = export_model(net, info, tmp_path / "three.onnx").path
+    code, err = _eval(model, setup[1], tmp_path / "ev", capsys)
+    assert_one_line_error(code, err, "three.onnx", "3 classes")
+    assert not (tmp_path / "ev").exists()
+
+
+def test_missing_slides_folder_is_refused_even_without_45_degree_views(setup, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    for slides, problem in ((tmp_path / "nowhere", "no such --slides folder"), (tmp_path / "afile", "not a folder")):
+        code, err = _eval(*setup, tmp_path / "ev", capsys, "--slides", slides)  # --rotations 4: all views exact
+        assert_one_line_error(code, err, str(slides), problem)
+    assert not (tmp_path / "ev").exists()

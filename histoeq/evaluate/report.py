@@ -51,6 +51,8 @@ def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path,
         raise HistoeqError(f"--rotations must be at least 1, got {rotations}")
     if batch_size < 1:
         raise HistoeqError(f"--batch-size must be at least 1, got {batch_size}")
+    if slides is not None and not Path(slides).is_dir():  # a typo would go unnoticed when every view is exact
+        raise InputError(slides, "--slides is not a folder" if Path(slides).exists() else "no such --slides folder")
     out = Path(out)
     check_output_dir(out)  # before minutes of evaluation, not after
     for name in (PLOT_NAME, EVAL_JSON):
@@ -63,6 +65,10 @@ def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path,
         if p.tile_px is not None and p.tile_px != dataset.tile_px:
             raise InputError(p.name, f"model was trained on {p.tile_px} px tiles but {data} has "
                                      f"{dataset.tile_px} px tiles")
+        classes = p.info.get("classes")
+        if classes is not None and len(classes) != len(dataset.classes):  # its probabilities would be misread
+            raise InputError(p.name, f"model has {len(classes)} classes ({', '.join(map(str, classes))}) but {data} "
+                                     f"has {len(dataset.classes)} ({', '.join(dataset.classes)})")
     inputs = prepare_inputs(dataset, split=split, rotations=rotations, flips=flips, slides=slides, limit=limit,
                             progress=progress)
     stain = _normalise_stain(inputs, predictors, dataset.meta)

@@ -126,3 +126,28 @@ def test_missing_slides_folder_is_refused_even_without_45_degree_views(setup, tm
         code, err = _eval(*setup, tmp_path / "ev", capsys, "--slides", slides)  # --rotations 4: all views exact
         assert_one_line_error(code, err, str(slides), problem)
     assert not (tmp_path / "ev").exists()
+
+
+def test_one_class_split_records_undefined_auc_without_warnings(setup, tmp_path, capsys, recwarn):
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 255, (6, 8, 8, 3)).astype(np.uint8)  # all negative, some predicted positive
+    with DatasetWriter(tmp_path / "one", tile_px=8, classes=["neg", "pos"]) as writer:
+        writer.add(images, [{"label": 0, "patient": f"p{i}", "split": "test"} for i in range(6)])
+    code, out, err = run_cli(["eval", setup[0], "--data", tmp_path / "one", "--out", tmp_path / "ev",
+                              "--rotations", 8, "--device", "cpu"], capsys)
+    assert code == 0 and err == "", err
+    assert [str(w.message) for w in recwarn if issubclass(w.category, UserWarning | RuntimeWarning)] == []
+    assert "AUC is undefined" in out
+    result = json.loads((tmp_path / "ev" / "eval.json").read_text())["runs"][0]
+    assert all(np.isnan(v["auc"]) for v in result["views"]) and np.isnan(result["summary"]["auc"]["mean"])
+    assert result["summary"]["accuracy"]["mean"] > 0
+
+
+def test_metrics_of_a_subset_missing_a_class_are_quiet(recwarn):
+    from histoeq.evaluate.metrics import classification_metrics
+
+    probs = np.random.default_rng(0).dirichlet([1, 1, 1], 10)
+    multi = classification_metrics(np.arange(10) % 2, probs)  # class 2 absent: macro one-vs-rest AUC undefined
+    binary = classification_metrics(np.ones(10, dtype=int), probs[:, :2] / probs[:, :2].sum(1, keepdims=True))
+    assert np.isnan(multi["auc"]) and np.isnan(binary["auc"]) and 0 <= binary["balanced_accuracy"] <= 1
+    assert [str(w.message) for w in recwarn if issubclass(w.category, UserWarning | RuntimeWarning)] == []

@@ -128,6 +128,8 @@ def eval_command(
                       f"interpolated: mean {_fmt(inv['interpolated']['mean'])} max "
                       f"{_fmt(inv['interpolated']['max'])}; D4 spread {result['spread']['exact']:.3g}; "
                       f"label changes {result['label_change_fraction']:.2%}")
+    if any(math.isnan(r["auc"]) for result in record["runs"] for r in result["views"]):
+        console.print(f"note: AUC is undefined (nan) because not every class occurs in the {split} split")
     console.print(f"rotation context: {record['context']}")
     console.print(f"wrote {record['files']['json']} and {record['files']['plot']}")
 

@@ -26,7 +26,9 @@ import numpy as np
 import torch
 
 from histoeq.evaluate.context import build_contexts, describe_context
-from histoeq.evaluate.metrics import METRIC_NAMES, classification_metrics, positive_score, predicted_labels
+from histoeq.evaluate.metrics import (
+    METRIC_NAMES, classification_metrics, nan_summary, positive_score, predicted_labels,
+)
 from histoeq.evaluate.rotations import View, apply_view, exact_view, make_views
 from histoeq.progress import ProgressFn, null_progress
 
@@ -151,9 +153,7 @@ def _summarise(inputs: EvalInputs, rows: list[dict[str, Any]], scores: list[np.n
     summary = {}
     for name in METRIC_NAMES:
         values = np.array([r[name] for r in rows], dtype=np.float64)
-        summary[name] = {"identity": float(values[0]), "mean": float(np.nanmean(values)),
-                         "min": float(np.nanmin(values)), "max": float(np.nanmax(values)),
-                         "sd": float(np.nanstd(values))}
+        summary[name] = {"identity": float(values[0]), **nan_summary(values)}
     return {
         "n": int(len(inputs.labels)), "split": inputs.split, "tta": tta, "context": inputs.context,
         "context_counts": inputs.context_counts if inputs.contexts is not None else None,

@@ -267,3 +267,17 @@ def test_every_slide_is_checked_before_the_first_runs(good_model: Path, tmp_path
     (tmp_path / "folder.svs").mkdir()
     code, _, err = _predict(capsys, tmp_path / "folder.svs", good_model, tmp_path / "out")
     assert_one_line_error(code, err, "folder.svs", "is a directory, not a slide file")
+
+
+def test_slide_smaller_than_one_tile_is_refused_before_any_slide_runs(good_model: Path, tmp_path: Path,
+                                                                     capsys) -> None:
+    from histoeq.errors import InputError
+    from histoeq.infer.grid import tile_grid
+
+    good, tiny = _tiff(tmp_path / "a.tiff"), _tiff(tmp_path / "b_tiny.tiff", size=40)  # 50 px tiles, same µm/px
+    code, _, err = run_cli(["predict", good, tiny, "--model", good_model, "--out", tmp_path / "out",
+                            "--device", "cpu", "--tissue-threshold", "0"], capsys)
+    assert_one_line_error(code, err, "b_tiny.tiff", "40 x 40 px", "too small for one 50 px tile")
+    assert _nothing_written(tmp_path / "out")
+    with pytest.raises(InputError, match="thin.svs: slide is 1000 x 99 px"):  # one side is enough
+        tile_grid((1000, 99), 0.5, 1.0, 50, source="thin.svs")

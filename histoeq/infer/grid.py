@@ -65,7 +65,8 @@ def tile_grid(
     """The centred grid of model tiles (``tile_px`` at ``model_mpp``) on a slide of level-0 `dimensions`.
 
     A tile smaller than one level-0 pixel, or a grid of more than `MAX_TILES` tiles, comes from a wrong µm/px
-    (``--mpp`` or the model's) and would exhaust memory, so it is an `InputError` naming `source` (the slide)."""
+    (``--mpp`` or the model's) and would exhaust memory, so it is an `InputError` naming `source` (the slide); so is
+    a slide smaller than one tile, which would give no tiles at all."""
     stride_px = tile_px if stride_px is None else stride_px
     if stride_px <= 0 or tile_px <= 0:
         raise ValueError("tile size and stride must be positive")
@@ -77,6 +78,9 @@ def tile_grid(
                                  f"{slide_mpp:g} µm/px slide, under one pixel (is the µm/px right?)")
     cols, ox = _axis(width, footprint, step)
     rows, oy = _axis(height, footprint, step)
+    if rows == 0 or cols == 0:  # no tile fits: the outputs would be empty, silently
+        raise InputError(source, f"slide is {width} x {height} px at {slide_mpp:g} µm/px, too small for one {tile_px} "
+                                 f"px tile at {model_mpp:g} µm/px ({footprint:.4g} px square; is the µm/px right?)")
     if rows * cols > MAX_TILES:
         raise InputError(source, f"{rows * cols:,} tiles of {footprint:.3g} px at {slide_mpp:g} µm/px, more than "
                                  f"{MAX_TILES:,} (is the µm/px right?)")

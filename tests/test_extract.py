@@ -373,3 +373,17 @@ def test_bad_options(tmp_path, capsys, option, message):
     code, _, err = run_cli(["extract", slide, "--out", tmp_path / "ds", "--mpp", 1.0, *option], capsys)
     assert code == 2 and err.startswith(f"error: {message}") and len(err.splitlines()) == 1, err
     assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.parametrize("command", [["extract"], ["bench", "extract", "--repeats", 1]])
+def test_slide_resolution_errors_name_slide_mpp(tmp_path, capsys, command):
+    """extract and bench extract take the slides' µm/px as --slide-mpp (their --mpp is the patches' scale)."""
+    from tests.conftest import assert_one_line_error
+
+    nompp, good = _slide(tmp_path / "nompp.tiff", mpp=None), _slide(tmp_path / "good.tiff")
+    out = [] if command[0] == "bench" else ["--out", tmp_path / "ds"]
+    code, _, err = run_cli([*command, nompp, *out, "--mpp", 4.0, "--min-tissue", 0], capsys)
+    assert_one_line_error(code, err, "nompp.tiff", "no resolution", "pass --slide-mpp")
+    code, _, err = run_cli([*command, good, *out, "--mpp", 4.0, "--slide-mpp", -1], capsys)
+    assert_one_line_error(code, err, "good.tiff", "--slide-mpp must be a positive number, got -1")
+    assert not (tmp_path / "ds").exists()

@@ -281,3 +281,15 @@ def test_slide_smaller_than_one_tile_is_refused_before_any_slide_runs(good_model
     assert _nothing_written(tmp_path / "out")
     with pytest.raises(InputError, match="thin.svs: slide is 1000 x 99 px"):  # one side is enough
         tile_grid((1000, 99), 0.5, 1.0, 50, source="thin.svs")
+
+
+def test_slide_resolution_errors_name_mpp_in_predict_and_bench_predict(good_model: Path, tmp_path: Path,
+                                                                      capsys) -> None:
+    nores, good = _tiff(tmp_path / "nores.tiff", mpp=None), _tiff(tmp_path / "good.tiff")
+    for command in (["predict", "--out", tmp_path / "out"], ["bench", "predict"]):
+        code, _, err = run_cli([*command, nores, "--model", good_model, "--device", "cpu"], capsys)
+        assert_one_line_error(code, err, "nores.tiff", "no resolution", "pass --mpp")
+        assert "slide-mpp" not in err
+        code, _, err = run_cli([*command, good, "--model", good_model, "--device", "cpu", "--mpp", "-1"], capsys)
+        assert_one_line_error(code, err, "good.tiff", "--mpp must be a positive number, got -1")
+    assert _nothing_written(tmp_path / "out")

@@ -101,12 +101,17 @@ def test_mpp_override_and_missing(tmp_path):
     path = tmp_path / "x.png"
     Image.fromarray(_image()).save(path)
     with open_slide(path) as s:
-        with pytest.raises(InputError, match=r"x\.png: no resolution"):
+        with pytest.raises(InputError, match=r"x\.png: no resolution .*\(mpp=\)"):
+            _ = s.mpp
+    with open_slide(path, mpp_option="--slide-mpp") as s:  # a command names its own option
+        with pytest.raises(InputError, match=r"x\.png: no resolution .*; pass --slide-mpp$"):
             _ = s.mpp
     with open_slide(path, mpp=2.0) as s:
         assert s.mpp == 2.0 and s.read_region((0, 0), (100, 75), 8.0).shape == (75, 100, 3)
     with pytest.raises(InputError, match="positive"):
         open_slide(path, mpp=-1)
+    with pytest.raises(InputError, match="--mpp must be a positive number, got 0"):
+        open_slide(path, mpp=0, mpp_option="--mpp")
 
 
 @pytest.mark.parametrize("content,problem", [(b"", "zero-byte"), (b"hello, not a slide\n", "not a readable slide"),

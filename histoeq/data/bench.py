@@ -45,7 +45,7 @@ def bench_extract(slide_path: Path, annotations: Path | None = None, options: Ex
         raise InputError(None, f"--repeats must be at least 1, got {repeats}")
     slide_path = Path(slide_path)
     ann = None if annotations is None else find_for_slide(Path(annotations), slide_path, GEOJSON_SUFFIXES)
-    with open_slide(slide_path, mpp=opts.slide_mpp, reader="openslide") as slide:
+    with open_slide(slide_path, mpp=opts.slide_mpp, reader="openslide", mpp_option="--slide-mpp") as slide:
         if slide.backend != "openslide":
             raise InputError(slide_path, f"OpenSlide cannot read this slide (backend {slide.backend}); "
                                          "the benchmark compares against OpenSlide")
@@ -58,7 +58,8 @@ def bench_extract(slide_path: Path, annotations: Path | None = None, options: Ex
         if n == 0:
             raise InputError(slide_path, "no tiles to benchmark (no tissue / annotations)")
         native = abs(level_size - opts.patch_size) == 0
-    with open_slide(slide_path, mpp=opts.slide_mpp):  # one-time costs (imports, first open) are not throughput
+    # one-time costs (imports, first open) are not throughput
+    with open_slide(slide_path, mpp=opts.slide_mpp, mpp_option="--slide-mpp"):
         pass
     read_times, extract_times = [], []
     steps = 2 * repeats

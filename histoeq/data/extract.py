@@ -275,10 +275,9 @@ def extract_dataset(slides: list[Path], out: Path, annotations: Path | None = No
     regions_of: dict[int, RegionAnnotations] = {}
     try:
         for number, (slide_path, ann) in enumerate(zip(slides, ann_paths)):
-            slide = open_slide(slide_path, mpp=opts.slide_mpp)
+            slide = open_slide(slide_path, mpp=opts.slide_mpp, mpp_option="--slide-mpp")
             kept_open[number] = slide
-            if slide.metadata_mpp is None and opts.slide_mpp is None:
-                raise InputError(slide_path, "no resolution (µm/px) in the slide metadata; pass --slide-mpp")
+            slide.mpp  # noqa: B018  (no µm/px in metadata nor --slide-mpp: the InputError naming it comes here)
             if points is not None:
                 load_points(ann)
             elif ann is not None:
@@ -310,7 +309,8 @@ def _extract_checked(slides: list[Path], ann_paths: list[Path | None], points: P
                        overwrite=overwrite) as writer:
         for number, (slide_path, ann) in enumerate(zip(slides, ann_paths)):
             progress("slides", number, len(slides), slide_path.name)
-            slide = kept_open.pop(number, None) or open_slide(slide_path, mpp=opts.slide_mpp)
+            slide = kept_open.pop(number, None) or open_slide(slide_path, mpp=opts.slide_mpp,
+                                                              mpp_option="--slide-mpp")
             with slide:
                 if points is not None:
                     plan = plan_points(slide, load_points(ann), opts)

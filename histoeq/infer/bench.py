@@ -102,7 +102,7 @@ def bench_predict(
     slide_path = Path(slide_path)
     meter = PeakMemory()
     baseline = rss_bytes()
-    slide = open_slide(slide_path, options.mpp)
+    slide = open_slide(slide_path, options.mpp, mpp_option="--mpp")
     grid, keep, _, _ = select_tiles(slide, model, options)
     total = int(keep.sum())
     result = PredictBenchResult(

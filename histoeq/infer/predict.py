@@ -155,7 +155,7 @@ def predict_slide(
 ) -> SlideResult:
     """Predict one slide and write its four outputs; returns what was done."""
     start = time.perf_counter()
-    slide = open_slide(path, options.mpp)
+    slide = open_slide(path, options.mpp, mpp_option="--mpp")
     grid, keep, thumb, downsample = select_tiles(slide, model, options)
     transform = slide_stain_transform(slide, grid, keep, model, options)
     indices, probs = run_tiles(slide, grid, keep, model, options, progress, task=path.name, transform=transform)
@@ -264,7 +264,5 @@ def _check_slide(path: Path, out: Path, options: PredictOptions) -> tuple[tuple[
     for target in output_paths(out, path.stem).values():
         if target.is_dir():
             raise InputError(target, "cannot write the output: is a directory")
-    with open_slide(path, options.mpp) as slide:
-        if slide.metadata_mpp is None and options.mpp is None:
-            raise InputError(path, "no resolution (µm/px) in the slide metadata; pass --mpp")
-        return tuple(slide.dimensions), float(slide.mpp)
+    with open_slide(path, options.mpp, mpp_option="--mpp") as slide:
+        return tuple(slide.dimensions), float(slide.mpp)  # no µm/px in metadata or --mpp: InputError naming --mpp

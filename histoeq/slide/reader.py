@@ -25,10 +25,14 @@ KEEP_LEVEL_MAX_PX = 32_000_000  # a level this small (<= 96 MB RGB) decoded for 
 class Slide:
     """An open whole-slide image (use `open_slide`). Coordinates are level-0 pixels unless said otherwise."""
 
-    def __init__(self, path: str | Path, mpp: float | None = None, reader: str | None = None) -> None:
+    def __init__(self, path: str | Path, mpp: float | None = None, reader: str | None = None,
+                 mpp_option: str | None = None) -> None:
         self.path = Path(path)
+        # The command-line option that gives `mpp` (--mpp for predict, --slide-mpp for extract), so that the errors
+        # below tell the user what to pass; None (library use) names the `mpp` argument.
+        self.mpp_option = mpp_option
         if mpp is not None and not (mpp > 0 and math.isfinite(mpp)):
-            raise InputError(self.path, f"--mpp must be a positive number, got {mpp}")
+            raise InputError(self.path, f"{mpp_option or 'mpp'} must be a positive number, got {mpp}")
         self._backend = open_backend(self.path, prefer=reader)
         self.backend: str = self._backend.name
         self.vendor: str = self._backend.vendor
@@ -46,7 +50,8 @@ class Slide:
     def mpp(self) -> float:
         """µm per level-0 pixel (the `mpp=` override wins over metadata)."""
         if self._mpp is None:
-            raise InputError(self.path, "no resolution (µm/px) in the slide metadata; give the slide's µm/px")
+            how = f"pass {self.mpp_option}" if self.mpp_option else "give the slide's µm/px (mpp=)"
+            raise InputError(self.path, f"no resolution (µm/px) in the slide metadata; {how}")
         return self._mpp
 
     @property
@@ -147,9 +152,11 @@ class Slide:
                 f"levels={self.level_count}, mpp={self._mpp})")
 
 
-def open_slide(path: str | Path, mpp: float | None = None, reader: str | None = None) -> Slide:
+def open_slide(path: str | Path, mpp: float | None = None, reader: str | None = None,
+               mpp_option: str | None = None) -> Slide:
     """Open a slide with the right backend; `mpp` overrides the metadata resolution. Use as a context manager.
 
     `reader="openslide"` forces OpenSlide for pixels where it can read the file (default: fastest exact reader).
+    `mpp_option` is the command's option for `mpp` (e.g. "--slide-mpp"), named by a missing or bad resolution error.
     """
-    return Slide(path, mpp=mpp, reader=reader)
+    return Slide(path, mpp=mpp, reader=reader, mpp_option=mpp_option)

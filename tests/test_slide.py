@@ -167,3 +167,54 @@ def test_cmu_svs(cmu_svs):
     with open_slide(cmu_svs, reader="openslide") as ref, open_slide(cmu_svs) as fast:
         assert np.array_equal(ref.read_region((500, 700), (300, 200), 0.499),
                               fast.read_region((500, 700), (300, 200), 0.499))
+
+
+def _cmyk() -> np.ndarray:
+    """CMYK inks of `_image()` (K = 0, so RGB = 255 - CMY exactly) with a grey K-only square at [0, 20)²."""
+    rgb = _image()
+    cmyk = np.dstack([255 - rgb, np.zeros(rgb.shape[:2], np.uint8)])
+    cmyk[:20, :20] = (0, 0, 0, 55)  # K only: grey 200
+    return cmyk
+
+
+@pytest.mark.parametrize("kind", ["strip", "tiled", "pil"])
+def test_cmyk_tiff_is_converted_to_rgb(tmp_path, kind):
+    path = tmp_path / f"{kind}.tif"
+    if kind == "pil":
+        Image.fromarray(_cmyk(), mode="CMYK").save(path)
+    else:
+        tifffile.imwrite(path, _cmyk(), photometric="separated", **_res(0.5),
+                         **({"tile": (128, 128), "compression": "zlib"} if kind == "tiled" else {}))
+    with open_slide(path, mpp=0.5) as s:
+        region = s.read_region((0, 0), (400, 300), 0.5)
+        assert tuple(region[150, 200]) == PINK and tuple(region[10, 10]) == (200, 200, 200)
+        assert tuple(region[299, 399]) == (255, 255, 255)
+    if kind == "tiled":  # OpenSlide (libtiff) reads it too: the same pixels
+        with open_slide(path, reader="openslide") as ref:
+            assert ref.backend == "openslide" and np.array_equal(ref.read_region((0, 0), (400, 300), 0.5), region)
+
+
+def test_non_cmyk_ink_separation_is_refused(tmp_path):
+    path = tmp_path / "inks.tif"
+    tifffile.imwrite(path, _cmyk(), photometric="separated", extratags=[(332, 3, 1, 2, True)])  # InkSet: not CMYK
+    with pytest.raises(InputError, match="not supported") as err:
+        open_slide(path)
+    assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
+
+
+def test_float_tiff_with_nan_reads_cleanly(tmp_path):
+    import warnings
+
+    values = np.asarray(_image(), np.float32) / 255.0
+    values[:10] = np.nan
+    tifffile.imwrite(tmp_path / "part.tif", values, photometric="rgb", **_res(0.5))
+    tifffile.imwrite(tmp_path / "all.tif", np.full((64, 64, 3), np.nan, np.float32), photometric="rgb",
+                     tile=(32, 32), **_res(0.5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "invalid value encountered in cast" and the like
+        with open_slide(tmp_path / "part.tif") as s:
+            region = s.read_region((0, 0), (400, 300), 0.5)
+            assert tuple(region[150, 200]) == PINK  # NaN elsewhere does not spoil the 0..1 scaling
+            assert (region[:10] == 255).all()  # no data: white, like outside the slide
+        with open_slide(tmp_path / "all.tif") as s:
+            assert (s.read_region((0, 0), (64, 64), 0.5) == 255).all()

@@ -21,15 +21,26 @@ from histoeq.errors import InputError
 logging.getLogger("tifffile").setLevel(logging.CRITICAL)
 
 
-def to_rgb8(arr: np.ndarray) -> np.ndarray:
-    """Any decoded pixel array -> RGB uint8: grey is repeated, alpha composited on white, 16-bit/float scaled."""
+def to_rgb8(arr: np.ndarray, cmyk: bool = False) -> np.ndarray:
+    """Any decoded pixel array -> RGB uint8: grey is repeated, alpha composited on white, 16-bit/float scaled.
+
+    Float NaN means no data and becomes white (like the area outside a slide) rather than a cast warning and black.
+    `cmyk`: the first four channels are C, M, Y, K inks (TIFF photometric 'separated'), converted as libtiff (hence
+    OpenSlide) does, so both readers give the same pixels; a fifth channel is alpha.
+    """
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.dtype != np.uint8:
         if np.issubdtype(arr.dtype, np.floating):
-            arr = np.clip(arr * (255.0 if arr.max(initial=0) <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+            missing = np.isnan(arr)
+            scale = 255.0 if arr.max(initial=0, where=~missing) <= 1.0 else 1.0
+            arr = np.clip(np.where(missing, 255.0, arr * scale), 0, 255).astype(np.uint8)
         else:  # unsigned/signed integers: use the full range of the type (uint16 -> /257)
             arr = (arr.astype(np.float64) * (255.0 / np.iinfo(arr.dtype).max)).round().clip(0, 255).astype(np.uint8)
+    if cmyk:
+        ink = arr[:, :, :4].astype(np.uint16)
+        rgb = ((255 - ink[:, :, 3:4]) * (255 - ink[:, :, :3]) // 255).astype(np.uint8)
+        arr = np.concatenate([rgb, arr[:, :, 4:5]], axis=2)
     channels = arr.shape[2]
     if channels == 1:
         return np.repeat(arr, 3, axis=2)
@@ -56,6 +67,10 @@ def _paste(dst: np.ndarray, src: np.ndarray, x: int, y: int) -> None:
 
 class TruncatedTiff(ValueError):
     """The TIFF's directory points past the end of the file."""
+
+
+class UnsupportedTiff(ValueError):
+    """A well-formed TIFF whose pixels this reader cannot turn into RGB (e.g. non-CMYK ink separations)."""
 
 
 class OpenSlideBackend:
@@ -115,6 +130,7 @@ class TiffFileBackend:
                 raise TruncatedTiff("no image data offsets (truncated or corrupt header)")
             if max(ends) > size:
                 raise TruncatedTiff(f"image data ends at byte {max(ends)} but the file has {size} bytes (truncated)")
+        self._cmyk = [_is_cmyk(page) for page in self._pages]
         self.level_dimensions = [(int(p.imagewidth), int(p.imagelength)) for p in self._pages]
         w0 = self.level_dimensions[0][0]
         self.level_downsamples = [w0 / d[0] for d in self.level_dimensions]
@@ -177,7 +193,8 @@ class TiffFileBackend:
             else:
                 data = None
         seg, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
-        tile = to_rgb8(seg[0]) if seg is not None else np.full((page.tilelength, page.tilewidth, 3), 255, np.uint8)
+        tile = (to_rgb8(seg[0], self._cmyk[level]) if seg is not None
+                else np.full((page.tilelength, page.tilewidth, 3), 255, np.uint8))
         with self._lock:
             self._cache[key] = tile
             while len(self._cache) > self._CACHE_TILES:
@@ -190,7 +207,7 @@ class TiffFileBackend:
         if not page.is_tiled:  # strips: decode the level once (plain TIFFs are small enough)
             if level not in self._whole:
                 with self._lock:
-                    self._whole[level] = to_rgb8(page.asarray())
+                    self._whole[level] = to_rgb8(page.asarray(), self._cmyk[level])
             _paste(out, self._whole[level], -x, -y)
             return out
         tw, th = page.tilewidth, page.tilelength
@@ -208,6 +225,18 @@ class TiffFileBackend:
 
     def close(self) -> None:
         self._tif.close()
+
+
+def _is_cmyk(page: object) -> bool:
+    """Whether a TIFF page holds CMYK inks (photometric 'separated'); other separations are refused, since read as
+    they are their first inks would pass for RGB (wrong colours, K taken for alpha)."""
+    if int(page.photometric) != 5:  # SEPARATED
+        return False
+    inkset = page.tags.get("InkSet")
+    inks = int(page.samplesperpixel) - len(page.extrasamples or ())
+    if (1 if inkset is None else int(inkset.value)) != 1 or inks != 4:
+        raise UnsupportedTiff(f"ink-separated TIFF with {inks} non-CMYK inks is not supported; convert it to RGB")
+    return True
 
 
 class PilBackend:
@@ -283,6 +312,8 @@ def open_backend(path: Path, prefer: str | None = None) -> OpenSlideBackend | Ti
     if magic in TIFF_MAGIC:
         try:
             return TiffFileBackend(path)
+        except UnsupportedTiff as exc:
+            raise InputError(path, str(exc)) from None
         except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct errors on truncated files
             errors.append(f"tifffile: {_short(exc)}")
         return _raise_unreadable(path, "truncated or corrupt TIFF", errors)

@@ -130,7 +130,11 @@ class TiffFileBackend:
                 raise TruncatedTiff("no image data offsets (truncated or corrupt header)")
             if max(ends) > size:
                 raise TruncatedTiff(f"image data ends at byte {max(ends)} but the file has {size} bytes (truncated)")
-        self._cmyk = [_is_cmyk(page) for page in self._pages]
+        try:
+            self._cmyk = [_is_cmyk(page) for page in self._pages]
+        except UnsupportedTiff:
+            self._tif.close()  # refused: do not leave the file open
+            raise
         self.level_dimensions = [(int(p.imagewidth), int(p.imagelength)) for p in self._pages]
         w0 = self.level_dimensions[0][0]
         self.level_downsamples = [w0 / d[0] for d in self.level_dimensions]

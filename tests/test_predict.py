@@ -103,3 +103,47 @@ def test_default_model_missing_is_a_clear_error(cmu_svs: Path, tmp_path: Path, c
     monkeypatch.setattr(predict_mod, "__file__", str(tmp_path / "a" / "b" / "predict.py"))
     code, out, err = run_cli(["predict", cmu_svs, "--out", tmp_path / "o"], capsys)
     assert code == 2 and "no model given and no *.onnx found" in err and "--model" in err
+
+
+def test_stain_normalised_model_normalises_each_slide(colour_model: Path, idc_dir: Path, tmp_path: Path,
+                                                      capsys) -> None:
+    """A model whose metadata asks for Macenko normalisation: predict measures the slide's stains from its tiles,
+    records them, and feeds the model exactly the normalised tiles (checked against the plain colour model run on
+    tiles normalised by hand with the recorded statistics)."""
+    import onnx
+
+    from histoeq.data.stain import METHODS, StainTransform
+    from histoeq.infer.onnx_model import OnnxTileModel
+    from histoeq.slide import open_slide
+
+    with open(idc_dir / "labels.csv", newline="") as fh:
+        train = [r for r in csv.DictReader(fh) if r["split"] == "train"][::40]
+    patches = np.stack([a for a in (np.asarray(Image.open(idc_dir / r["path"]).convert("RGB")) for r in train)
+                        if a.shape[:2] == (50, 50)])
+    stain = {"method": "macenko", "per": "slide", "reference": METHODS["macenko"].measure([patches])}
+    proto = onnx.load(colour_model)
+    doc = json.loads(next(p.value for p in proto.metadata_props if p.key == "histoeq"))
+    for prop in proto.metadata_props:
+        if prop.key == "histoeq":
+            prop.value = json.dumps({**doc, "stain": stain})
+    stained = tmp_path / "stained.onnx"
+    onnx.save(proto, stained)
+
+    slide = idc_dir / "slides" / "8918.tiff"
+    code, _, err = run_cli(["predict", slide, "--model", stained, "--out", tmp_path / "out", "--device", "cpu"],
+                           capsys)
+    assert code == 0, err
+    record = json.loads((tmp_path / "out" / "8918.json").read_text())
+    assert record["stain"]["method"] == "macenko" and record["stain"]["applied"] is True
+    assert record["stain"]["reference"] == stain["reference"]
+    with open(tmp_path / "out" / "8918.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))[::97]
+    transform = StainTransform(stain, record["stain"]["slide"])
+    with open_slide(slide) as reader:
+        tiles = np.stack([np.asarray(reader.read_region((int(r["minx"]), int(r["miny"])), (50, 50), 4.0))[..., :3]
+                          for r in rows])
+    expected = OnnxTileModel(colour_model, "cpu")(transform(tiles))[:, 1]
+    plain = OnnxTileModel(colour_model, "cpu")(tiles)[:, 1]
+    got = np.array([float(r["prob_idc"]) for r in rows])
+    assert np.allclose(got, expected, atol=1e-5)
+    assert np.abs(got - plain).max() > 1e-3  # the normalisation did change what the model saw

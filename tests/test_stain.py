@@ -175,3 +175,13 @@ def test_train_export_eval_and_predict_apply_the_same_normalisation(tmp_path: Pa
             scores[model.name, data] = record["runs"][0]["summary"]["auc"]["identity"]
     assert scores["run", "ds"] == pytest.approx(scores["run", "norm"], abs=1e-6)
     assert scores["m.onnx", "ds"] == pytest.approx(scores["m.onnx", "norm"], abs=1e-6)
+
+
+def test_model_metadata_with_a_broken_stain_record_is_refused() -> None:
+    from histoeq.export.metadata import ModelMetadata, parse_metadata
+
+    meta = ModelMetadata(model_name="cnn", model_config={}, group={"name": "C1", "order": 1}, classes=["a", "b"],
+                         tile_px=50, mpp=4.0, normalisation={"mean": [0.5] * 3, "std": [0.2] * 3},
+                         stain={"method": "macenko", "reference": {"stain_matrix": [[1, 0, 0]]}})
+    with pytest.raises(InputError, match="m.onnx: histoeq metadata has an unusable stain normalisation"):
+        parse_metadata(meta.to_props(), "m.onnx")

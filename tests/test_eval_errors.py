@@ -45,7 +45,43 @@ def _eval(model: Path, data: Path, out: Path, capsys, *extra) -> tuple[int, str]
 def test_stand_in_model_evaluates(setup, tmp_path, capsys):
     code, err = _eval(*setup, tmp_path / "ev", capsys)
     assert code == 0, err
-    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == ["auc_vs_angle.png", "eval.json"]
+    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == ["auc_vs_angle.png", "eval.json",
+                                                                   "predictions.csv"]
+
+
+def test_per_patient_metrics_and_predictions_csv(setup, tmp_path, capsys):
+    """eval.json holds each patient's metrics of the unrotated view and predictions.csv every patch's
+    probabilities; both agree with the pooled figures and with each other."""
+    import pandas as pd
+
+    from histoeq.evaluate.metrics import classification_metrics
+
+    model, _ = setup
+    rng = np.random.default_rng(1)
+    labels = np.array([0, 1] * 10 + [0, 0, 0, 1] * 5)  # patient a: half positive; b: a quarter
+    images = (rng.integers(90, 200, (40, 8, 8, 3)) - 50 * labels[:, None, None, None]).astype(np.uint8)
+    data = tmp_path / "two"
+    with DatasetWriter(data, tile_px=8, classes=["neg", "pos"]) as writer:
+        writer.add(images, [{"label": int(k), "patient": "a" if i < 20 else "b", "split": "test"}
+                            for i, k in enumerate(labels)])
+    code, err = _eval(model, data, tmp_path / "ev", capsys)
+    assert code == 0, err
+    result = json.loads((tmp_path / "ev" / "eval.json").read_text())["runs"][0]
+    table = pd.read_csv(tmp_path / "ev" / "predictions.csv", dtype={"patient": str})
+    assert list(table.columns) == ["run", "id", "patient", "label", "prob_neg", "prob_pos"]
+    assert len(table) == 40 and list(table["id"]) == list(range(40)) and list(table["label"]) == list(labels)
+    assert np.allclose(table["prob_pos"], _darkness(images), atol=1e-6)
+    assert np.allclose(table["prob_neg"] + table["prob_pos"], 1.0)
+    per_patient = {r["patient"]: r for r in result["per_patient"]}
+    assert set(per_patient) == {"a", "b"} and [per_patient[p]["n"] for p in "ab"] == [20, 20]
+    assert [per_patient[p]["positives"] for p in "ab"] == [10, 5]
+    for patient, rows in table.groupby("patient"):
+        expected = classification_metrics(rows["label"].to_numpy(), rows[["prob_neg", "prob_pos"]].to_numpy())
+        assert per_patient[patient]["auc"] == pytest.approx(expected["auc"])
+        assert per_patient[patient]["balanced_accuracy"] == pytest.approx(expected["balanced_accuracy"])
+        assert per_patient[patient]["mean_score"] == pytest.approx(rows["prob_pos"].mean())
+    pooled = classification_metrics(table["label"].to_numpy(), table[["prob_neg", "prob_pos"]].to_numpy())
+    assert result["summary"]["auc"]["identity"] == pytest.approx(pooled["auc"])
 
 
 @pytest.mark.parametrize("size", [0, -1])

@@ -102,7 +102,7 @@ _EVAL_EPILOG = """\
 def eval_command(
     runs: list[Path] = typer.Argument(..., help="Run folders (their best.pt), checkpoints, or exported models."),
     data: Path = typer.Option(..., "--data", help="Dataset folder."),
-    out: Path = typer.Option(..., "--out", help="Output folder for eval.json and the plot."),
+    out: Path = typer.Option(..., "--out", help="Output folder for eval.json, the plot and predictions.csv."),
     split: str = typer.Option("test", "--split", help="train, val or test."),
     rotations: int = typer.Option(8, "--rotations", help="N: evaluate at angles k*360/N."),
     flips: bool = typer.Option(False, "--flips", help="Also evaluate every angle after a mirror."),
@@ -128,10 +128,17 @@ def eval_command(
                       f"interpolated: mean {_fmt(inv['interpolated']['mean'])} max "
                       f"{_fmt(inv['interpolated']['max'])}; D4 spread {result['spread']['exact']:.3g}; "
                       f"label changes {result['label_change_fraction']:.2%}")
+        patients = result.get("per_patient") or []
+        if len(patients) > 1:
+            print_table(f"{result['run']} per patient (unrotated)", ["Patient", "Patches", "Positives",
+                        "Mean p", "AUC", "Bal. acc", "F1"],
+                        [[r["patient"], r["n"], r["positives"], r["mean_score"], r["auc"], r["balanced_accuracy"],
+                          r["f1"]] for r in patients])
     if any(math.isnan(r["auc"]) for result in record["runs"] for r in result["views"]):
         console.print(f"note: AUC is undefined (nan) because not every class occurs in the {split} split")
     console.print(f"rotation context: {record['context']}")
-    console.print(f"wrote {record['files']['json']} and {record['files']['plot']}")
+    files = record["files"]
+    console.print(f"wrote {files['json']}, {files['plot']} and {files['predictions']}")
 
 
 def _fmt(value: float | None) -> str:

@@ -46,6 +46,7 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, f
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        warnings.filterwarnings("ignore", message="A single label was found")
         if np.unique(labels).size < 2:
             auc = float("nan")
         elif binary:

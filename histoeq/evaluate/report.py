@@ -1,8 +1,9 @@
 """`histoeq eval`: evaluate one or more runs (or exported models) under rotations and write the report.
 
-Writes ``eval.json`` (settings, context used, and per run the result of `evaluate_predictor`) and
-``auc_vs_angle.png`` into the output folder as one set: both or neither, eval.json renamed into place last so its
-presence marks a complete report; the CLI prints the table.
+Writes ``eval.json`` (settings, context used, and per run the result of `evaluate_predictor`, with per-patient
+metrics), ``auc_vs_angle.png`` and ``predictions.csv`` (every patch's probabilities in the unrotated view) into the
+output folder as one set: all or none, eval.json renamed into place last so its presence marks a complete report;
+the CLI prints the tables.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from histoeq.progress import ProgressFn, null_progress
 
 EVAL_JSON = "eval.json"
 PLOT_NAME = "auc_vs_angle.png"
+PREDICTIONS_CSV = "predictions.csv"
 
 
 def angle_series(results: Sequence[tuple[str, dict[str, Any]]], metric: str = "auc") -> list[dict[str, Any]]:
@@ -55,7 +57,7 @@ def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path,
         raise InputError(slides, "--slides is not a folder" if Path(slides).exists() else "no such --slides folder")
     out = Path(out)
     check_output_dir(out)  # before minutes of evaluation, not after
-    for name in (PLOT_NAME, EVAL_JSON):
+    for name in (PLOT_NAME, PREDICTIONS_CSV, EVAL_JSON):
         if (out / name).is_dir():
             raise InputError(out / name, "cannot write the output: is a directory")
     torch_device = resolve_device(device)
@@ -72,27 +74,56 @@ def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path,
     inputs = prepare_inputs(dataset, split=split, rotations=rotations, flips=flips, slides=slides, limit=limit,
                             progress=progress)
     stain = _normalise_stain(inputs, predictors, dataset.meta)
-    results = []
+    results, probabilities = [], []
     for i, p in enumerate(predictors):
         result = evaluate_predictor(p.predict, inputs, tta=tta, batch_size=batch_size, progress=progress,
-                                    task=f"eval {i + 1}/{len(predictors)}")
+                                    task=f"eval {i + 1}/{len(predictors)}", keep_probabilities=True)
+        probabilities.append(result.pop("probabilities"))
         results.append({"run": p.name, **p.info, **result})
     record = {"data": str(data), "split": split, "rotations": rotations, "flips": flips, "tta": tta or "none",
               "context": inputs.context, "n": int(len(inputs.labels)), "stain": stain, "runs": results}
     labels = [_short_label(r["run"], r.get("model_config")) for r in results]
     title = f"AUC vs rotation ({split}, {inputs.context.split(' (')[0]})"
-    with atomic_paths([out / PLOT_NAME, out / EVAL_JSON], suffix=".png") as (plot_tmp, json_tmp):
+    table = predictions_table(inputs, [r["run"] for r in results], probabilities, dataset.classes)
+    with atomic_paths([out / PLOT_NAME, out / PREDICTIONS_CSV, out / EVAL_JSON], suffix=".png") as (
+            plot_tmp, csv_tmp, json_tmp):
         try:
             write_png(metric_vs_angle_figure(angle_series(list(zip(labels, results))), "auc", title), plot_tmp)
         except OSError as exc:
             raise InputError(out / PLOT_NAME, f"cannot write the output ({exc.strerror or exc})") from None
         try:
+            table.to_csv(csv_tmp, index=False, float_format="%.6g")
+        except OSError as exc:
+            raise InputError(out / PREDICTIONS_CSV, f"cannot write the output ({exc.strerror or exc})") from None
+        try:
             write_json(json_tmp, record)
         except (OSError, InputError) as exc:  # InputError names the temporary name: name the real one
             problem = exc.problem if isinstance(exc, InputError) else f"cannot write the output ({exc.strerror})"
             raise InputError(out / EVAL_JSON, problem) from None
-    record["files"] = {"json": str(out / EVAL_JSON), "plot": str(out / PLOT_NAME)}
+    record["files"] = {"json": str(out / EVAL_JSON), "plot": str(out / PLOT_NAME),
+                       "predictions": str(out / PREDICTIONS_CSV)}
     return record
+
+
+def predictions_table(inputs: EvalInputs, runs: Sequence[str], probabilities: Sequence[Any],
+                      classes: Sequence[str]) -> Any:
+    """One row per run and patch of the unrotated view: run, id, patient, label, prob_<class>..., so any other
+    metric (another threshold, a per-slide figure) can be computed from the file without rerunning the models."""
+    import numpy as np
+    import pandas as pd
+
+    frames = []
+    for run, probs in zip(runs, probabilities, strict=True):
+        probs = np.asarray(probs).reshape(len(inputs.labels), -1)
+        if probs.shape[1] == 1 and len(classes) == 2:  # a predictor that returns p(positive) only
+            probs = np.concatenate([1.0 - probs, probs], axis=1)
+        frame = pd.DataFrame({"run": run, "id": inputs.ids if inputs.ids is not None else np.arange(len(probs)),
+                              "patient": inputs.patients if inputs.patients is not None else "",
+                              "label": inputs.labels})
+        for j, name in enumerate(classes[:probs.shape[1]]):
+            frame[f"prob_{name}"] = probs[:, j]
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
 
 
 def _normalise_stain(inputs: EvalInputs, predictors: Sequence[Predictor], dataset_meta: dict[str, Any]

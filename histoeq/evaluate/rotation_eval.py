@@ -49,7 +49,8 @@ class EvalInputs:
     contexts: torch.Tensor | None = None
     context_counts: dict[str, int] = field(default_factory=lambda: {"slide": 0, "reflect": 0})
     dataset: str = ""
-    patients: np.ndarray | None = None  # patient of each patch: the unit of per-slide stain normalisation
+    patients: np.ndarray | None = None  # patient of each patch: per-patient metrics and stain normalisation
+    ids: np.ndarray | None = None  # dataset ids of the patches (predictions.csv)
 
     @property
     def context(self) -> str:
@@ -73,7 +74,8 @@ def prepare_inputs(dataset: Any, split: str = "test", rotations: int = 8, flips:
     views = make_views(rotations, flips)
     inputs = EvalInputs(images=images, labels=dataset.labels[ids], views=views, split=split,
                         tile_px=dataset.tile_px, dataset=str(dataset.path),
-                        patients=dataset.index.set_index("id").loc[ids, "patient"].astype(str).to_numpy())
+                        patients=dataset.index.set_index("id").loc[ids, "patient"].astype(str).to_numpy(),
+                        ids=np.asarray(ids))
     if not all(v.exact for v in views):
         rows = dataset.index.iloc[ids] if (dataset.index["id"].to_numpy() == np.arange(len(dataset))).all() \
             else dataset.index.set_index("id").loc[ids].reset_index()
@@ -103,9 +105,11 @@ def _predict_view(predict_fn: PredictFn, inputs: EvalInputs, view: View, batch_s
 
 
 def evaluate_predictor(predict_fn: PredictFn, inputs: Any, *, tta: str | None = None, batch_size: int = 512,
-                       progress: ProgressFn = null_progress, task: str = "eval", **prepare_kw: Any) -> dict[str, Any]:
+                       progress: ProgressFn = null_progress, task: str = "eval", keep_probabilities: bool = False,
+                       **prepare_kw: Any) -> dict[str, Any]:
     """Score `predict_fn` on every view of `inputs` (an `EvalInputs`, or a `PatchDataset` plus `prepare_inputs`
-    keyword arguments: split, rotations, flips, slides). Returns a JSON-able dict (see module docstring)."""
+    keyword arguments: split, rotations, flips, slides). Returns a JSON-able dict (see module docstring), plus the
+    unrotated view's class probabilities under "probabilities" (a numpy array) with `keep_probabilities`."""
     from histoeq.errors import HistoeqError
 
     if batch_size < 1:
@@ -119,11 +123,12 @@ def evaluate_predictor(predict_fn: PredictFn, inputs: Any, *, tta: str | None = 
         predict_fn = d4_tta(predict_fn)
     scores, labels_per_view, rows = [], [], []
     reference: np.ndarray | None = None
+    identity_probs: np.ndarray | None = None
     for i, view in enumerate(inputs.views):
         probs = _predict_view(predict_fn, inputs, view, batch_size)
         score = positive_score(probs)
         if reference is None:
-            reference = score
+            reference, identity_probs = score, probs
         diff = np.abs(score - reference).reshape(len(score), -1).max(axis=1)
         rows.append({"angle": view.angle, "mirrored": view.mirrored, "exact": view.exact, "view": view.name,
                      **classification_metrics(inputs.labels, probs),
@@ -131,7 +136,28 @@ def evaluate_predictor(predict_fn: PredictFn, inputs: Any, *, tta: str | None = 
         scores.append(score)
         labels_per_view.append(predicted_labels(probs))
         progress(task, i + 1, len(inputs.views), f"view {view.name}: AUC {rows[-1]['auc']:.4f}")
-    return _summarise(inputs, rows, scores, labels_per_view, tta)
+    result = _summarise(inputs, rows, scores, labels_per_view, tta)
+    result["per_patient"] = per_patient_metrics(inputs, identity_probs)
+    if keep_probabilities:
+        result["probabilities"] = identity_probs
+    return result
+
+
+def per_patient_metrics(inputs: EvalInputs, probs: np.ndarray | None) -> list[dict[str, Any]]:
+    """Metrics of the unrotated view for each patient: a pooled figure can hide one patient on whom the fixed
+    threshold falls badly, which is how a model fails on the next patient's slide."""
+    if inputs.patients is None or probs is None:
+        return []
+    binary = probs.ndim == 1 or probs.shape[1] == 2
+    rows = []
+    for patient in dict.fromkeys(inputs.patients.tolist()):
+        sel = inputs.patients == patient
+        labels = inputs.labels[sel]
+        rows.append({"patient": str(patient), "n": int(sel.sum()),
+                     "positives": int((labels == 1).sum()) if binary else None,
+                     "mean_score": float(positive_score(probs[sel]).mean()) if binary else None,
+                     **classification_metrics(labels, probs[sel])})
+    return rows
 
 
 def _pooled(rows: list[dict[str, Any]], scores: list[np.ndarray], exact: bool) -> dict[str, float | None]:

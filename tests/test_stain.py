@@ -185,3 +185,10 @@ def test_model_metadata_with_a_broken_stain_record_is_refused() -> None:
                          stain={"method": "macenko", "reference": {"stain_matrix": [[1, 0, 0]]}})
     with pytest.raises(InputError, match="m.onnx: histoeq metadata has an unusable stain normalisation"):
         parse_metadata(meta.to_props(), "m.onnx")
+
+
+def test_normalise_unknown_method_is_one_line(tmp_path: Path, capsys) -> None:
+    _two_patient_dataset(tmp_path / "ds")
+    code, _, err = run_cli(["normalise", tmp_path / "ds", "--out", tmp_path / "out", "--method", "vahadane"], capsys)
+    assert code == 2 and err.startswith("error: unknown stain normalisation 'vahadane'") and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()

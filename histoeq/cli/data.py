@@ -1,4 +1,5 @@
-"""`histoeq extract`, `histoeq import`, `histoeq normalise`, `histoeq bench extract`: parse, call one library function, print."""
+"""`histoeq extract`, `histoeq import`, `histoeq normalise`, `histoeq bench extract`: parse, call one library
+function, print."""
 
 from __future__ import annotations
 

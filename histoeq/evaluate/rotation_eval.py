@@ -72,13 +72,12 @@ def prepare_inputs(dataset: Any, split: str = "test", rotations: int = 8, flips:
         ids = ids[:limit]
     images = torch.from_numpy(np.ascontiguousarray(dataset.images[ids]))
     views = make_views(rotations, flips)
+    rows = dataset.index.iloc[ids] if (dataset.index["id"].to_numpy() == np.arange(len(dataset))).all() \
+        else dataset.index.set_index("id").loc[ids].reset_index()
     inputs = EvalInputs(images=images, labels=dataset.labels[ids], views=views, split=split,
                         tile_px=dataset.tile_px, dataset=str(dataset.path),
-                        patients=dataset.index.set_index("id").loc[ids, "patient"].astype(str).to_numpy(),
-                        ids=np.asarray(ids))
+                        patients=rows["patient"].astype(str).to_numpy(), ids=np.asarray(ids))
     if not all(v.exact for v in views):
-        rows = dataset.index.iloc[ids] if (dataset.index["id"].to_numpy() == np.arange(len(dataset))).all() \
-            else dataset.index.set_index("id").loc[ids].reset_index()
         inputs.contexts, inputs.context_counts = build_contexts(images, rows, dataset.meta, Path(dataset.path),
                                                                 slides, progress)
     return inputs

@@ -29,7 +29,7 @@
 #     SWEEP_JOBS="cnn:none cnn:rot90" OUT=/tmp/rehearse WORK=/tmp/rehearse-work bash scripts/device/gpu_run.sh
 # (with WORK/idc a small dataset, e.g. a symlink to one made by tests/test_train_helpers.small_idc_fixture_path).
 set -u
-export NO_ALBUMENTATIONS_UPDATE=1 PYTHONPATH=$PWD OMP_NUM_THREADS=1 MPLBACKEND=Agg
+export NO_ALBUMENTATIONS_UPDATE=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} OMP_NUM_THREADS=1 MPLBACKEND=Agg
 BUDGET=${BUDGET:-430}
 EPOCHS=${EPOCHS:-6}
 FINAL_EPOCHS=${FINAL_EPOCHS:-16}
@@ -39,8 +39,9 @@ WORK=${WORK:-/tmp/histoeq-gpu}
 H="python -m histoeq"
 start=$(date +%s)
 mkdir -p "$OUT" "$WORK/final" "$WORK/sweep"
-if ls .work/wheels-gpu/*.whl > /dev/null 2>&1; then
-  python -m pip install --no-deps --no-index --force-reinstall -q .work/wheels-gpu/*.whl 2>&1 | tail -5; pip list 2>/dev/null | grep -i -E "albu|numkong|simsimd|stringzilla"
+WHEELS=${WHEELS-.work/wheels-gpu}  # empty: install nothing (a CPU rehearsal in the project's own venv)
+if [ -n "$WHEELS" ] && ls "$WHEELS"/*.whl > /dev/null 2>&1; then
+  python -m pip install --no-deps --no-index --force-reinstall -q "$WHEELS"/*.whl 2>&1 | tail -5; pip list 2>/dev/null | grep -i -E "albu|numkong|simsimd|stringzilla"
 fi
 python -c "import albumentations, shapely; print('albumentations', albumentations.__version__)" || exit 3
 python -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no cuda')"
@@ -48,17 +49,36 @@ python -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0) 
 echo "ready at $(( $(date +%s) - start )) s"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
 
-candidate() {  # name model width augment seed
-  timeout "$BUDGET" $H train --data "$WORK/idc" --model "$2" --width "$3" --augment "$4" --seed "$5" \
-    --epochs "$FINAL_EPOCHS" --patience 6 --batch-size 512 --num-workers 2 --device "$DEVICE" $EXTRA \
-    --out "$WORK/final/$1" > "$WORK/final/$1.log" 2>&1
-  echo "candidate $1 exit $? at $(( $(date +%s) - start )) s"
+# NORMALISE (none by default): methods of `histoeq normalise`, each making $WORK/idc-METHOD from the unpacked
+# patches (reference from the training patients); a candidate or CV job names it as its data.
+for method in ${NORMALISE:-}; do
+  $H normalise "$WORK/idc" --method "$method" --out "$WORK/idc-$method" > "$WORK/normalise-$method.log" 2>&1 \
+    || { cat "$WORK/normalise-$method.log"; exit 5; }
+  echo "normalised ($method) at $(( $(date +%s) - start )) s"
+done
+
+left() { echo $(( BUDGET - ($(date +%s) - start) )); }
+candidate() {  # model width augment seed data epochs batch; the run folder is named after all but the batch
+  local name="$1-w$2-$3-s$4-$5-e$6" budget; budget=$(left)
+  [ "$budget" -gt 30 ] || { echo "candidate $name not started: budget spent"; return; }
+  timeout "$budget" $H train --data "$WORK/$5" --model "$1" --width "$2" --augment "$3" --seed "$4" \
+    --epochs "$6" --patience 6 --batch-size "$7" --num-workers 2 --device "$DEVICE" $EXTRA \
+    --out "$WORK/final/$name" > "$WORK/final/$name.log" 2>&1
+  echo "candidate $name exit $? at $(( $(date +%s) - start )) s"
 }
+# CANDIDATES (none by default): runs on the full train split, "model:width:augment:seed[:data[:epochs[:batch]]]"
+# each (data idc, FINAL_EPOCHS, batch 512 unless given); space-separated entries run in parallel, comma-separated
+# ones in order within one process, each time-boxed to what is left of BUDGET.
 # Session 3 ran CANDIDATES="p4m:32:none:0 p4m:32:stain:0 p4m:32:stain:1 p4m:32:stain:2 p4m:48:stain:0".
 CANDIDATES=${CANDIDATES-}
-for c in $CANDIDATES; do
-  IFS=: read -r model width augment seed <<< "$c"
-  candidate "$model-w$width-$augment-s$seed" "$model" "$width" "$augment" "$seed" &
+for chain in $CANDIDATES; do
+  (
+    IFS=, read -r -a entries <<< "$chain"
+    for c in "${entries[@]}"; do
+      IFS=: read -r model width augment seed data epochs batch <<< "$c"
+      candidate "$model" "$width" "$augment" "$seed" "${data:-idc}" "${epochs:-$FINAL_EPOCHS}" "${batch:-512}"
+    done
+  ) &
 done
 
 # Session 3 ran SWEEP_JOBS="cnn:none cnn:rot90 p4m:none se2:none se2:rot90" SEEDS="0 1 2" (15 processes) and
@@ -80,28 +100,42 @@ for job in ${SWEEP_JOBS-p4m:none se2:none se2:rot90}; do
   done
 done
 # 3. CV_JOBS (none by default): recipe selection by 5-fold patient cross-validation over the 23 train+val
-#    patients ("model:augment" each, width 32, fraction 1, EPOCHS epochs; seed s on fold s), one process per
-#    recipe. Compare recipes by the mean val AUC over folds in summary_groups.csv (test is evaluated too, but is
-#    not for choosing). E.g. CV_JOBS="p4m:none p4m:stain" SWEEP_JOBS="" for the question the shipped model's
-#    card leaves open.
-for job in ${CV_JOBS:-}; do
-  m=${job%%:*}; a=${job##*:}
-  (
-    dir="$WORK/cv/$m-$a"; mkdir -p "$dir/runs"
-    timeout "$BUDGET" nice -n 5 $H sweep --data "$WORK/idc" --models "$m" --augment "$a" --fractions 1 \
-      --seeds 5 --cv 5 --width 32 --epochs "$EPOCHS" --patience 3 --batch-size 512 --rotations 8 \
-      --device "$DEVICE" $EXTRA --out "$dir" > "$dir.log" 2>&1
-    echo "cv $(basename "$dir") exit $? at $(( $(date +%s) - start )) s"
-  ) &
-done
+#    patients ("model:augment[:data]" each, width CV_WIDTH (32), fraction 1, CV_EPOCHS (EPOCHS) epochs, batch
+#    CV_BATCH (512), CV_SEEDS (5) seeds: seed s on fold s mod 5), one process per job. Compare recipes by the
+#    val AUC over folds in summary_groups.csv (test is evaluated too, but is not for choosing). E.g.
+#    CV_JOBS="p4m:none p4m:stain" SWEEP_JOBS="" for the question the previous model's card left open.
+#    LATER_CV_JOBS, with LATER_CV_WIDTH etc., start once everything above has finished, with what is left of
+#    BUDGET (processes sharing the GPU slow each other down more than their sum).
+cv_jobs() {  # jobs width seeds epochs batch
+  for job in $1; do
+    IFS=: read -r m a data <<< "$job"; data=${data:-idc}
+    (
+      dir="$WORK/cv/$m-$a-$data-w$2"; mkdir -p "$dir/runs"
+      timeout "$(left)" nice -n 5 $H sweep --data "$WORK/$data" --models "$m" --augment "$a" --fractions 1 \
+        --seeds "$3" --cv 5 --width "$2" --epochs "$4" --patience 3 --batch-size "$5" --rotations 8 \
+        --device "$DEVICE" $EXTRA --out "$dir" > "$dir.log" 2>&1
+      echo "cv $(basename "$dir") exit $? at $(( $(date +%s) - start )) s"
+    ) &
+  done
+}
+cv_jobs "${CV_JOBS:-}" "${CV_WIDTH:-32}" "${CV_SEEDS:-5}" "${CV_EPOCHS:-$EPOCHS}" "${CV_BATCH:-512}"
+wait
+echo "first phase done at $(( $(date +%s) - start )) s"
+if [ -n "${LATER_CV_JOBS:-}" ] && [ "$(left)" -gt 60 ]; then
+  cv_jobs "$LATER_CV_JOBS" "${LATER_CV_WIDTH:-32}" "${LATER_CV_SEEDS:-5}" "${LATER_CV_EPOCHS:-$EPOCHS}" \
+    "${LATER_CV_BATCH:-512}"
+fi
 wait
 echo "training done at $(( $(date +%s) - start )) s"
 mkdir -p "$WORK/sweep/all/runs"
 for d in "$WORK"/sweep/*-*/runs/*/; do ln -sfn "$d" "$WORK/sweep/all/runs/$(basename "$d")"; done
 $H sweep --out "$WORK/sweep/all" --report-only > "$WORK/sweep/all.log" 2>&1
 tar -C "$WORK" -czf "$OUT/sweep.tar.gz" --exclude='*.pt' --exclude=sweep/all/runs sweep
-tar -C "$WORK" -czf "$OUT/final.tar.gz" --exclude='last.pt' final
-[ -d "$WORK/cv" ] && tar -C "$WORK" -czf "$OUT/cv.tar.gz" --exclude='*.pt' cv
+tar -C "$WORK" -czf "$OUT/final.tar.gz" --exclude='last.pt' --exclude=fraction_ids.json final
+for d in "$WORK"/cv/*/; do  # a time-boxed sweep that was cut off wrote no summary of its finished runs
+  [ -d "$d/runs" ] && $H sweep --out "$d" --report-only > "${d%/}-report.log" 2>&1
+done
+[ -d "$WORK/cv" ] && tar -C "$WORK" -czf "$OUT/cv.tar.gz" --exclude='*.pt' --exclude=fraction_ids.json cv
 ls -la "$OUT"
-for f in "$WORK"/sweep/all.log "$WORK"/final/*.log; do [ -f "$f" ] && { echo "== $f"; tail -c 250 "$f"; }; done
+for f in "$WORK"/sweep/all.log "$WORK"/final/*.log "$WORK"/cv/*.log; do [ -f "$f" ] && { echo "== $f"; tail -c 250 "$f"; }; done
 echo "all done at $(( $(date +%s) - start )) s"

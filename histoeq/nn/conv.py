@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from histoeq.nn.groups import Group
-from histoeq.nn.kernels import kernel_transforms
+from histoeq.nn.kernels import kernel_transforms, legacy_steerable_change_of_basis
 
 
 class _ExpandedConv(nn.Module):
@@ -175,3 +175,18 @@ class GroupConv2d(_ExpandedConv):
             for h in range(n):
                 expansion[source[g, h], :, g, h, :] = maps[g].T
         return expansion.reshape(n * p, n * n * k2)
+
+
+def migrate_legacy_steerable(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A copy of ``state_dict`` (saved with the legacy SVD steerable basis) with every steerable layer's
+    coefficients rewritten for the current basis, so that ``model`` loads the same filters. Other layers and
+    other kernel methods pass through unchanged."""
+    migrated = dict(state_dict)
+    for name, module in model.named_modules():
+        key = f"{name}.weight" if name else "weight"
+        if not isinstance(module, _ExpandedConv) or module.method != "steerable" or key not in migrated:
+            continue
+        weight = migrated[key]
+        change = torch.as_tensor(legacy_steerable_change_of_basis(module.kernel_size), dtype=torch.float64)
+        migrated[key] = (weight.to(torch.float64) @ change.T).to(weight.dtype)
+    return migrated

@@ -90,6 +90,57 @@ def _steerable_basis(size: int, rotation: np.ndarray) -> np.ndarray:
     return np.stack(columns, axis=1)
 
 
+def orthonormalising_coefficients(raw: np.ndarray, rtol: float = 1e-6) -> np.ndarray:
+    """``C`` with ``raw @ C`` orthonormal, by modified Gram-Schmidt over raw's columns in their order (each pass
+    repeated once, "twice is enough"); a column within ``rtol`` of the span of the ones before it is dropped.
+
+    The result is unique: it is what a checkpoint's steerable coefficients multiply. An SVD's singular vectors are
+    unique only up to sign, and which sign comes out is up to the LAPACK build, so a network trained where one
+    build ran made other filters where another did (seen: a GPU server's numpy against this machine's).
+    """
+    scale = float(np.linalg.norm(raw, axis=0).max())
+    basis: list[np.ndarray] = []
+    coeffs: list[np.ndarray] = []
+    for j in range(raw.shape[1]):
+        vector = raw[:, j].astype(np.float64)
+        coeff = np.zeros(raw.shape[1])
+        coeff[j] = 1.0
+        for _ in range(2):
+            for q, c in zip(basis, coeffs):
+                dot = float(q @ vector)
+                vector = vector - dot * q
+                coeff = coeff - dot * c
+        norm = float(np.linalg.norm(vector))
+        if norm <= rtol * scale:
+            continue
+        basis.append(vector / norm)
+        coeffs.append(coeff / norm)
+    return np.stack(coeffs, axis=1)
+
+
+def steerable_coefficients(size: int) -> np.ndarray:
+    """(n_raw, P) map from a checkpoint's P steerable parameters to the raw circular-harmonic columns."""
+    return orthonormalising_coefficients(_steerable_basis(size, np.eye(2)))
+
+
+def legacy_steerable_change_of_basis(size: int) -> np.ndarray:
+    """(P, P) matrix taking coefficients of the SVD-orthonormalised basis that histoeq used before the
+    Gram-Schmidt one (checkpoints without ``kernel_basis``) to coefficients of the current basis.
+
+    The SVD's signs are this machine's LAPACK build's, so the result is right for checkpoints trained with the
+    same build; checkpoints trained elsewhere cannot be recovered from the weights alone.
+    """
+    raw = _steerable_basis(size, np.eye(2))
+    u, s, vt = np.linalg.svd(raw, full_matrices=False)
+    keep = s > 1e-6 * s[0]
+    old = raw @ (vt[keep].T / s[keep])
+    new = raw @ steerable_coefficients(size)
+    change = new.T @ old
+    if old.shape[1] != new.shape[1] or not np.allclose(new @ change, old, atol=1e-8):
+        raise ValueError(f"the legacy steerable basis of a {size}x{size} filter spans another space")
+    return change
+
+
 def kernel_transforms(group: Group, size: int, method: str) -> np.ndarray:
     """(|G|, size², n_params) linear maps from parameters to the filter of every group element."""
     if method not in METHODS:
@@ -101,12 +152,9 @@ def kernel_transforms(group: Group, size: int, method: str) -> np.ndarray:
     if method == "pixel":
         identity = np.eye(size * size)
     elif method == "steerable":
-        raw = _steerable_basis(size, np.eye(2))
-        # Orthonormalise (drops dependent columns); the same coefficient map applies to every rotated copy.
-        u, s, vt = np.linalg.svd(raw, full_matrices=False)
-        keep = s > 1e-6 * s[0]
-        coeff = vt[keep].T / s[keep]
-        identity = raw @ coeff
+        # The same coefficient map applies to every rotated copy.
+        coeff = steerable_coefficients(size)
+        identity = _steerable_basis(size, np.eye(2)) @ coeff
     else:  # disk-masked pixels
         identity = np.eye(size * size)[:, disk_mask(size)]
 

@@ -9,7 +9,7 @@ Payload keys (version 1)::
 
     format="histoeq-checkpoint", version=1, model_config, state_dict, classes, tile_px, mpp,
     normalisation={"mean": [...], "std": [...]}, data_hash, fraction_hash, metrics={"val": {...}}, epoch,
-    histoeq_version
+    histoeq_version, kernel_basis="gram-schmidt"
     # last.pt only, for --resume:
     optimizer, scheduler, sampler, rng, history
 """
@@ -32,6 +32,9 @@ VERSION = 1
 BEST_NAME = "best.pt"
 LAST_NAME = "last.pt"
 REQUIRED_KEYS = ("model_config", "state_dict", "classes", "tile_px", "normalisation")
+# What steerable (se2) coefficients are coefficients of (histoeq.nn.kernels.steerable_coefficients). A checkpoint
+# without the key used the legacy SVD basis, whose signs belong to the LAPACK build that trained it.
+KERNEL_BASIS = "gram-schmidt"
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
@@ -113,8 +116,22 @@ def resolve_checkpoint(run_or_ckpt: str | Path, name: str = BEST_NAME) -> Path:
     return path
 
 
-def load_state(model: nn.Module, state_dict: dict[str, torch.Tensor], path: str | Path) -> nn.Module:
-    """Load weights strictly; a state dict from another architecture becomes a one-line `InputError`."""
+def is_legacy_basis(payload: Mapping[str, Any]) -> bool:
+    """True for a checkpoint whose steerable layers use the legacy SVD basis (saved before `KERNEL_BASIS`)."""
+    return payload.get("kernel_basis") != KERNEL_BASIS
+
+
+def load_state(model: nn.Module, state_dict: dict[str, torch.Tensor], path: str | Path,
+               legacy_basis: bool = False) -> nn.Module:
+    """Load weights strictly; a state dict from another architecture becomes a one-line `InputError`.
+
+    ``legacy_basis``: the steerable coefficients are in the legacy SVD basis and are rewritten for the current one
+    (exact for checkpoints trained with this machine's LAPACK build, see `migrate_legacy_steerable`).
+    """
+    if legacy_basis:
+        from histoeq.nn.conv import migrate_legacy_steerable
+
+        state_dict = migrate_legacy_steerable(model, state_dict)
     try:
         model.load_state_dict(state_dict, strict=True)
     except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
@@ -141,11 +158,27 @@ def build_model(model_config: dict[str, Any], path: str | Path = "<config>") -> 
         raise InputError(path, f"cannot rebuild model {name!r} from checkpoint ({exc})") from None
 
 
+def upgrade_kernel_basis(run_or_ckpt: str | Path) -> bool:
+    """Rewrite a legacy checkpoint (steerable coefficients in the SVD basis of this machine's LAPACK build) in the
+    current basis, atomically, so that it means the same filters everywhere. False when there was nothing to do.
+    Only for files trained with this machine's build: elsewhere their filters are already lost."""
+    path = resolve_checkpoint(run_or_ckpt)
+    payload = load_checkpoint(path)
+    if not is_legacy_basis(payload):
+        return False
+    model = build_model(payload["model_config"], path)
+    load_state(model, payload["state_dict"], path, legacy_basis=True)
+    payload["state_dict"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload["kernel_basis"] = KERNEL_BASIS
+    save_checkpoint(path, payload)
+    return True
+
+
 def load_model(run_or_ckpt: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model of a run folder (its best.pt) or a checkpoint file; returns (model in eval mode, payload)."""
     path = resolve_checkpoint(run_or_ckpt)
     payload = load_checkpoint(path)
     model = build_model(payload["model_config"], path)
-    load_state(model, payload["state_dict"], path)
+    load_state(model, payload["state_dict"], path, legacy_basis=is_legacy_basis(payload))
     model.eval()
     return model, payload

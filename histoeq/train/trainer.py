@@ -42,7 +42,8 @@ from histoeq.evaluate.metrics import classification_metrics
 from histoeq.progress import ProgressFn, null_progress
 from histoeq.train import runinfo
 from histoeq.train.batches import PatchBatches, epoch_generator, parse_augment
-from histoeq.train.checkpoint import BEST_NAME, LAST_NAME, load_checkpoint, load_state, save_checkpoint
+from histoeq.train.checkpoint import (BEST_NAME, KERNEL_BASIS, LAST_NAME, is_legacy_basis, load_checkpoint, load_state,
+                                      save_checkpoint)
 from histoeq.train.distributed import DistInfo, barrier, init_distributed, shutdown
 from histoeq.train.models import create_model, model_config, unwrap
 
@@ -196,6 +197,7 @@ class _Run:
             "fraction_hash": self.fraction_hash,
             "stain": dataset_stain(dataset.meta),
             "histoeq_version": __version__,
+            "kernel_basis": KERNEL_BASIS,
         }
 
     # ---- bookkeeping -------------------------------------------------------------------------------------------
@@ -206,6 +208,10 @@ class _Run:
             raise InputError(last, f"cannot resume with different options ({detail})")
         if payload.get("fraction_hash") != self.fraction_hash:
             raise InputError(last, "cannot resume: the chosen training ids differ (dataset changed?)")
+        if is_legacy_basis(payload) and any(getattr(m, "method", None) == "steerable" for m in self.model.modules()):
+            # Adam's second moments do not follow a change of basis: such a run cannot continue exactly.
+            raise InputError(last, "cannot resume: saved with the legacy steerable basis (before kernel_basis); "
+                                   "start a new run")
         load_state(self.model, payload["state_dict"], last)
         try:
             self.optimizer.load_state_dict(payload["optimizer"])

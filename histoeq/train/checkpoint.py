@@ -26,6 +26,7 @@ from torch import nn
 
 from histoeq.atomic import atomic_open
 from histoeq.errors import HistoeqError, InputError
+from histoeq.nn.conv import migrate_legacy_steerable
 
 FORMAT = "histoeq-checkpoint"
 VERSION = 1
@@ -129,8 +130,6 @@ def load_state(model: nn.Module, state_dict: dict[str, torch.Tensor], path: str 
     (exact for checkpoints trained with this machine's LAPACK build, see `migrate_legacy_steerable`).
     """
     if legacy_basis:
-        from histoeq.nn.conv import migrate_legacy_steerable
-
         state_dict = migrate_legacy_steerable(model, state_dict)
     try:
         model.load_state_dict(state_dict, strict=True)

@@ -8,3 +8,8 @@ SWEEP_JOBS="" BUDGET=470 bash scripts/device/gpu_run.sh
 bash scripts/ship_se2_macenko.sh .work/gpu7-files .work/idc
 python scripts/stain_tables.py --model se2 .work/gpu7/cv/se2-none-idc-w8 macenko=.work/gpu7/cv/se2-none-idc-macenko-w8
 python scripts/stain_tables.py --model se2 .work/gpu7/cv/se2-none-idc-w32 macenko=.work/gpu7/cv/se2-none-idc-macenko-w32
+# The candidate's 4 test slides (reported, deciding nothing):
+histoeq predict ../shared/data/idc/slides/{8975,8918,9124,9036}.tiff --model .work/gpu7/candidate.onnx --out .work/gpu7/pred
+python scripts/score_tiles.py .work/gpu7/pred ../shared/data/idc/slides     # candidate/slides-score.txt
+# Members kept in candidate/members (rewritten with scripts/upgrade_kernel_basis.py; export rebuilds the file):
+histoeq export docs/results/idc-cv-se2-macenko/candidate/members/member* --invariant-to d4 --out idc-se2-macenko.onnx

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import tifffile
 import torch
 from onnx import TensorProto, helper
 
@@ -47,6 +48,15 @@ def test_text_file_named_svs(good_model: Path, tmp_path: Path, capsys) -> None:
     slide.write_text("this is not a slide\n" * 50)
     code, _, err = _predict(capsys, slide, good_model, tmp_path / "out")
     assert_one_line_error(code, err, "notes.svs")
+    assert _nothing_written(tmp_path / "out")
+
+
+def test_tiff_in_a_colour_space_no_reader_converts(good_model: Path, tmp_path: Path, capsys) -> None:
+    slide = tmp_path / "lab.tif"  # CIE L*a*b* strips: OpenSlide refuses them, histoeq's TIFF reader must not guess
+    tifffile.imwrite(slide, np.full((300, 300, 3), 128, np.uint8), photometric="cielab",
+                     resolution=(2500, 2500), resolutionunit="CENTIMETER")
+    code, _, err = _predict(capsys, slide, good_model, tmp_path / "out")
+    assert_one_line_error(code, err, "lab.tif", "CIELAB")
     assert _nothing_written(tmp_path / "out")
 
 

@@ -218,3 +218,73 @@ def test_float_tiff_with_nan_reads_cleanly(tmp_path):
             assert (region[:10] == 255).all()  # no data: white, like outside the slide
         with open_slide(tmp_path / "all.tif") as s:
             assert (s.read_region((0, 0), (64, 64), 0.5) == 255).all()
+
+
+def _grey() -> np.ndarray:
+    return np.random.default_rng(5).integers(0, 256, (300, 400), dtype=np.uint8)
+
+
+def _colormap(bits16: bool) -> np.ndarray:
+    """A TIFF ColorMap; `bits16=False` stores 8-bit values in the 16-bit fields, as some writers do."""
+    cmap = np.random.default_rng(6).integers(0, 256, (3, 256)).astype(np.uint16)
+    return cmap * 257 if bits16 else cmap
+
+
+@pytest.mark.parametrize("kind", ["miniswhite", "miniswhite16", "palette", "palette8", "ycbcr", "cielab"])
+def test_tiled_tiff_colour_spaces_match_openslide(tmp_path, kind):
+    """OpenSlide converts these colour spaces through libtiff; histoeq's own TIFF reader must give the same pixels
+    (min-is-white and palette) or leave the file to OpenSlide (YCbCr without JPEG, CIE L*a*b*), never stored
+    samples read as RGB."""
+    path = tmp_path / f"{kind}.tif"
+    # Whole tiles only: OpenSlide 4 paints the padded part of 16-bit edge tiles white (not histoeq's to match).
+    grey, rgb = _grey()[:256, :384], _image()[:256, :384]
+    write = {
+        "miniswhite": lambda: tifffile.imwrite(path, grey, photometric="miniswhite", tile=(128, 128), **_res(0.5)),
+        "miniswhite16": lambda: tifffile.imwrite(path, grey.astype(np.uint16) * 200 + 99, photometric="miniswhite",
+                                                 tile=(128, 128), **_res(0.5)),
+        "palette": lambda: tifffile.imwrite(path, grey, photometric="palette", colormap=_colormap(True),
+                                            tile=(128, 128), **_res(0.5)),
+        "palette8": lambda: tifffile.imwrite(path, grey, photometric="palette", colormap=_colormap(False),
+                                             tile=(128, 128), **_res(0.5)),
+        "ycbcr": lambda: tifffile.imwrite(path, rgb, photometric="ycbcr", subsampling=(1, 1), tile=(128, 128),
+                                          **_res(0.5)),
+        "cielab": lambda: tifffile.imwrite(path, rgb, photometric="cielab", tile=(128, 128), **_res(0.5)),
+    }
+    write[kind]()
+    with open_slide(path) as s, open_slide(path, reader="openslide") as ref:
+        assert s.backend == ("tifffile" if kind.startswith(("miniswhite", "palette")) else "openslide")
+        region = s.read_region((0, 0), (384, 256), 0.5)
+        assert np.array_equal(region, ref.read_region((0, 0), (384, 256), 0.5))
+    if kind == "miniswhite":
+        assert np.array_equal(region[:, :, 1], 255 - grey)
+    if kind == "palette8":
+        assert np.array_equal(region, _colormap(False).T[grey])
+
+
+@pytest.mark.parametrize("kind", ["miniswhite", "palette", "bilevel"])
+def test_strip_tiff_colour_spaces_openslide_refuses(tmp_path, kind):
+    path = tmp_path / f"{kind}.tif"
+    grey = _grey()
+    bits = grey > 127
+    if kind == "miniswhite":
+        tifffile.imwrite(path, grey, photometric="miniswhite", **_res(0.5))
+        expected = np.repeat((255 - grey)[:, :, None], 3, axis=2)
+    elif kind == "palette":
+        tifffile.imwrite(path, grey, photometric="palette", colormap=_colormap(True), **_res(0.5))
+        expected = _colormap(False).T[grey].astype(np.uint8)  # 16-bit entries x * 257 keep their high byte x
+    else:  # 1 bit per pixel, 0 = white (fax-style min-is-white)
+        tifffile.imwrite(path, bits, photometric="miniswhite", **_res(0.5))
+        expected = np.repeat(np.where(bits, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+    with open_slide(path) as s:
+        assert s.backend == "tifffile"
+        assert np.array_equal(s.read_region((0, 0), (400, 300), 0.5), expected)
+
+
+@pytest.mark.parametrize("photometric", ["cielab", "ycbcr"])
+def test_unconverted_colour_space_is_refused(tmp_path, photometric):
+    path = tmp_path / "lab.tif"  # stripped: OpenSlide refuses it, so only histoeq's TIFF reader could read it
+    extra = {"subsampling": (1, 1)} if photometric == "ycbcr" else {}
+    tifffile.imwrite(path, _image(), photometric=photometric, **extra, **_res(0.5))
+    with pytest.raises(InputError, match="not supported") as err:
+        open_slide(path)
+    assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)

@@ -32,7 +32,7 @@ import pandas as pd
 from histoeq.data.dataset import DatasetWriter
 from histoeq.errors import InputError
 from histoeq.progress import ProgressFn, null_progress
-from histoeq.slide.backends import to_rgb8
+from histoeq.slide.pixels import to_rgb8
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 _XY = re.compile(r"_x(\d+)_y(\d+)")

@@ -16,44 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from histoeq.errors import InputError
+from histoeq.slide.pixels import UnsupportedTiff, to_rgb8, tiff_colour
 
 # tifffile logs every malformed tag at ERROR level; the user gets one InputError line instead.
 logging.getLogger("tifffile").setLevel(logging.CRITICAL)
-
-
-def to_rgb8(arr: np.ndarray, cmyk: bool = False) -> np.ndarray:
-    """Any decoded pixel array -> RGB uint8: grey is repeated, alpha composited on white, 16-bit/float scaled.
-
-    Float NaN means no data and becomes white (like the area outside a slide) rather than a cast warning and black.
-    `cmyk`: the first four channels are C, M, Y, K inks (TIFF photometric 'separated'), converted as libtiff (hence
-    OpenSlide) does, so both readers give the same pixels; a fifth channel is alpha.
-    """
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    if arr.dtype != np.uint8:
-        if np.issubdtype(arr.dtype, np.floating):
-            missing = np.isnan(arr)
-            scale = 255.0 if arr.max(initial=0, where=~missing) <= 1.0 else 1.0
-            arr = np.clip(np.where(missing, 255.0, arr * scale), 0, 255).astype(np.uint8)
-        else:  # unsigned/signed integers: use the full range of the type (uint16 -> /257)
-            arr = (arr.astype(np.float64) * (255.0 / np.iinfo(arr.dtype).max)).round().clip(0, 255).astype(np.uint8)
-    if cmyk:
-        ink = arr[:, :, :4].astype(np.uint16)
-        rgb = ((255 - ink[:, :, 3:4]) * (255 - ink[:, :, :3]) // 255).astype(np.uint8)
-        arr = np.concatenate([rgb, arr[:, :, 4:5]], axis=2)
-    channels = arr.shape[2]
-    if channels == 1:
-        return np.repeat(arr, 3, axis=2)
-    if channels == 2:  # grey + alpha
-        arr = np.concatenate([np.repeat(arr[:, :, :1], 3, axis=2), arr[:, :, 1:2]], axis=2)
-        channels = 4
-    if channels >= 4:
-        if arr[:, :, 3].min() == 255:  # opaque (the usual case): compositing would be a costly no-op
-            return np.ascontiguousarray(arr[:, :, :3])
-        alpha = arr[:, :, 3:4].astype(np.uint16)
-        rgb = arr[:, :, :3].astype(np.uint16)
-        return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
-    return np.ascontiguousarray(arr[:, :, :3])
 
 
 def _paste(dst: np.ndarray, src: np.ndarray, x: int, y: int) -> None:
@@ -67,10 +33,6 @@ def _paste(dst: np.ndarray, src: np.ndarray, x: int, y: int) -> None:
 
 class TruncatedTiff(ValueError):
     """The TIFF's directory points past the end of the file."""
-
-
-class UnsupportedTiff(ValueError):
-    """A well-formed TIFF whose pixels this reader cannot turn into RGB (e.g. non-CMYK ink separations)."""
 
 
 class OpenSlideBackend:
@@ -131,7 +93,7 @@ class TiffFileBackend:
             if max(ends) > size:
                 raise TruncatedTiff(f"image data ends at byte {max(ends)} but the file has {size} bytes (truncated)")
         try:
-            self._cmyk = [_is_cmyk(page) for page in self._pages]
+            self._colour = [tiff_colour(page) for page in self._pages]
         except UnsupportedTiff:
             self._tif.close()  # refused: do not leave the file open
             raise
@@ -197,7 +159,7 @@ class TiffFileBackend:
             else:
                 data = None
         seg, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
-        tile = (to_rgb8(seg[0], self._cmyk[level]) if seg is not None
+        tile = (self._colour[level].apply(seg[0]) if seg is not None
                 else np.full((page.tilelength, page.tilewidth, 3), 255, np.uint8))
         with self._lock:
             self._cache[key] = tile
@@ -211,7 +173,7 @@ class TiffFileBackend:
         if not page.is_tiled:  # strips: decode the level once (plain TIFFs are small enough)
             if level not in self._whole:
                 with self._lock:
-                    self._whole[level] = to_rgb8(page.asarray(), self._cmyk[level])
+                    self._whole[level] = self._colour[level].apply(page.asarray())
             _paste(out, self._whole[level], -x, -y)
             return out
         tw, th = page.tilewidth, page.tilelength
@@ -229,18 +191,6 @@ class TiffFileBackend:
 
     def close(self) -> None:
         self._tif.close()
-
-
-def _is_cmyk(page: object) -> bool:
-    """Whether a TIFF page holds CMYK inks (photometric 'separated'); other separations are refused, since read as
-    they are their first inks would pass for RGB (wrong colours, K taken for alpha)."""
-    if int(page.photometric) != 5:  # SEPARATED
-        return False
-    inkset = page.tags.get("InkSet")
-    inks = int(page.samplesperpixel) - len(page.extrasamples or ())
-    if (1 if inkset is None else int(inkset.value)) != 1 or inks != 4:
-        raise UnsupportedTiff(f"ink-separated TIFF with {inks} non-CMYK inks is not supported; convert it to RGB")
-    return True
 
 
 class PilBackend:

@@ -303,3 +303,18 @@ def test_slide_resolution_errors_name_mpp_in_predict_and_bench_predict(good_mode
         code, _, err = run_cli([*command, good, "--model", good_model, "--device", "cpu", "--mpp", "-1"], capsys)
         assert_one_line_error(code, err, "good.tiff", "--mpp must be a positive number, got -1")
     assert _nothing_written(tmp_path / "out")
+
+
+def test_slide_without_tissue_is_reported_not_hidden(good_model: Path, tmp_path: Path, capsys) -> None:
+    """A blank slide (white glass, or no data at all) is not an error, but the table must not call it done."""
+    import tifffile
+
+    blank = tmp_path / "blank.tiff"
+    tifffile.imwrite(blank, np.full((300, 300, 3), 255, np.uint8), photometric="rgb",
+                     resolution=(2500, 2500), resolutionunit="CENTIMETER")
+    slide = _tiff(tmp_path / "noise.tiff")
+    code, out, _ = _predict(capsys, blank, good_model, tmp_path / "out", "--tissue-threshold", "0.1")
+    assert code == 0 and "no tissue found" in out and "--tissue-threshold 0" in out
+    assert (tmp_path / "out" / "blank.csv").read_text().count("\n") == 1  # the header only
+    code, out, _ = _predict(capsys, slide, good_model, tmp_path / "out2", "--tissue-threshold", "0")
+    assert code == 0 and "no tissue found" not in out

@@ -95,12 +95,16 @@ def predict_command(
             slides, model if model is not None else default_model_path(), out, device=device, options=options,
             shard=shard, progress=progress,
         )
+    empty = [r for r in results if not r.skipped and r.tiles == 0]
     rows = [
-        (Path(r.slide).name, "skipped (complete)" if r.skipped else "done", r.tiles, round(r.seconds, 2),
-         round(r.tiles_per_s))
+        (Path(r.slide).name, "skipped (complete)" if r.skipped else "no tissue found" if r.tiles == 0 else "done",
+         r.tiles, round(r.seconds, 2), round(r.tiles_per_s))
         for r in results
     ]
     print_table(f"predict → {out}", ["slide", "status", "tiles", "seconds", "tiles/s"], rows)
+    if empty and tissue_threshold > 0:
+        console.print(f"{len(empty)} slide(s) had no tile with a tissue fraction ≥ {tissue_threshold}; their outputs "
+                      "are empty (--tissue-threshold 0 scores every tile)", soft_wrap=True)
     console.print(f"model {loaded.path} ({loaded.metadata.model_name}), execution provider: {loaded.provider}",
                   soft_wrap=True)
 

@@ -4,6 +4,7 @@ new one)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -28,10 +29,36 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
         raise InputError(path, "cannot write the output: is a directory")
     tmp = _temp_beside(path, suffix)
     try:
-        yield tmp
+        with _writing(path):
+            yield tmp
         _publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# Errors of the output's file system (full, read-only, over quota, file too large): the writer inside an atomic
+# block can only have hit them writing the output, so they are reported as the output's problem. Other OSErrors
+# pass through unchanged.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG}
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _WRITE_ERRNOS:
+            raise _write_error(path, exc) from None
+        raise
+    except RuntimeError as exc:  # torch.save wraps the C++ writer's failure ("... failed writing file ...")
+        if "writing" in str(exc) or "No space left" in str(exc):
+            raise InputError(path, f"cannot write the output ({_short(exc)})") from None
+        raise
+
+
+def _short(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:160] if lines else type(exc).__name__
 
 
 def _temp_beside(path: Path, suffix: str) -> Path:
@@ -67,7 +94,14 @@ def atomic_paths(paths: Sequence[str | Path], suffix: str = ".tmp") -> Iterator[
     try:
         for path in targets:
             tmps.append(_temp_beside(path, suffix))
-        yield list(tmps)
+        try:
+            with _writing(targets[0].parent):
+                yield list(tmps)
+        except InputError as exc:  # a writer that wrote a temporary atomically in turn names it: name the target
+            named = {str(tmp): path for tmp, path in zip(tmps, targets)}
+            if exc.path in named:
+                raise InputError(named[exc.path], exc.problem) from None
+            raise
         renamed: list[Path] = []
         for tmp, path in zip(tmps, targets, strict=True):
             try:

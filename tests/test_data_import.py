@@ -162,6 +162,32 @@ def test_import_rejects_bad_labels(tmp_path, capsys, labels, message):
     assert len(err.splitlines()) == 1 and not (tmp_path / "ds").exists()
 
 
+@pytest.mark.parametrize("labels, line", [(["0", "1", "maybe"], 4), (["1", "1.5", "0"], 3)])
+def test_import_rejects_labels_mixing_indices_and_names(tmp_path, capsys, labels, line):
+    csv = _labels_csv(tmp_path / "in", labels)
+    code, _, err = run_cli(["import", tmp_path / "in", "--out", tmp_path / "ds"], capsys)
+    assert code == 2 and err.startswith(f"error: {csv}: labels mix class indices and names"), err
+    assert f"on line {line}" in err and not (tmp_path / "ds").exists()
+
+
+@pytest.mark.parametrize("case", ["same patch twice", "patient in two splits"])
+def test_import_rejects_tables_that_leak_between_splits(tmp_path, capsys, case):
+    root = tmp_path / "in"
+    for i in range(4):
+        _png(root / f"img{i}.png", (6, 6), 20 * i)
+    rows = ["img0.png,0,A,train", "img1.png,1,A,train", "img2.png,0,B,test", "img3.png,1,B,test"]
+    if case == "same patch twice":
+        rows.append("img1.png,0,A,train")
+        message = "img1.png is listed twice (lines 3 and 6)"
+    else:
+        rows[1] = "img1.png,1,A,test"
+        message = "patient A is in more than one split (test, train)"
+    (root / "labels.csv").write_text("\n".join(["path,label,patient,split", *rows]) + "\n")
+    code, _, err = run_cli(["import", root, "--out", tmp_path / "ds"], capsys)
+    assert code == 2 and err.startswith(f"error: {root / 'labels.csv'}: {message}"), err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "ds").exists()
+
+
 def test_import_integer_labels_are_class_indices(tmp_path, capsys):
     _labels_csv(tmp_path / "in", ["2", "0", "02", "1"])
     assert run_cli(["import", tmp_path / "in", "--out", tmp_path / "ds"], capsys)[0] == 0

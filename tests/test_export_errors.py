@@ -82,3 +82,15 @@ def test_mpp_option_exports_a_run_without_one_and_refuses_a_contradiction(payloa
     code, _, err = run_cli(["export", no_mpp, "--mpp", "-1", "--out", tmp_path / "m3.onnx"], capsys)
     assert_one_line_error(code, err, "--mpp")
     assert not (tmp_path / "m2.onnx").exists() and not (tmp_path / "m3.onnx").exists()
+
+
+@pytest.mark.parametrize("opset", ["17", "13", "99"])
+def test_opset_the_exporter_cannot_write_is_refused(payload: dict, tmp_path: Path, capsys, opset: str) -> None:
+    """Below 18 the exporter's version converter fails on this graph and silently keeps opset 18 (printing a
+    traceback); above onnx's newest it cannot exist. Either way: one line, no file."""
+    from histoeq.train.checkpoint import save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "run" / "best.pt", payload)
+    code, _, err = run_cli(["export", ckpt, "--out", tmp_path / "m.onnx", "--opset", opset], capsys)
+    assert_one_line_error(code, err, "--opset must be between 18")
+    assert not (tmp_path / "m.onnx").exists()

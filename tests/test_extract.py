@@ -387,3 +387,12 @@ def test_slide_resolution_errors_name_slide_mpp(tmp_path, capsys, command):
     code, _, err = run_cli([*command, good, *out, "--mpp", 4.0, "--slide-mpp", -1], capsys)
     assert_one_line_error(code, err, "good.tiff", "--slide-mpp must be a positive number, got -1")
     assert not (tmp_path / "ds").exists()
+
+
+def test_mpp_far_below_the_slides_is_refused_before_any_work(tmp_path, capsys):
+    """mm typed for µm: a 100x upsampling would fill the disk with invented pixels."""
+    slide = _slide(tmp_path / "s.tiff")  # 1 µm/px
+    code, _, err = run_cli(["extract", slide, "--out", tmp_path / "ds", "--mpp", 0.01], capsys)
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"error: {slide}: --mpp 0.01 would upsample this 1 µm/px slide 100x"), err
+    assert not (tmp_path / "ds").exists()

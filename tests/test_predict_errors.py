@@ -197,6 +197,30 @@ def test_atomic_writes_turn_os_errors_into_input_errors(tmp_path: Path) -> None:
         assert info.value.path == str(target)
 
 
+def test_full_or_read_only_disk_while_writing_names_the_output(tmp_path: Path, monkeypatch) -> None:
+    """ENOSPC / EROFS raised by a writer inside an atomic block (np.save, savefig, a file write) is the output's
+    problem: one InputError naming the target, not the temporary, and nothing left behind."""
+    import errno
+
+    from histoeq.atomic import atomic_path, atomic_paths, write_text_atomic
+    from histoeq.errors import InputError
+
+    def full(*_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(InputError, match="No space left on device") as info:
+        with atomic_path(tmp_path / "a.npy") as tmp:
+            full(tmp)
+    assert info.value.path == str(tmp_path / "a.npy")
+    targets = [tmp_path / "s.csv", tmp_path / "s.json"]
+    with pytest.raises(InputError, match="No space left") as info:
+        with atomic_paths(targets) as (csv, _):
+            monkeypatch.setattr("os.fsync", full)
+            write_text_atomic(csv, "x")  # predict writes each temporary atomically in turn
+    assert info.value.path == str(targets[0])
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_output_taken_by_a_directory_leaves_no_partial_set(good_model: Path, tmp_path: Path, capsys) -> None:
     slide = _tiff(tmp_path / "s.tiff")
     (tmp_path / "out" / "s.geojson").mkdir(parents=True)

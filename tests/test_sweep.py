@@ -65,6 +65,18 @@ def test_sweep_grid_and_resume(small_idc: Path, tmp_path: Path, capsys: pytest.C
     changed[changed.index("--width") + 1] = "6"
     code, _, err = run_cli(changed, capsys)
     assert code == 2 and "finished with other options" in err and "width: 4 -> 6" in err and "Traceback" not in err
+    # A bad --rotations fails before the first cell trains, not after.
+    no_eval = [*args[:args.index("--out") + 1], str(tmp_path / "other"), *args[args.index("--out") + 2:]]
+    no_eval[no_eval.index("--rotations") + 1] = "0"
+    code, _, err = run_cli(no_eval, capsys)
+    assert code == 2 and "--rotations must be at least 1" in err and not (tmp_path / "other").exists()
+    # A damaged cell record names itself and the way out, for the resume and the report alike.
+    old_cell.write_text('{"model": ')
+    for command in (args, ["sweep", "--out", sweep, "--report-only"]):
+        code, _, err = run_cli(command, capsys)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+        assert f"{old_cell}: not valid JSON" in lines[0] and "delete cnn_none_f0.5_s1 to retrain" in lines[0]
 
 
 def test_sweep_report_only_gathers_partial_grids(small_idc: Path, tmp_path: Path,

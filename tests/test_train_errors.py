@@ -124,4 +124,58 @@ def test_out_is_a_file(small_idc: Path, tmp_path: Path, capsys: pytest.CaptureFi
     (tmp_path / "r").write_text("not a folder")
     code, _, err = run_cli(["train", "--data", small_idc, "--model", "cnn", "--out", tmp_path / "r", *FAST_TRAIN],
                            capsys)
-    _one_line_error(code, err, "not a folder")
+    _one_line_error(code, err, str(tmp_path / "r"), "not a directory")
+
+
+@pytest.mark.parametrize(("option", "value", "needle"), [
+    ("--seed", "-1", "--seed must be between 0"), ("--seed", str(2**64), "--seed must be between 0"),
+    ("--weight-decay", "-1", "--weight-decay must be a number >= 0"), ("--weight-decay", "nan", "--weight-decay"),
+    ("--num-workers", "-1", "--num-workers must be at least 0"),
+])
+def test_bad_train_options_fail_before_anything_is_written(small_idc: Path, tmp_path: Path, option: str, value: str,
+                                                           needle: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["train", "--data", small_idc, "--model", "cnn", "--out", tmp_path / "r", *FAST_TRAIN,
+                            option, value], capsys)
+    _one_line_error(code, err, needle)
+    assert not (tmp_path / "r").exists()
+
+
+def test_diverged_training_is_one_line_not_a_metrics_traceback(small_idc: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["train", "--data", small_idc, "--model", "cnn", "--out", tmp_path / "r", *FAST_TRAIN,
+                            "--lr", "1e30"], capsys)
+    _one_line_error(code, err, str(tmp_path / "r"), "training diverged", "--lr")
+    assert not (tmp_path / "r" / "best.pt").exists()
+
+
+def test_eval_of_a_checkpoint_with_nan_weights_names_it(trained_cnn: Path, small_idc: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    payload = torch.load(trained_cnn / "best.pt", weights_only=False)
+    name = next(k for k, v in payload["state_dict"].items() if v.dtype.is_floating_point)
+    payload["state_dict"][name].fill_(float("nan"))
+    torch.save(payload, tmp_path / "nan.pt")
+    code, _, err = run_cli(["eval", tmp_path / "nan.pt", "--data", small_idc, "--split", "val", "--rotations", "1",
+                            "--out", tmp_path / "e", "--device", "cpu"], capsys)
+    _one_line_error(code, err, "nan.pt", "non-finite probabilities")
+    assert not (tmp_path / "e" / "eval.json").exists()
+
+
+@pytest.mark.parametrize("damage", ["empty images.npy", "zero std"])
+def test_damaged_dataset_files_are_named(small_idc: Path, tmp_path: Path, damage: str,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    import shutil
+
+    data = tmp_path / "ds"
+    shutil.copytree(small_idc, data)
+    if damage == "empty images.npy":
+        (data / "images.npy").write_bytes(b"")
+        needle = "images.npy"
+    else:
+        meta = json.loads((data / "meta.json").read_text())
+        meta["normalisation"]["std"] = [0, 0, 0]
+        (data / "meta.json").write_text(json.dumps(meta))
+        needle = "normalisation.std must be positive"
+    code, _, err = run_cli(["train", "--data", data, "--model", "cnn", "--out", tmp_path / "r", *FAST_TRAIN], capsys)
+    _one_line_error(code, err, needle)
+    assert not (tmp_path / "r").exists()

@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = app(args=argv, prog_name="histoeq", standalone_mode=False)
         return result if isinstance(result, int) else 0
-    except HistoeqError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except HistoeqError as exc:  # one line even when a library's message (pandas, OS) carries a newline
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code

@@ -80,6 +80,8 @@ class PatchDataset:
         _check_meta(meta, meta_path)
         try:
             images = np.load(images_path, mmap_mode="r")
+        except EOFError:  # np.load's answer to a zero-byte file
+            raise InputError(images_path, "unreadable images.npy (empty file)") from None
         except (OSError, ValueError) as exc:
             raise InputError(images_path, f"unreadable images.npy ({exc})") from None
         try:
@@ -157,6 +159,8 @@ def _check_meta(meta: dict[str, Any], meta_path: Path) -> None:
         values = norm.get(key) if isinstance(norm, dict) else None
         if not (isinstance(values, list) and len(values) == 3 and all(_is_number(v) for v in values)):
             raise InputError(meta_path, f"normalisation.{key} must be 3 numbers, got {values!r}")
+    if not all(v > 0 for v in norm["std"]):
+        raise InputError(meta_path, f"normalisation.std must be positive (it divides the pixels), got {norm['std']!r}")
 
 
 def _checked_index(index: pd.DataFrame, index_path: Path, n_classes: int) -> pd.DataFrame:
@@ -311,7 +315,8 @@ class DatasetWriter:
                                                                                  index=False)
         sums = self._sums[True] if self._sums[True][0] > 0 else self._sums[True] + self._sums[False]
         mean = sums[1:4] / sums[0]
-        std = np.sqrt(np.maximum(sums[4:7] / sums[0] - mean**2, 0.0))
+        # A channel that never varies (a constant-colour set) keeps a floor of one grey level, so it stays usable.
+        std = np.maximum(np.sqrt(np.maximum(sums[4:7] / sums[0] - mean**2, 0.0)), 1 / 255)
         splits = {s: int((index["split"] == s).sum()) for s in SPLITS}
         splits["none"] = int((index["split"] == "").sum())
         meta = {

@@ -36,6 +36,8 @@ GEOJSON_SUFFIXES = (".geojson", ".json")
 POINT_SUFFIXES = (".csv", ".geojson", ".json")
 KEEP_OPEN = 16  # slides kept open between the check pass and the extraction pass (file handles are finite)
 BLOCK = 8  # grid tiles per block side: one region read serves up to 64 tiles
+MIN_DOWNSAMPLE = 0.25  # reading finer than the scan by more than 4x invents pixels: a wrong --mpp, not a request
+MAX_TILES = 100_000_000  # grid positions of one slide; beyond this the coordinate arrays alone need GiBs
 
 
 @dataclass
@@ -110,13 +112,27 @@ def tissue_of(slide: Slide, tile0: float) -> tuple[np.ndarray, float]:
     return mask, ds
 
 
-def plan_grid(slide: Slide, regions: RegionAnnotations | None, opts: ExtractOptions) -> TilePlan:
+def _downsample(slide: Slide, opts: ExtractOptions) -> float:
+    """Level-0 pixels per output pixel; refusing a large upsampling (e.g. mm typed for µm: billions of invented
+    pixels and a full disk, with no error)."""
     ds = opts.mpp / slide.mpp
+    if ds < MIN_DOWNSAMPLE:
+        raise InputError(slide.path, f"--mpp {opts.mpp:g} would upsample this {slide.mpp:g} µm/px slide "
+                                     f"{1 / ds:.3g}x (at most {1 / MIN_DOWNSAMPLE:g}x; is --mpp in µm/px?)")
+    return ds
+
+
+def plan_grid(slide: Slide, regions: RegionAnnotations | None, opts: ExtractOptions) -> TilePlan:
+    ds = _downsample(slide, opts)
     tile0, stride0 = opts.patch_size * ds, opts.stride * ds
     w, h = slide.dimensions
     ox, oy = opts.origin
-    gx = ox + stride0 * np.arange(max(0, math.ceil((w - ox) / stride0)))
-    gy = oy + stride0 * np.arange(max(0, math.ceil((h - oy) / stride0)))
+    cols, rows = max(0, math.ceil((w - ox) / stride0)), max(0, math.ceil((h - oy) / stride0))
+    if cols * rows > MAX_TILES:
+        raise InputError(slide.path, f"{cols * rows:,} grid positions at --mpp {opts.mpp:g} and --stride "
+                                     f"{opts.stride}, more than {MAX_TILES:,} (is the µm/px right?)")
+    gx = ox + stride0 * np.arange(cols)
+    gy = oy + stride0 * np.arange(rows)
     ys, xs = (a.ravel() for a in np.meshgrid(gy, gx, indexing="ij"))
     skipped: dict[str, int] = {}
     if opts.min_tissue > 0:
@@ -139,7 +155,7 @@ def plan_points(slide: Slide, points: np.ndarray, opts: ExtractOptions) -> TileP
     """Positives centred on `points`; as many * neg_ratio negatives at random tissue spots away from them."""
     from scipy.spatial import cKDTree
 
-    ds = opts.mpp / slide.mpp
+    ds = _downsample(slide, opts)
     tile0 = opts.patch_size * ds
     w, h = slide.dimensions
     inside = (points[:, 0] >= 0) & (points[:, 0] < w) & (points[:, 1] >= 0) & (points[:, 1] < h)

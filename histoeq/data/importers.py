@@ -70,10 +70,15 @@ def _table_from_labels_csv(folder: Path, csv_path: Path) -> tuple[pd.DataFrame, 
     labels_raw = table[label_col].str.strip()
     if (labels_raw == "").any():
         raise InputError(csv_path, f"empty label on line {int(np.flatnonzero(labels_raw == '')[0]) + 2}")
+    integer = labels_raw.str.fullmatch(r"[+-]?\d+")
+    if integer.any() and not integer.all():  # e.g. "1.5" or "maybe" among 0/1: a typo, not a new class
+        line = int(np.flatnonzero(~integer.to_numpy())[0]) + 2
+        raise InputError(csv_path, f"labels mix class indices and names: {labels_raw.iloc[line - 2]!r} on line {line} "
+                                   f"among integers like {labels_raw[integer].iloc[0]!r}")
     if label_col.lower() == "label_idc" and set(labels_raw) <= {"0", "1"}:
         classes = list(IDC_CLASSES)
         labels = labels_raw.astype(int)
-    elif labels_raw.str.fullmatch(r"[+-]?\d+").all():
+    elif integer.all():
         classes, labels = _integer_classes(labels_raw, csv_path)
     else:
         classes = sorted(set(labels_raw))
@@ -86,7 +91,29 @@ def _table_from_labels_csv(folder: Path, csv_path: Path) -> tuple[pd.DataFrame, 
     bad = ~out["split"].isin(["train", "val", "test", ""])
     if bad.any():
         raise InputError(csv_path, f"unknown split value {out.loc[bad, 'split'].iloc[0]!r} (use train, val, test)")
+    _check_rows(out, csv_path, patients_given=patient_col is not None)
     return out, classes
+
+
+def _check_rows(table: pd.DataFrame, csv_path: Path, patients_given: bool) -> None:
+    """Refuse a labels table that would train on what it tests: a patch listed twice (possibly with two labels), or
+    a patient in two splits (patches of one patient are far more alike than patches of two, so such a test split
+    measures memory, not generalisation). Patients are checked only when the table names them."""
+    files = table["file"].map(str)
+    repeated = files.duplicated(keep=False)
+    if repeated.any():
+        lines = np.flatnonzero(repeated.to_numpy())[:2] + 2
+        raise InputError(csv_path, f"{Path(files.iloc[lines[0] - 2]).name} is listed twice (lines {lines[0]} and "
+                                   f"{lines[1]})")
+    if not patients_given:
+        return
+    marked = table[(table["split"] != "") & (table["patient"].astype(str).str.strip() != "")]
+    splits = marked.groupby(marked["patient"].astype(str))["split"].unique()
+    leaking = splits[splits.map(len) > 1]
+    if len(leaking):
+        patient = leaking.index[0]
+        raise InputError(csv_path, f"patient {patient} is in more than one split ({', '.join(sorted(leaking.iloc[0]))}); "
+                                   "split by patient so that no test patient is seen in training")
 
 
 def _integer_classes(labels_raw: pd.Series, csv_path: Path) -> tuple[list[str], pd.Series]:

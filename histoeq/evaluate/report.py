@@ -16,7 +16,8 @@ from histoeq.atomic import atomic_paths, check_output_dir
 from histoeq.errors import HistoeqError, InputError
 from histoeq.evaluate.plots import metric_vs_angle_figure, write_png
 from histoeq.evaluate.predictors import Predictor, load_predictor
-from histoeq.evaluate.rotation_eval import TTA_CHOICES, EvalInputs, evaluate_predictor, prepare_inputs
+from histoeq.evaluate.rotation_eval import (TTA_CHOICES, EvalInputs, NonFiniteOutput, evaluate_predictor,
+                                           prepare_inputs)
 from histoeq.progress import ProgressFn, null_progress
 
 EVAL_JSON = "eval.json"
@@ -76,8 +77,11 @@ def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path,
     stain = _normalise_stain(inputs, predictors, dataset.meta)
     results, probabilities = [], []
     for i, p in enumerate(predictors):
-        result = evaluate_predictor(p.predict, inputs, tta=tta, batch_size=batch_size, progress=progress,
-                                    task=f"eval {i + 1}/{len(predictors)}", keep_probabilities=True)
+        try:
+            result = evaluate_predictor(p.predict, inputs, tta=tta, batch_size=batch_size, progress=progress,
+                                        task=f"eval {i + 1}/{len(predictors)}", keep_probabilities=True)
+        except NonFiniteOutput as exc:
+            raise InputError(p.name, f"model {exc}") from None
         probabilities.append(result.pop("probabilities"))
         results.append({"run": p.name, **p.info, **result})
     record = {"data": str(data), "split": split, "rotations": rotations, "flips": flips, "tta": tta or "none",

@@ -103,6 +103,10 @@ def _predict_view(predict_fn: PredictFn, inputs: EvalInputs, view: View, batch_s
     return np.concatenate(chunks)
 
 
+class NonFiniteOutput(ValueError):
+    """The model's probabilities hold NaN or inf; the caller, who knows which model it is, reports it."""
+
+
 def evaluate_predictor(predict_fn: PredictFn, inputs: Any, *, tta: str | None = None, batch_size: int = 512,
                        progress: ProgressFn = null_progress, task: str = "eval", keep_probabilities: bool = False,
                        **prepare_kw: Any) -> dict[str, Any]:
@@ -125,6 +129,10 @@ def evaluate_predictor(predict_fn: PredictFn, inputs: Any, *, tta: str | None = 
     identity_probs: np.ndarray | None = None
     for i, view in enumerate(inputs.views):
         probs = _predict_view(predict_fn, inputs, view, batch_size)
+        bad = int((~np.isfinite(probs.reshape(len(probs), -1))).any(axis=1).sum())  # (n, classes) or (n,)
+        if bad:
+            raise NonFiniteOutput(f"produced non-finite probabilities (NaN or inf) for {bad} of {len(probs)} "
+                                  f"patches at view {view.name}: broken weights or a diverged training run")
         score = positive_score(probs)
         if reference is None:
             reference, identity_probs = score, probs

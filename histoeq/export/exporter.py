@@ -22,7 +22,7 @@ from torch import nn
 
 from histoeq import __version__
 from histoeq.atomic import check_output_file, write_bytes_atomic
-from histoeq.errors import InputError
+from histoeq.errors import HistoeqError, InputError
 from histoeq.export.check_patches import check_patches
 from histoeq.export.graph import build_classifier, export_graph
 from histoeq.export.metadata import ModelMetadata
@@ -30,6 +30,7 @@ from histoeq.export.verify import Verification, verify_onnx
 from histoeq.progress import ProgressFn, null_progress
 
 DEFAULT_OPSET = 18
+MIN_OPSET = 18  # the dynamo exporter's native opset; older ones go through a version converter that fails on Reduce*
 
 
 @dataclass
@@ -110,6 +111,9 @@ def export_model(
 ) -> ExportResult:
     """Export an in-memory model with its training `info` (checkpoint payload keys) to `out`, verified."""
     start = time.perf_counter()
+    if not MIN_OPSET <= opset <= onnx.defs.onnx_opset_version():
+        raise HistoeqError(f"--opset must be between {MIN_OPSET} (the exporter's own) and "
+                           f"{onnx.defs.onnx_opset_version()} (this onnx's newest), got {opset}")
     out = check_export_target(out)
     meta = _model_metadata(model, info, fp16, source)
     _check_outputs(model, meta, source)
@@ -120,6 +124,10 @@ def export_model(
         raw_path = Path(tmp) / "model.onnx"
         export_graph(classifier, meta.tile_px, raw_path, opset)
         proto = onnx.load(str(raw_path))
+    written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != opset:  # the exporter keeps its own opset when its version conversion fails
+        raise HistoeqError(f"--opset {opset}: the exporter could not convert this model's graph to it (it wrote "
+                           f"opset {written}); use --opset {DEFAULT_OPSET}")
     progress("export", 1, 3, "verifying in onnxruntime")
     tiles, patches_source = check_patches(meta.tile_px, idc_dir=idc_dir)
     _set_metadata(proto, meta)

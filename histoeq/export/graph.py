@@ -94,7 +94,8 @@ def export_graph(classifier: nn.Module, tile_px: int, path: Path, opset: int) ->
     level = exporter_log.level
     exporter_log.setLevel(logging.ERROR)
     try:
-        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(sink):
+        with (torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(sink),
+              contextlib.redirect_stderr(sink)):
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 classifier,

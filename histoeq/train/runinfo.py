@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from histoeq.atomic import write_text_atomic
+from histoeq.errors import InputError
 
 RUN_JSON = "run.json"
 METRICS_JSONL = "metrics.jsonl"
@@ -32,7 +33,16 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
+    """A JSON object written by histoeq; a damaged or foreign file is an InputError naming it."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(path, "not valid JSON (not UTF-8 text)") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(record, dict):
+        raise InputError(path, f"not a histoeq record (a JSON {type(record).__name__}, not an object)")
+    return record
 
 
 def _json_default(value: Any) -> Any:

@@ -20,7 +20,6 @@ split and its rotated views are prepared once and shared by all cells. Outputs:
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +92,8 @@ class SweepConfig:
             raise HistoeqError(f"--first-seed must be at least 0, got {self.first_seed}")
         if self.cv is not None and self.cv < 2:
             raise HistoeqError(f"--cv must be at least 2 folds, got {self.cv}")
+        if self.rotations < 1:  # checked here, not after the first cell has trained
+            raise HistoeqError(f"--rotations must be at least 1, got {self.rotations}")
 
 
 def cell_name(model: str, augment: str, fraction: float, seed: int) -> str:
@@ -125,13 +126,13 @@ def run_sweep(config: SweepConfig, progress: ProgressFn = null_progress) -> dict
                                    model_kwargs=dict(config.model_kwargs))
         if (run_dir / CELL_JSON).exists():
             # A finished cell counts as done only for the same training options; the dataset may have moved.
-            saved = runinfo.read_json(run_dir / runinfo.RUN_JSON).get("options", {})
+            saved = _read_damaged_hint(run_dir / runinfo.RUN_JSON).get("options", {})
             detail = changed_options(saved, train_config.options(), tuple(k for k in RESUME_KEYS if k != "data"))
             if detail:
                 raise InputError(run_dir, f"finished with other options than this sweep's ({detail}); "
                                           "use another --out")
             skipped += 1
-            cell = runinfo.read_json(run_dir / CELL_JSON)
+            cell = read_cell(run_dir / CELL_JSON)
             # Finished before the D4 share was part of a cell (and its checkpoint is still there to measure it).
             if D4_LABEL_CHANGE not in cell and (run_dir / BEST_NAME).exists():
                 if d4_inputs is None:
@@ -224,8 +225,28 @@ def group_stats(cells: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
+CELL_KEYS = ("model", "augment", "fraction", "seed")
+
+
+def read_cell(path: Path) -> dict[str, Any]:
+    """One finished cell's record; a damaged one names the file and how to recover (retrain that cell)."""
+    cell = _read_damaged_hint(path)
+    missing = [k for k in CELL_KEYS if k not in cell]
+    if missing:
+        raise InputError(path, f"not a sweep cell record (no {', '.join(missing)}); delete {path.parent.name} "
+                               "to retrain the cell")
+    return cell
+
+
+def _read_damaged_hint(path: Path) -> dict[str, Any]:
+    try:
+        return runinfo.read_json(path)
+    except InputError as exc:
+        raise InputError(path, f"{exc.problem}; delete {path.parent.name} to retrain the cell") from None
+
+
 def write_summaries(out: Path, run_dirs: list[Path], counts: dict[str, int]) -> dict[str, Any]:
-    rows = [json.loads((d / CELL_JSON).read_text()) for d in run_dirs if (d / CELL_JSON).exists()]
+    rows = [read_cell(d / CELL_JSON) for d in run_dirs if (d / CELL_JSON).exists()]
     if not rows:
         raise HistoeqError(f"{out}: no finished sweep cells to summarise")
     cells = pd.DataFrame.from_records(rows).sort_values(["model", "augment", "fraction", "seed"])

@@ -36,6 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
 from histoeq import __version__
+from histoeq.atomic import check_output_dir
 from histoeq.data.stain import dataset_stain
 from histoeq.errors import HistoeqError, InputError
 from histoeq.evaluate.metrics import classification_metrics
@@ -101,6 +102,12 @@ class TrainConfig:
             raise HistoeqError(f"--fraction must be in (0, 1], got {self.fraction}")
         if self.patience < 1:
             raise HistoeqError(f"--patience must be at least 1, got {self.patience}")
+        if not 0 <= self.seed < 2**63:
+            raise HistoeqError(f"--seed must be between 0 and 2**63 - 1, got {self.seed}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise HistoeqError(f"--weight-decay must be a number >= 0, got {self.weight_decay}")
+        if self.num_workers < 0:
+            raise HistoeqError(f"--num-workers must be at least 0, got {self.num_workers}")
         if self.max_steps is not None and self.max_steps < 1:
             raise HistoeqError(f"--max-steps must be at least 1, got {self.max_steps}")
         if self.cv_fold is not None:
@@ -113,6 +120,7 @@ class TrainConfig:
 def train(config: TrainConfig, progress: ProgressFn = null_progress) -> dict[str, Any]:
     """Train one model into `config.out`; returns a summary (best epoch, best val AUC, status, timings)."""
     config.check()
+    check_output_dir(config.out)  # before the dataset is read: a read-only or full disk fails now, as one line
     from histoeq.data.dataset import PatchDataset
     from histoeq.data.fractions import select_fraction
 
@@ -379,6 +387,10 @@ class _Run:
             losses.append(F.cross_entropy(logits, y, weight=self.class_weights, reduction="sum").item())
             probs.append(torch.softmax(logits, dim=1).cpu().numpy())
         labels = self.val_data.labels.cpu().numpy()
-        metrics = classification_metrics(labels, np.concatenate(probs))
+        probs = np.concatenate(probs)
+        if not np.isfinite(probs).all():
+            raise HistoeqError(f"{self.out}: training diverged (non-finite validation probabilities); lower --lr "
+                               "and start a new run folder")
+        metrics = classification_metrics(labels, probs)
         metrics["loss"] = float(np.sum(losses) / max(1, len(labels)))
         return metrics

@@ -209,3 +209,14 @@ def test_import_missing_files_are_skipped_quietly(tmp_path, capfd):
     code, stdout, err = run_cli(["import", tmp_path / "in", "--out", tmp_path / "ds"], capfd)
     assert code == 0 and "WARN" not in err and "findDecoder" not in err, err
     assert PatchDataset.open(tmp_path / "ds").meta["skipped"] == {"missing file": 2}
+
+
+def test_import_malformed_images_are_skipped_quietly(tmp_path, capfd):
+    """A file with a PNG signature and garbage after it makes OpenCV log from C++; the skip is counted instead."""
+    for k, cls in enumerate(("neg", "pos")):
+        for i in range(2):
+            _png(tmp_path / "in" / cls / f"p{i}_{k}.png", (6, 6), 40 * i + 100 * k)
+    (tmp_path / "in" / "pos" / "p9_bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\xff" * 40)
+    code, _, err = run_cli(["import", tmp_path / "in", "--out", tmp_path / "ds"], capfd)
+    assert code == 0 and "WARN" not in err and "ERROR" not in err, err
+    assert sum(PatchDataset.open(tmp_path / "ds").meta["skipped"].values()) == 1

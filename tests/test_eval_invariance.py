@@ -14,7 +14,7 @@ import torch
 
 from histoeq.evaluate.rotations import View, exact_view, make_views, reflect_context, context_size, rotate_context
 from histoeq.train.batches import apply_d4
-from tests.conftest import run_cli
+from tests.conftest import assert_one_line_error, run_cli
 from tests.test_train_helpers import small_idc_fixture_path, small_threads
 
 
@@ -97,6 +97,15 @@ def test_reflect_padding_without_slides_and_d4_tta(idc_dir: Path, tmp_path: Path
     assert code == 0, err
     report = json.loads((tmp_path / "e2" / "eval.json").read_text())
     assert report["runs"][0]["context_counts"] == {"slide": 16, "reflect": 0}
+    # A broken slide in the folder the user named is an error naming it, not a quiet fall-back to padding.
+    broken = tmp_path / "broken-slides"
+    broken.mkdir()
+    for slide in (idc_dir / "slides").glob("*.tiff"):
+        (broken / slide.name).write_bytes(slide.read_bytes()[:4096])
+    code, _, err = run_cli(["eval", run, "--data", data, "--out", tmp_path / "e3", "--rotations", "8",
+                            "--slides", broken, "--device", "cpu"], capsys)
+    assert_one_line_error(code, err, str(broken))
+    assert not (tmp_path / "e3" / "eval.json").exists()
 
 
 @pytest.mark.realdata

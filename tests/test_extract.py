@@ -242,15 +242,22 @@ def _bad(tmp_path: Path, case: str) -> tuple[list, Path]:
         folder.mkdir()
         _geojson(folder / "other-slide.geojson", [("Tumour", _square(100, 100, 300, 300))])
         return [good, "--annotations", folder], folder
+    if case in ("points-long-row", "points-not-numbers"):
+        bad = tmp_path / "good.csv"  # pandas alone reads "1,2,3" under "x,y" as the point (2, 3)
+        bad.write_text("x,y\n" + ("1,2,3\n150,150\n" if case == "points-long-row" else "150,150\n250,2S0\n"))
+        return [good, "--points", bad], bad
     raise AssertionError(case)
 
 
 BAD_CASES = ["zero-byte", "truncated-tiff", "text-svs", "geojson-not-json", "geojson-no-polygons",
-             "geojson-outside", "no-tissue", "no-mpp", "missing-annotations", "no-matching-geojson"]
+             "geojson-outside", "no-tissue", "no-mpp", "missing-annotations", "no-matching-geojson",
+             "points-long-row", "points-not-numbers"]
 PROBLEMS = {"zero-byte": "zero-byte", "truncated-tiff": "truncated", "text-svs": "not a readable slide",
             "geojson-not-json": "not valid JSON", "geojson-no-polygons": "no polygon",
             "geojson-outside": "outside the slide", "no-tissue": "no tissue", "no-mpp": "no resolution",
-            "missing-annotations": "no such file", "no-matching-geojson": "no good.geojson for slide good.tiff"}
+            "missing-annotations": "no such file", "no-matching-geojson": "no good.geojson for slide good.tiff",
+            "points-long-row": "a row has more fields than the header",
+            "points-not-numbers": "x, y on line 3 are not numbers"}
 
 
 @pytest.mark.parametrize("case", BAD_CASES)
@@ -396,3 +403,29 @@ def test_mpp_far_below_the_slides_is_refused_before_any_work(tmp_path, capsys):
     assert code == 2 and len(err.splitlines()) == 1, err
     assert err.startswith(f"error: {slide}: --mpp 0.01 would upsample this 1 µm/px slide 100x"), err
     assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--classes", "Tumour,Necrosis"], "--classes names 'Necrosis', which no annotation has (classes there: Other, "
+                                       "Stroma, Tumour)"),
+    (["--ignore", "Othre"], "--ignore names 'Othre', which no annotation has"),
+])
+def test_class_names_no_annotation_has_are_refused(synthetic, capsys, option, message):
+    """A typo in --classes would make an empty class and drop the real one; in --ignore it keeps the class meant
+    to be left out."""
+    folder, slide = synthetic
+    code, _, err = run_cli(["extract", slide, "--annotations", folder, "--out", folder / "ds", "--mpp", 1.0, *option],
+                           capsys)
+    assert code == 2 and err.startswith(f"error: {folder / 's1.geojson'}: {message}"), err
+    assert len(err.splitlines()) == 1 and not (folder / "ds").exists()
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--classes", "Tumour,Tumour"], "--classes names Tumour more than once"),
+    (["--classes", "Tumour,Stroma", "--ignore", "Stroma"], "Stroma is in both --classes and --ignore"),
+])
+def test_contradictory_class_options(synthetic, capsys, option, message):
+    folder, slide = synthetic
+    code, _, err = run_cli(["extract", slide, "--annotations", folder, "--out", folder / "ds", "--mpp", 1.0, *option],
+                           capsys)
+    assert code == 2 and err.startswith(f"error: {message}") and len(err.splitlines()) == 1, err

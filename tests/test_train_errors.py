@@ -130,7 +130,8 @@ def test_out_is_a_file(small_idc: Path, tmp_path: Path, capsys: pytest.CaptureFi
 @pytest.mark.parametrize(("option", "value", "needle"), [
     ("--seed", "-1", "--seed must be between 0"), ("--seed", str(2**64), "--seed must be between 0"),
     ("--weight-decay", "-1", "--weight-decay must be a number >= 0"), ("--weight-decay", "nan", "--weight-decay"),
-    ("--num-workers", "-1", "--num-workers must be at least 0"),
+    ("--num-workers", "-1", "--num-workers must be at least 0"), ("--width", "0", "--width must be at least 1"),
+    ("--augment", "rot90+", "unknown augmentation '' in 'rot90+'"),
 ])
 def test_bad_train_options_fail_before_anything_is_written(small_idc: Path, tmp_path: Path, option: str, value: str,
                                                            needle: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -178,4 +179,16 @@ def test_damaged_dataset_files_are_named(small_idc: Path, tmp_path: Path, damage
         needle = "normalisation.std must be positive"
     code, _, err = run_cli(["train", "--data", data, "--model", "cnn", "--out", tmp_path / "r", *FAST_TRAIN], capsys)
     _one_line_error(code, err, needle)
+    assert not (tmp_path / "r").exists()
+
+
+def test_training_patches_of_one_class_are_refused(small_idc: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    src = PatchDataset.open(small_idc)
+    keep = src.index[(src.index["split"] != "train") | (src.index["label"] == 0)]
+    with DatasetWriter(tmp_path / "oneclass", tile_px=50, classes=src.classes, mpp=4.0) as writer:
+        writer.add(np.asarray(src.images[keep["id"].to_numpy()]), keep.drop(columns="id").to_dict("records"))
+    code, _, err = run_cli(["train", "--data", tmp_path / "oneclass", "--model", "cnn", "--out", tmp_path / "r",
+                            *FAST_TRAIN], capsys)
+    _one_line_error(code, err, "oneclass", f"one class only ({src.classes[0]})")
     assert not (tmp_path / "r").exists()

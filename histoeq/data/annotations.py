@@ -10,6 +10,7 @@ the ones after it; labels by centre or by area are then unambiguous.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,13 +196,22 @@ def load_points(path: Path) -> np.ndarray:
             raise InputError(path, "no point annotations")
         return np.asarray(coords, dtype=np.float64)
     try:
-        table = pd.read_csv(path)
+        with warnings.catch_warnings():
+            # A row longer than the header: pandas would silently take its first field as the row label and shift
+            # the coordinates (x,y header, row 1,2,3 -> (2, 3)); as an error it names the file instead.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            table = pd.read_csv(path, index_col=False)
+    except pd.errors.ParserWarning:
+        raise InputError(path, "a row has more fields than the header") from None
     except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"not a readable CSV ({str(exc)[:100]})") from None
+        raise InputError(path, f"not a readable CSV ({str(exc).strip()[:100]})") from None
     cols = {c.lower().strip(): c for c in table.columns}
     if "x" not in cols or "y" not in cols:
         raise InputError(path, "points CSV needs columns x and y")
-    pts = table[[cols["x"], cols["y"]]].apply(pd.to_numeric, errors="coerce").dropna().to_numpy(np.float64)
-    if len(pts) == 0:
+    xy = table[[cols["x"], cols["y"]]].apply(pd.to_numeric, errors="coerce")
+    bad = xy.isna().any(axis=1).to_numpy()
+    if bad.any():  # a typo would otherwise lose a detection without a word
+        raise InputError(path, f"x, y on line {int(np.flatnonzero(bad)[0]) + 2} are not numbers")
+    if len(xy) == 0:
         raise InputError(path, "no points")
-    return pts
+    return xy.to_numpy(np.float64)

@@ -81,6 +81,13 @@ class ExtractOptions:
             raise InputError(None, f"--label-from must be centre or area, got {self.label_from!r}")
         if self.split not in ("", "train", "val", "test"):
             raise InputError(None, f"--split must be train, val or test, got {self.split!r}")
+        if self.classes is not None:
+            twice = sorted({c for c in self.classes if self.classes.count(c) > 1})
+            if twice:
+                raise InputError(None, f"--classes names {', '.join(twice)} more than once")
+            both = sorted(set(self.classes) & self.ignore)
+            if both:
+                raise InputError(None, f"{', '.join(both)} is in both --classes and --ignore")
 
 
 @dataclass
@@ -237,14 +244,23 @@ def read_plan(plan: TilePlan, opts: ExtractOptions) -> Iterator[tuple[np.ndarray
 
 
 def _class_order(paths: list[Path], opts: ExtractOptions) -> list[str]:
-    """All class names over all slides, largest total area first (label 0), unless given."""
-    if opts.classes:
-        return list(opts.classes)
+    """All class names over all slides, largest total area first (label 0), unless given.
+
+    A name in --classes or --ignore that no annotation file has is a typo (it would make an empty class, or keep
+    the class meant to be left out), so it is an error listing the names there are."""
     areas: dict[str, float] = {}
     for path in paths:
-        for name, area in RegionAnnotations.load(path, None, opts.ignore).areas.items():
+        for name, area in RegionAnnotations.load(path, None, set()).areas.items():
             areas[name] = areas.get(name, 0.0) + area
-    return sorted(areas, key=lambda n: (-areas[n], n))
+    for option, names in (("--classes", opts.classes or []), ("--ignore", sorted(opts.ignore))):
+        unknown = [n for n in names if n not in areas]
+        if unknown:
+            where = paths[0] if len(paths) == 1 else paths[0].parent
+            raise InputError(where, f"{option} names {', '.join(map(repr, unknown))}, which no annotation has "
+                                    f"(classes there: {', '.join(sorted(areas))})")
+    if opts.classes:
+        return list(opts.classes)
+    return sorted((n for n in areas if n not in opts.ignore), key=lambda n: (-areas[n], n))
 
 
 def extract_dataset(slides: list[Path], out: Path, annotations: Path | None = None, points: Path | None = None,

@@ -34,6 +34,8 @@ from histoeq.errors import InputError
 from histoeq.progress import ProgressFn, null_progress
 from histoeq.slide.pixels import to_rgb8
 
+# OpenCV logs every malformed image on stderr from C++; unreadable images are counted in the dataset's skipped.csv.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 _XY = re.compile(r"_x(\d+)_y(\d+)")
 CHUNK = 1024
@@ -57,7 +59,7 @@ def _table_from_labels_csv(folder: Path, csv_path: Path) -> tuple[pd.DataFrame, 
     try:
         table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise InputError(csv_path, f"not a readable CSV ({str(exc)[:100]})") from None
+        raise InputError(csv_path, f"not a readable CSV ({str(exc).strip()[:100]})") from None
     cols = {c.lower().strip(): c for c in table.columns}
     path_col = cols.get("path") or cols.get("file") or cols.get("filename")
     label_col = cols.get("label") or next((cols[c] for c in cols if c.startswith("label")), None)

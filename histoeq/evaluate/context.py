@@ -61,8 +61,8 @@ def build_contexts(images: torch.Tensor, rows: pd.DataFrame, meta: dict[str, Any
                    slides: Path | None = None, progress: ProgressFn = null_progress) -> tuple[torch.Tensor, dict]:
     """uint8 (N,S,S,3) context squares for uint8 (N,H,W,3) `images` and their index `rows`.
 
-    Returns (contexts, counts) with counts = {"slide": n, "reflect": n}; a slide that cannot be opened counts its
-    patches as reflect-padded instead of failing the evaluation.
+    Returns (contexts, counts) with counts = {"slide": n, "reflect": n}; a slide found through the dataset's
+    provenance that cannot be read counts its patches as reflect-padded, one in the `slides` folder is an error.
     """
     tile = int(images.shape[1])
     size = context_size(tile)
@@ -99,9 +99,11 @@ def build_contexts(images: torch.Tensor, rows: pd.DataFrame, meta: dict[str, Any
                         done += 1
                         if done % 256 == 0:
                             progress("context", done, int(usable.sum()), "reading slide context")
-            except InputError:
-                continue
-            except (OSError, ValueError):
+            except (InputError, OSError, ValueError) as exc:
+                # A slide the user pointed at with --slides must be usable; one found through the dataset's
+                # provenance may have moved or changed, and its patches fall back to reflect padding.
+                if slides is not None and Path(slides).resolve() in path.resolve().parents:
+                    raise exc if isinstance(exc, InputError) else InputError(path, f"unreadable slide ({exc})") from None
                 continue
     counts = {"slide": int(from_slide.sum()), "reflect": int((~from_slide).sum())}
     return contexts, counts

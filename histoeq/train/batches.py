@@ -49,10 +49,10 @@ class AugmentPlan:
 
 def parse_augment(preset: str) -> AugmentPlan:
     """``"rot90+stain"`` -> AugmentPlan; unknown parts raise `HistoeqError` naming the choices."""
-    parts = [p.strip() for p in (preset or "none").split("+") if p.strip()]
+    parts = [p.strip() for p in (preset or "none").split("+")]
     unknown = [p for p in parts if p not in KNOWN_PRESETS]
-    if unknown or not parts:
-        raise HistoeqError(f"unknown augmentation {'+'.join(unknown) or preset!r} (choose from "
+    if unknown:
+        raise HistoeqError(f"unknown augmentation {unknown[0]!r} in {preset!r} (choose from "
                            f"{', '.join(KNOWN_PRESETS)}, combined with '+')")
     pixel = tuple(p for p in parts if p not in BATCH_PRESETS and p != "none")
     return AugmentPlan(preset="+".join(parts), rot90="rot90" in parts, flip="flip" in parts, pixel_parts=pixel)

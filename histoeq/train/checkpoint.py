@@ -17,6 +17,7 @@ Payload keys (version 1)::
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if path.stat().st_size == 0:
         raise InputError(path, "not a histoeq checkpoint (zero-byte file)")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about legacy (non-zip) files before failing on them
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated / foreign files
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise InputError(path, f"not a readable checkpoint ({first_line[:120]})") from None

@@ -108,6 +108,8 @@ class TrainConfig:
             raise HistoeqError(f"--weight-decay must be a number >= 0, got {self.weight_decay}")
         if self.num_workers < 0:
             raise HistoeqError(f"--num-workers must be at least 0, got {self.num_workers}")
+        if self.width is not None and self.width < 1:
+            raise HistoeqError(f"--width must be at least 1, got {self.width}")
         if self.max_steps is not None and self.max_steps < 1:
             raise HistoeqError(f"--max-steps must be at least 1, got {self.max_steps}")
         if self.cv_fold is not None:
@@ -132,6 +134,10 @@ def train(config: TrainConfig, progress: ProgressFn = null_progress) -> dict[str
     train_ids = dataset.split_ids("train")  # InputError when the dataset has no train split
     dataset.split_ids("val")
     chosen = select_fraction(dataset.index, config.fraction, config.seed, split="train")
+    present = np.unique(dataset.labels[chosen])
+    if len(present) < 2:  # nothing to discriminate: the loss is trivially zero and AUC is undefined
+        only = ", ".join(dataset.classes[int(k)] for k in present)
+        raise InputError(config.data, f"the training patches hold one class only ({only}); need at least two")
     assert np.isin(chosen, train_ids).all()
     info, device = init_distributed(config.device)
     try:

@@ -125,14 +125,17 @@ def test_import_pcam(tmp_path, capsys):
         assert np.array_equal(ds.images[ds.split_ids("val")], f["x"][:])
 
 
-@pytest.mark.parametrize("case", ["missing", "empty-folder", "bad-csv"])
+@pytest.mark.parametrize("case", ["missing", "empty-folder", "bad-csv", "csv-is-a-folder"])
 def test_import_bad_inputs(tmp_path, capsys, case):
     folder = tmp_path / "in"
     if case != "missing":
         folder.mkdir()
     if case == "bad-csv":
         (folder / "labels.csv").write_text("file_name,klass\na.png,1\n")
-    culprit = folder / "labels.csv" if case == "bad-csv" else folder
+    if case == "csv-is-a-folder":
+        _png(folder / "labels.csv" / "a.png", (6, 6), 10)
+        _png(folder / "patches" / "b.png", (6, 6), 20)
+    culprit = folder / "labels.csv" if case in ("bad-csv", "csv-is-a-folder") else folder
     outputs = tmp_path / "outputs"
     outputs.mkdir()
     code, _, err = run_cli(["import", folder, "--out", outputs / "ds"], capsys)

@@ -197,6 +197,8 @@ def import_folder(folder: Path, out: Path, pad: bool = False, overwrite: bool = 
     if find_pcam(folder):
         return import_pcam(folder, out, overwrite=overwrite, mpp=mpp, progress=progress)
     labels_csv = folder / "labels.csv"
+    if labels_csv.exists() and not labels_csv.is_file():  # else it would pass for a class folder
+        raise InputError(labels_csv, "is a folder, not a labels table")
     if labels_csv.is_file():
         table, classes = _table_from_labels_csv(folder, labels_csv)
         layout = "labels.csv"

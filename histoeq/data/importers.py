@@ -113,9 +113,9 @@ def _check_rows(table: pd.DataFrame, csv_path: Path, patients_given: bool) -> No
     splits = marked.groupby(marked["patient"].astype(str))["split"].unique()
     leaking = splits[splits.map(len) > 1]
     if len(leaking):
-        patient = leaking.index[0]
-        raise InputError(csv_path, f"patient {patient} is in more than one split ({', '.join(sorted(leaking.iloc[0]))}); "
-                                   "split by patient so that no test patient is seen in training")
+        patient, splits_of = leaking.index[0], ", ".join(sorted(leaking.iloc[0]))
+        raise InputError(csv_path, f"patient {patient} is in more than one split ({splits_of}); split by patient so "
+                                   "that no test patient is seen in training")
 
 
 def _integer_classes(labels_raw: pd.Series, csv_path: Path) -> tuple[list[str], pd.Series]:

@@ -102,9 +102,11 @@ def build_contexts(images: torch.Tensor, rows: pd.DataFrame, meta: dict[str, Any
             except (InputError, OSError, ValueError) as exc:
                 # A slide the user pointed at with --slides must be usable; one found through the dataset's
                 # provenance may have moved or changed, and its patches fall back to reflect padding.
-                if slides is not None and Path(slides).resolve() in path.resolve().parents:
-                    raise exc if isinstance(exc, InputError) else InputError(path, f"unreadable slide ({exc})") from None
-                continue
+                if slides is None or Path(slides).resolve() not in path.resolve().parents:
+                    continue
+                if isinstance(exc, InputError):
+                    raise
+                raise InputError(path, f"unreadable slide ({exc})") from None
     counts = {"slide": int(from_slide.sum()), "reflect": int((~from_slide).sum())}
     return contexts, counts
 

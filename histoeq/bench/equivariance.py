@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from histoeq.bench import check_finite, check_int
+from histoeq.bench.layers import MIN_TILE_PX
 from histoeq.models import create
 from histoeq.models.equivariance import rotation_error
 from histoeq.nn.kernels import METHODS
@@ -28,6 +30,10 @@ def bench_angle_error(angle_deg: float = 45.0, tile_px: int = 50, seeds: int = 8
                       progress: ProgressFn = null_progress) -> list[AngleErrorRow]:
     """Relative logit error under rotation of the input, mean/sd/median over ``seeds`` random initialisations,
     for the issue's bilinear input rotation and for an amplitude-preserving spline rotation."""
+    angle_deg = check_finite("--angle", angle_deg)
+    check_int("--tile-px", tile_px, MIN_TILE_PX)
+    check_int("--seeds", seeds)
+    check_int("--orientations", orientations)
     configs = [("cnn", "pixel", {})] + [
         (f"se2 (N={orientations})", m, {"orientations": orientations, "kernel_method": m})
         for m in METHODS if m != "pixel"

@@ -15,10 +15,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from histoeq.bench import check_int
+from histoeq.errors import HistoeqError
 from histoeq.models import create
 from histoeq.models.histonet import HistoNet
 from histoeq.nn.pool import EquivariantPool2d
 from histoeq.progress import ProgressFn, null_progress
+
+
+MIN_TILE_PX = 4  # the smallest tile a checkpoint or export accepts
 
 
 def plain_cnn(widths: tuple[int, ...], kernel_sizes: tuple[int, int] = (5, 3), num_classes: int = 2,
@@ -80,8 +85,18 @@ def _eval_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
 def bench_layers(models: tuple[str, ...] = ("p4m", "se2"), batch: int = 32, tile_px: int = 50, repeats: int = 10,
                  warmup: int = 2, device: str = "cpu", progress: ProgressFn = null_progress) -> list[LayerBenchRow]:
     """Median train-step and eval-forward times; ratios are G-CNN / plain CNN of equal expanded width."""
+    from histoeq.train.distributed import resolve_device
+
+    check_int("--batch-size", batch)
+    check_int("--tile-px", tile_px, MIN_TILE_PX)
+    check_int("--repeats", repeats)
+    check_int("warmup", warmup, 0)
+    if batch == 1 and tile_px < 5:
+        # the last stage sees a 1x1 map: a training-mode BatchNorm over one value per channel is undefined
+        raise HistoeqError(f"--batch-size 1 needs --tile-px of at least 5, got {tile_px} (a training step's "
+                           "BatchNorm needs more than one value per channel)")
+    dev = resolve_device(device)
     torch.manual_seed(0)
-    dev = torch.device(device)
     x = torch.randn(batch, 3, tile_px, tile_px, device=dev)
     y = torch.randint(0, 2, (batch,), device=dev)
     contenders: dict[str, nn.Module] = {"cnn (matched params)": create("cnn")}

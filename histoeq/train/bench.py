@@ -14,6 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from histoeq.bench import check_int
 from histoeq.progress import ProgressFn, null_progress
 from histoeq.train.batches import PatchBatches, parse_augment
 from histoeq.train.distributed import resolve_device
@@ -27,10 +28,14 @@ def bench_train(data: str | Path, models: list[str] | None = None, *, fraction: 
     from histoeq.data.dataset import PatchDataset
     from histoeq.data.fractions import select_fraction
 
+    check_int("--batch-size", batch_size)
+    check_int("--orientations", orientations)
+    if width is not None:
+        check_int("--width", width)
+    torch_device = resolve_device(device)
     dataset = PatchDataset.open(data)
     dataset.split_ids("train")
     ids = select_fraction(dataset.index, fraction, seed, split="train")
-    torch_device = resolve_device(device)
     plan = parse_augment(augment)
     batches = PatchBatches(dataset.images[ids], dataset.labels[ids], dataset.normalisation, torch_device, plan, seed)
     names = models or available_models()

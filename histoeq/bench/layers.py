@@ -67,6 +67,8 @@ def _train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y
         opt.zero_grad(set_to_none=True)
         loss_fn(model(x), y).backward()
         opt.step()
+        if x.is_cuda:  # CUDA kernels run asynchronously: without this the next step's timer absorbs this one
+            torch.cuda.synchronize()
 
     return step
 

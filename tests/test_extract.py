@@ -344,6 +344,8 @@ _POLY = {"type": "Polygon", "coordinates": _square(100, 100, 300, 300)}
     ({"type": "Circle", "coordinates": [200, 200]}, "features[1] has an unknown geometry type 'Circle'"),
     ({"type": "MultiPolygon", "coordinates": "abc"}, "features[1] has a malformed MultiPolygon"),
     ("not a feature", "features[1] is not a GeoJSON Feature object"),
+    ({"type": "Polygon", "coordinates": [[[-1e308, 0], [1e308, 5], [3, 1e308], [-1e308, 0]]]},
+     "polygons GEOS cannot process"),
 ])
 def test_bad_geojson_feature_is_an_error(tmp_path, capsys, bad, problem):
     slide = _slide(tmp_path / "s.tiff")
@@ -429,3 +431,11 @@ def test_contradictory_class_options(synthetic, capsys, option, message):
     code, _, err = run_cli(["extract", slide, "--annotations", folder, "--out", folder / "ds", "--mpp", 1.0, *option],
                            capsys)
     assert code == 2 and err.startswith(f"error: {message}") and len(err.splitlines()) == 1, err
+
+
+def test_geojson_nested_too_deeply_is_an_error(tmp_path, capsys):
+    slide = _slide(tmp_path / "s.tiff")
+    geo = tmp_path / "s.geojson"
+    geo.write_text("[" * 100_000 + "]" * 100_000)
+    code, _, err = run_cli(["extract", slide, "--annotations", geo, "--out", tmp_path / "ds", "--mpp", 1.0], capsys)
+    assert code == 2 and err == f"error: {geo}: not a GeoJSON file (nested too deeply)\n", err

@@ -54,6 +54,8 @@ def _load_features(path: Path) -> list[dict]:
         raise InputError(path, "not a GeoJSON file (not text)") from None
     except json.JSONDecodeError as exc:
         raise InputError(path, f"not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except RecursionError:
+        raise InputError(path, "not a GeoJSON file (nested too deeply)") from None
     except OSError as exc:
         raise InputError(path, f"cannot read ({exc.strerror or exc})") from None
     if isinstance(data, dict) and data.get("type") == "FeatureCollection":
@@ -111,7 +113,14 @@ class RegionAnnotations:
     @classmethod
     def load(cls, path: Path, classes: list[str] | None = None, ignore: set[str] | None = None) -> RegionAnnotations:
         """Read polygons; `classes` fixes the label order (default: by total area, largest first = label 0)."""
-        ignore = ignore or set()
+        try:
+            with np.errstate(all="ignore"):  # the overflow below is reported as one error, not also as a warning
+                return cls._load(path, classes, ignore or set())
+        except shapely.errors.GEOSException as exc:  # e.g. coordinates near 1e308 overflow GEOS's arithmetic
+            raise InputError(path, f"polygons GEOS cannot process ({str(exc).strip()[:100]})") from None
+
+    @classmethod
+    def _load(cls, path: Path, classes: list[str] | None, ignore: set[str]) -> RegionAnnotations:
         by_class: dict[str, list] = {}
         ignored: dict[str, int] = {}
         for i, feat in enumerate(_load_features(path)):

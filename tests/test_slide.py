@@ -288,3 +288,136 @@ def test_unconverted_colour_space_is_refused(tmp_path, photometric):
     with pytest.raises(InputError, match="not supported") as err:
         open_slide(path)
     assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
+
+
+# ---- layouts other hospitals' files have (found by an audit of synthetic files; OpenSlide as the reference) -------
+
+def _levels(h: int = 512, w: int = 768) -> list[np.ndarray]:
+    """A random RGB image with an asymmetric marker, and its 1/2 and 1/4 levels (plain decimation)."""
+    img = np.random.default_rng(7).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    img[:64, :96] = (40, 20, 90)
+    return [np.ascontiguousarray(img[::k, ::k]) for k in (1, 2, 4)]
+
+
+def _pyramid(path, levels, first=None, **kw) -> None:
+    with tifffile.TiffWriter(path) as tw:
+        if first is not None:  # a label or macro image stored before the slide
+            tw.write(first, photometric="rgb", tile=(128, 128) if kw.pop("tiled_first", False) else None)
+        for k, level in enumerate(levels):
+            tw.write(level, tile=(128, 128), photometric="rgb", subfiletype=0 if k == 0 else 1, **_res(0.5 * 2**k),
+                     **kw)
+
+
+@pytest.mark.parametrize("dpi", [72, 300, 600])
+def test_document_dpi_is_not_taken_for_a_scan_resolution(tmp_path, dpi):
+    """Image software writes 72/300/600 dpi by default; as µm/px that is 353/85/42: ask for --mpp instead."""
+    for tiled in (True, False):
+        path = tmp_path / f"{dpi}-{tiled}.tif"
+        tifffile.imwrite(path, _levels()[0], photometric="rgb", tile=(128, 128) if tiled else None,
+                         resolution=(dpi, dpi), resolutionunit="INCH")
+        with open_slide(path) as s:
+            assert s.metadata_mpp is None
+            with pytest.raises(InputError, match="no resolution"):
+                s.mpp  # noqa: B018
+
+
+@pytest.mark.parametrize("label", ["strip", "tiled"])
+def test_label_image_stored_first_is_not_the_slide(tmp_path, label):
+    levels = _levels()
+    path = tmp_path / "label-first.tif"
+    _pyramid(path, levels, first=np.full((120, 200, 3), 30, np.uint8), tiled_first=label == "tiled")
+    with open_slide(path) as s:
+        assert s.dimensions == (768, 512) and s.level_count == 3 and s.mpp == pytest.approx(0.5)
+        assert np.array_equal(s.read_region((0, 0), (768, 512), 0.5), levels[0])
+
+
+def test_ome_tiff_takes_the_slide_image_and_converts_its_unit(tmp_path):
+    levels = _levels()
+    path = tmp_path / "slide.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        tw.write(np.full((120, 200, 3), 30, np.uint8), photometric="rgb",
+                 metadata={"axes": "YXS", "Name": "label", "PhysicalSizeX": 20.0, "PhysicalSizeY": 20.0})
+        tw.write(levels[0], tile=(128, 128), subifds=2, photometric="rgb",
+                 metadata={"axes": "YXS", "Name": "slide", "PhysicalSizeX": 500.0, "PhysicalSizeXUnit": "nm",
+                           "PhysicalSizeY": 500.0, "PhysicalSizeYUnit": "nm"})
+        for level in levels[1:]:
+            tw.write(level, tile=(128, 128), photometric="rgb", subfiletype=1, metadata=None)
+    with open_slide(path) as s:
+        assert s.dimensions == (768, 512) and s.level_count == 3 and s.mpp == pytest.approx(0.5)
+        assert np.array_equal(s.read_region((0, 0), (384, 256), 1.0), levels[1])
+
+
+def test_imagej_resolution_in_microns(tmp_path):
+    path = tmp_path / "imagej.tif"
+    tifffile.imwrite(path, _levels()[0], imagej=True, resolution=(2, 2), metadata={"unit": "um"})
+    with open_slide(path) as s:
+        assert s.mpp == pytest.approx(0.5)
+
+
+def test_subifd_pyramid_levels_are_used(tmp_path):
+    """OpenSlide sees only level 0 of a SubIFD pyramid; without the levels a thumbnail decodes all of level 0."""
+    levels = _levels()
+    path = tmp_path / "subifd.tif"
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(levels[0], subifds=2, tile=(128, 128), photometric="rgb", **_res(0.5))
+        for level in levels[1:]:
+            tw.write(level, tile=(128, 128), photometric="rgb", subfiletype=1)
+    with open_slide(path) as s, open_slide(path, reader="openslide") as ref:
+        assert ref.level_count == 1 and s.level_count == 3 and s.mpp == pytest.approx(0.5)
+        assert np.array_equal(s.read_region((0, 0), (768, 512), 0.5), ref.read_region((0, 0), (768, 512), 0.5))
+        assert np.array_equal(s.read_region((0, 0), (192, 128), 2.0), levels[2])
+
+
+def test_separate_colour_planes(tmp_path):
+    rgb = _levels()[0]
+    planes = np.ascontiguousarray(np.moveaxis(rgb, -1, 0))
+    tifffile.imwrite(tmp_path / "strips.tif", planes, photometric="rgb", planarconfig="separate", **_res(0.5))
+    tifffile.imwrite(tmp_path / "tiles.tif", planes, photometric="rgb", planarconfig="separate", tile=(128, 128),
+                     **_res(0.5))
+    for name in ("strips.tif", "tiles.tif"):
+        with open_slide(tmp_path / name) as s:
+            assert np.array_equal(s.read_region((0, 0), (768, 512), 0.5), rgb), name
+
+
+def test_associated_alpha_matches_openslide(tmp_path):
+    rgb = _levels()[0].astype(np.uint16)
+    alpha = np.random.default_rng(8).integers(0, 256, rgb.shape[:2], dtype=np.uint16)[:, :, None]
+    premultiplied = np.dstack([(rgb * alpha + 127) // 255, alpha]).astype(np.uint8)
+    path = tmp_path / "assoc.tif"
+    tifffile.imwrite(path, premultiplied, photometric="rgb", extrasamples=[1], tile=(128, 128), **_res(0.5))
+    over_white = np.minimum(premultiplied[:, :, :3].astype(np.uint16) + 255 - alpha, 255).astype(np.uint8)
+    with open_slide(path) as s, open_slide(path, reader="openslide") as ref:
+        assert s.backend == "tifffile"
+        region = s.read_region((0, 0), (768, 512), 0.5)
+        assert np.array_equal(region, over_white)  # the colours are not multiplied by alpha a second time
+        # OpenSlide hands back un-premultiplied 8-bit RGBA, which composites back within one grey level.
+        assert np.abs(region.astype(int) - ref.read_region((0, 0), (768, 512), 0.5)).max() <= 1
+
+
+@pytest.mark.parametrize("tiled", [True, False])
+def test_rotated_storage_is_refused(tmp_path, tiled):
+    path = tmp_path / "rotated.tif"
+    tifffile.imwrite(path, _levels()[0], photometric="rgb", tile=(128, 128) if tiled else None,
+                     extratags=[(274, "H", 1, 3, True)], **_res(0.5))
+    with pytest.raises(InputError, match="Orientation 3") as err:
+        open_slide(path)
+    assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
+
+
+def test_camera_jpeg_is_turned_upright(tmp_path):
+    upright = _levels()[0]
+    exif = Image.Exif()
+    exif[274] = 6  # stored rotated 90° anticlockwise; display rotates clockwise
+    Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1))).save(tmp_path / "cam.png", exif=exif)
+    with open_slide(tmp_path / "cam.png", mpp=0.5) as s:
+        assert s.dimensions == (768, 512)
+        assert np.array_equal(s.read_region((0, 0), (768, 512), 0.5), upright)
+
+
+def test_slide_without_a_level_small_enough_for_an_overview(tmp_path, monkeypatch):
+    from histoeq.slide import reader
+
+    monkeypatch.setattr(reader, "MAX_OVERVIEW_SOURCE_PX", 100_000)  # stands in for a 10^6 px square, one level
+    tifffile.imwrite(tmp_path / "flat.tif", _levels()[0], photometric="rgb", tile=(128, 128), **_res(0.5))
+    with open_slide(tmp_path / "flat.tif") as s, pytest.raises(InputError, match="no pyramid level small enough"):
+        s.thumbnail(64)

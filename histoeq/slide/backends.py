@@ -51,6 +51,8 @@ class OpenSlideBackend:
             self.mpp: float | None = (mx + my) / 2 if mx > 0 and my > 0 else None
         except (KeyError, ValueError):
             self.mpp = None
+        if self.vendor == "generic-tiff":  # from the resolution tags: may be a 300 dpi default
+            self.mpp = plausible_tag_mpp(self.mpp)
         self.properties = dict(props)
 
     def overview(self) -> np.ndarray | None:
@@ -81,7 +83,8 @@ class TiffFileBackend:
         self._tif = tifffile.TiffFile(str(path))
         if not self._tif.series:
             raise ValueError("no image series")
-        series = self._tif.series[0]
+        # The slide is the largest image: a label or macro image may come first (some scanners and converters).
+        series = max(self._tif.series, key=_level0_area)
         self._pages = [level.pages[0] for level in series.levels]
         for page in self._pages:
             page.shape  # noqa: B018  (forces the page to be parsed now, so broken files fail at open)
@@ -94,9 +97,12 @@ class TiffFileBackend:
                 raise TruncatedTiff(f"image data ends at byte {max(ends)} but the file has {size} bytes (truncated)")
         try:
             self._colour = [tiff_colour(page) for page in self._pages]
+            for page in self._pages:
+                _check_layout(page)
         except UnsupportedTiff:
             self._tif.close()  # refused: do not leave the file open
             raise
+        self._planar = [int(page.planarconfig) == PLANAR_SEPARATE for page in self._pages]
         self.level_dimensions = [(int(p.imagewidth), int(p.imagelength)) for p in self._pages]
         w0 = self.level_dimensions[0][0]
         self.level_downsamples = [w0 / d[0] for d in self.level_dimensions]
@@ -111,12 +117,9 @@ class TiffFileBackend:
     def _read_mpp(self) -> float | None:
         t, page = self._tif, self._pages[0]
         if t.is_ome:
-            import re
-
-            m = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', t.ome_metadata or "")
-            unit = re.search(r'PhysicalSizeXUnit="([^"]+)"', t.ome_metadata or "")
-            if m and (unit is None or unit.group(1) in ("µm", "um", "\u00b5m")):
-                return float(m.group(1))
+            mpp = _ome_mpp(t.ome_metadata or "", *self.level_dimensions[0])
+            if mpp is not None:
+                return mpp
         if t.is_svs:
             import re
 
@@ -124,15 +127,17 @@ class TiffFileBackend:
             if m:
                 return float(m.group(1))
         tag, unit = page.tags.get("XResolution"), page.tags.get("ResolutionUnit")
-        if tag is not None and unit is not None:
-            num, den = tag.value
-            if num and den:
-                per_unit = num / den
-                mpp = {2: 25400.0, 3: 10000.0}.get(int(unit.value), 0.0) / per_unit
-                # 72/96/300 dpi defaults of non-microscopy software are not a scan resolution.
-                if 0 < mpp < 50:
-                    return mpp
-        return None
+        if tag is None:
+            return None
+        num, den = tag.value
+        if not (num and den):
+            return None
+        per_unit = num / den
+        if t.is_imagej:  # ImageJ stores pixels per its own unit (ResolutionUnit is none)
+            um = UNIT_UM.get(str((t.imagej_metadata or {}).get("unit", "")).strip())
+            return um / per_unit if um else None
+        um = {2: 25400.0, 3: 10000.0}.get(int(unit.value), 0.0) if unit is not None else 0.0
+        return plausible_tag_mpp(um / per_unit)
 
     def overview(self) -> np.ndarray | None:
         """The scanner's own downsampled copy of the whole image (Aperio 'Thumbnail'), or None."""
@@ -173,7 +178,10 @@ class TiffFileBackend:
         if not page.is_tiled:  # strips: decode the level once (plain TIFFs are small enough)
             if level not in self._whole:
                 with self._lock:
-                    self._whole[level] = self._colour[level].apply(page.asarray())
+                    samples = page.asarray()
+                    if self._planar[level]:  # (samples, h, w) planes -> (h, w, samples)
+                        samples = np.moveaxis(samples, 0, -1)
+                    self._whole[level] = self._colour[level].apply(samples)
             _paste(out, self._whole[level], -x, -y)
             return out
         tw, th = page.tilewidth, page.tilelength
@@ -193,6 +201,57 @@ class TiffFileBackend:
         self._tif.close()
 
 
+PLANAR_SEPARATE = 2
+UNIT_UM = {"µm": 1.0, "\u03bcm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4,
+           "m": 1e6}
+# A resolution tag coarser than this (finer than 2,540 dpi) is a document or screen resolution that image software
+# writes by default (72, 96, 300, 600 dpi), not a microscope's; IDC's reassembled slides are 4 µm/px.
+MAX_TAG_MPP = 10.0
+
+
+def plausible_tag_mpp(mpp: float | None) -> float | None:
+    """µm/px from TIFF resolution tags, or None when it cannot be a scan resolution (then the user gives it)."""
+    return mpp if mpp is not None and 0 < mpp <= MAX_TAG_MPP else None
+
+
+def _level0_area(series: object) -> int:
+    page = series.levels[0].pages[0]
+    return int(page.imagewidth) * int(page.imagelength)
+
+
+def _check_layout(page: object) -> None:
+    """Refuse layouts read here with wrong geometry: rotated/mirrored storage (Orientation tag), which OpenSlide
+    ignores too, and tiled separate colour planes (OpenSlide reads those; strips are rearranged in `read`)."""
+    orientation = page.tags.get("Orientation")
+    if orientation is not None and int(orientation.value) != 1:
+        raise UnsupportedTiff(f"TIFF Orientation {int(orientation.value)} (stored rotated or mirrored) is not "
+                              "supported; re-save it top-left", openslide_may_read=False)
+    if page.is_tiled and int(page.planarconfig) == PLANAR_SEPARATE and int(page.samplesperpixel) > 1:
+        raise UnsupportedTiff("tiled TIFF with separate colour planes is not supported; convert it to RGB")
+
+
+def _ome_mpp(xml: str, width: int, height: int) -> float | None:
+    """PhysicalSizeX of the OME Image whose size is (width, height), in µm (OME's default unit)."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    for pixels in root.iter():
+        if not pixels.tag.endswith("Pixels"):
+            continue
+        if pixels.get("SizeX") != str(width) or pixels.get("SizeY") != str(height):
+            continue
+        try:
+            size = float(pixels.get("PhysicalSizeX", "nan"))
+        except ValueError:
+            return None
+        um = UNIT_UM.get(pixels.get("PhysicalSizeXUnit", "µm"))
+        return size * um if um and size > 0 and np.isfinite(size) else None
+    return None
+
+
 class PilBackend:
     """PNG/JPEG (and other PIL formats) as a one-level slide, decoded once."""
 
@@ -202,9 +261,12 @@ class PilBackend:
         from PIL import Image
 
         Image.MAX_IMAGE_PIXELS = None  # slides are large on purpose
+        from PIL import ImageOps
+
         with Image.open(path) as img:
             self.vendor = (img.format or "image").lower()
             img.load()
+            img = ImageOps.exif_transpose(img)  # camera JPEGs store rotated pixels plus an EXIF Orientation
             if img.mode not in ("RGB", "RGBA", "L", "LA", "I;16", "I"):
                 img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
             self._pixels = to_rgb8(np.asarray(img))
@@ -282,17 +344,31 @@ def _tifffile_pixels_for(osb: OpenSlideBackend, path: Path) -> OpenSlideBackend 
     except TruncatedTiff as exc:  # OpenSlide opens such files and fails later, tile by tile
         osb.close()
         raise InputError(path, f"truncated or corrupt TIFF ({exc})") from None
+    except UnsupportedTiff as exc:
+        if exc.openslide_may_read:
+            return osb
+        osb.close()
+        raise InputError(path, str(exc)) from None
     except Exception:  # anything else tifffile cannot parse stays with OpenSlide
         return osb
     if tfb.vendor == "ome-tiff":  # OpenSlide sees only the first IFD of an OME pyramid and not its µm/px
         osb.close()
         return tfb
-    if (tfb.level_dimensions != osb.level_dimensions or any(not p.is_tiled for p in tfb._pages)
+    os_dims, tf_dims = osb.level_dimensions, tfb.level_dimensions
+    if tf_dims[0][0] * tf_dims[0][1] > os_dims[0][0] * os_dims[0][1]:
+        # OpenSlide took a label or macro image stored first for level 0: the slide is tifffile's largest image.
+        osb.close()
+        return tfb
+    exact = tf_dims == os_dims
+    # Levels OpenSlide does not see (a pyramid in SubIFDs): without them a thumbnail decodes all of level 0.
+    more_levels = tf_dims[0] == os_dims[0] and len(tf_dims) > len(os_dims)
+    if (not (exact or more_levels) or any(not p.is_tiled for p in tfb._pages)
             or any(int(p.compression) not in TIFFFILE_SAFE_COMPRESSIONS for p in tfb._pages)):
         tfb.close()
         return osb
     tfb.vendor, tfb.mpp, tfb.properties = osb.vendor, osb.mpp or tfb.mpp, osb.properties
-    tfb.level_downsamples = list(osb.level_downsamples)
+    if exact:
+        tfb.level_downsamples = list(osb.level_downsamples)
     osb.close()
     return tfb
 

@@ -15,15 +15,24 @@ import numpy as np
 
 
 class UnsupportedTiff(ValueError):
-    """A well-formed TIFF whose pixels this reader cannot turn into RGB (e.g. non-CMYK ink separations)."""
+    """A well-formed TIFF whose pixels this reader cannot turn into RGB (e.g. non-CMYK ink separations).
+
+    `openslide_may_read`: OpenSlide (libtiff) may still read the file correctly (a colour space libtiff converts),
+    so a file OpenSlide opened stays with OpenSlide; False when OpenSlide would give wrong pixels too."""
+
+    def __init__(self, message: str, openslide_may_read: bool = True) -> None:
+        super().__init__(message)
+        self.openslide_may_read = openslide_may_read
 
 
 # TIFF Photometric values (TIFF 6.0, section 8 and the TIFF/EP and DNG additions tifffile knows).
 MINISWHITE, MINISBLACK, RGB, PALETTE, SEPARATED, YCBCR = 0, 1, 2, 3, 5, 6
 JPEG_COMPRESSIONS = {6, 7}  # old- and new-style JPEG: the codec returns RGB from YCbCr itself
+EXTRASAMPLE_ASSOCALPHA = 1
 
 
-def to_rgb8(arr: np.ndarray, cmyk: bool = False, max_value: int | None = None) -> np.ndarray:
+def to_rgb8(arr: np.ndarray, cmyk: bool = False, max_value: int | None = None,
+            premultiplied: bool = False) -> np.ndarray:
     """Any decoded pixel array -> RGB uint8: grey is repeated, alpha composited on white, 16-bit/float scaled.
 
     Float NaN means no data and becomes white (like the area outside a slide) rather than a cast warning and black.
@@ -31,6 +40,8 @@ def to_rgb8(arr: np.ndarray, cmyk: bool = False, max_value: int | None = None) -
     value of the type; a TIFF with fewer bits per sample passes 2**bits - 1); booleans (1-bit images) are 0 or 255.
     `cmyk`: the first four channels are C, M, Y, K inks (TIFF photometric 'separated'), converted as libtiff (hence
     OpenSlide) does, so both readers give the same pixels; a fifth channel is alpha.
+    `premultiplied`: the colours are already multiplied by alpha (TIFF associated alpha), so compositing on white
+    only adds the white that shows through.
     """
     if arr.ndim == 2:
         arr = arr[:, :, None]
@@ -50,6 +61,8 @@ def to_rgb8(arr: np.ndarray, cmyk: bool = False, max_value: int | None = None) -
             return np.ascontiguousarray(arr[:, :, :3])
         alpha = arr[:, :, 3:4].astype(np.uint16)
         rgb = arr[:, :, :3].astype(np.uint16)
+        if premultiplied:
+            return np.minimum(rgb + (255 - alpha), 255).astype(np.uint8)
         return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
     return np.ascontiguousarray(arr[:, :, :3])
 
@@ -76,6 +89,7 @@ class TiffColour:
     kind: str  # "direct" (RGB, grey, JPEG-decoded YCbCr), "inverted" (min-is-white), "palette" or "cmyk"
     max_value: int | None = None  # integer scale for fewer than 8/16 bits per sample; None: the dtype's range
     palette: np.ndarray | None = None  # (entries, 3) uint8 colour map, for "palette"
+    premultiplied: bool = False  # the extra sample is associated (premultiplied) alpha
 
     def apply(self, samples: np.ndarray) -> np.ndarray:
         """`samples` as tifffile decodes them, (h, w) or (h, w, samples per pixel) -> (h, w, 3) uint8."""
@@ -91,7 +105,7 @@ class TiffColour:
             else:
                 grey = (self.max_value or np.iinfo(grey.dtype).max) - grey
             samples = np.concatenate([grey, samples[:, :, 1:]], axis=2)
-        return to_rgb8(samples, cmyk=self.kind == "cmyk", max_value=self.max_value)
+        return to_rgb8(samples, cmyk=self.kind == "cmyk", max_value=self.max_value, premultiplied=self.premultiplied)
 
 
 def tiff_colour(page: object) -> TiffColour:
@@ -104,22 +118,26 @@ def tiff_colour(page: object) -> TiffColour:
     bits = int(page.bitspersample)
     floating = int(page.sampleformat) == 3
     max_value = (1 << bits) - 1 if not floating and 1 < bits < 8 else None
+    extras = tuple(int(e) for e in (page.extrasamples or ()))
+    # Associated alpha is premultiplied; "unspecified" extra data is taken as plain alpha (libtiff guesses
+    # associated, but writers that leave it unspecified store unpremultiplied RGBA).
+    premultiplied = bool(extras) and extras[0] == EXTRASAMPLE_ASSOCALPHA
     if photometric in (MINISBLACK, RGB):
-        return TiffColour("direct", max_value)
+        return TiffColour("direct", max_value, premultiplied=premultiplied)
     if photometric == YCBCR and int(page.compression) in JPEG_COMPRESSIONS:
-        return TiffColour("direct", max_value)
+        return TiffColour("direct", max_value, premultiplied=premultiplied)
     if photometric == MINISWHITE:
         if floating:
             raise UnsupportedTiff("floating-point min-is-white TIFF is not supported; convert it to RGB")
-        return TiffColour("inverted", max_value)
+        return TiffColour("inverted", max_value, premultiplied=premultiplied)
     if photometric == PALETTE:
         return TiffColour("palette", palette=_palette_rgb8(np.asarray(page.colormap)))
     if photometric == SEPARATED:
         inkset = page.tags.get("InkSet")
-        inks = int(page.samplesperpixel) - len(page.extrasamples or ())
+        inks = int(page.samplesperpixel) - len(extras)
         if (1 if inkset is None else int(inkset.value)) != 1 or inks != 4:
             raise UnsupportedTiff(f"ink-separated TIFF with {inks} non-CMYK inks is not supported; convert it to RGB")
-        return TiffColour("cmyk", max_value)
+        return TiffColour("cmyk", max_value, premultiplied=premultiplied)
     name = getattr(page.photometric, "name", str(photometric))
     raise UnsupportedTiff(f"TIFF colour space {name} (photometric {photometric}) is not supported; convert it to RGB")
 

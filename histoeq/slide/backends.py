@@ -202,8 +202,9 @@ class TiffFileBackend:
 
 
 PLANAR_SEPARATE = 2
-UNIT_UM = {"µm": 1.0, "\u03bcm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4,
-           "m": 1e6}
+# Spellings of length units in OME and ImageJ metadata (ImageJ writes the escape "\u00B5m" as plain text).
+UNIT_UM = {"µm": 1.0, "\u03bcm": 1.0, "\\u00B5m": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "nm": 1e-3,
+           "mm": 1e3, "cm": 1e4, "m": 1e6}
 # A resolution tag coarser than this (finer than 2,540 dpi) is a document or screen resolution that image software
 # writes by default (72, 96, 300, 600 dpi), not a microscope's; IDC's reassembled slides are 4 µm/px.
 MAX_TAG_MPP = 10.0

@@ -7,7 +7,8 @@
 set -euo pipefail
 data=${1:?dataset folder}
 out=${2:?sweep folder}
-common=(--data "$data" --out "$out" --fractions 1,0.5,0.25,0.1 --seeds "${SEEDS:-3}" --first-seed "${FIRST_SEED:-0}" --epochs 3 --patience 3
+common=(--data "$data" --out "$out" --fractions 1,0.5,0.25,0.1 --seeds "${SEEDS:-3}" --first-seed "${FIRST_SEED:-0}"
+        --epochs 3 --patience 3
         --width 8 --batch-size 128 --rotations 8 --device cpu)
 histoeq sweep --models cnn --augment none,rot90 "${common[@]}"
 histoeq sweep --models p4m,se2 --augment none "${common[@]}"

@@ -50,15 +50,6 @@ def _writing(path: Path) -> Iterator[None]:
         if exc.errno in _WRITE_ERRNOS:
             raise _write_error(path, exc) from None
         raise
-    except RuntimeError as exc:  # torch.save wraps the C++ writer's failure ("... failed writing file ...")
-        if "writing" in str(exc) or "No space left" in str(exc):
-            raise InputError(path, f"cannot write the output ({_short(exc)})") from None
-        raise
-
-
-def _short(exc: Exception) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:160] if lines else type(exc).__name__
 
 
 def _temp_beside(path: Path, suffix: str) -> Path:

@@ -64,3 +64,16 @@ def test_state_dict_from_another_model(tmp_path: Path) -> None:
     payload = load_checkpoint(save_checkpoint(tmp_path / "a.pt", _payload(nn.Linear(3, 2))))
     with pytest.raises(InputError, match="do not fit"):
         load_state(nn.Linear(4, 2), payload["state_dict"], tmp_path / "a.pt")
+
+
+def test_full_disk_while_saving_a_checkpoint_names_it(tmp_path, monkeypatch) -> None:
+    """torch's own writer would report a full disk as an opaque RuntimeError; the file write reports ENOSPC."""
+    import errno
+
+    def full(*_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("os.fsync", full)
+    with pytest.raises(InputError, match="No space left on device") as info:
+        save_checkpoint(tmp_path / "best.pt", {"w": torch.zeros(3)})
+    assert info.value.path == str(tmp_path / "best.pt") and list(tmp_path.iterdir()) == []

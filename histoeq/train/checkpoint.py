@@ -16,6 +16,7 @@ Payload keys (version 1)::
 
 from __future__ import annotations
 
+import io
 import math
 import warnings
 from collections.abc import Mapping
@@ -25,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from histoeq.atomic import atomic_open
+from histoeq.atomic import write_bytes_atomic
 from histoeq.errors import HistoeqError, InputError
 from histoeq.nn.conv import migrate_legacy_steerable
 
@@ -42,8 +43,11 @@ KERNEL_BASIS = "gram-schmidt"
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write `payload` to `path` atomically (temporary file in the same folder, then `os.replace`)."""
     path = Path(path)
-    with atomic_open(path, binary=True) as fh:
-        torch.save({"format": FORMAT, "version": VERSION, **payload}, fh)
+    # Serialised in memory first: torch's C++ writer reports a full disk as an opaque RuntimeError ("unexpected
+    # pos ..."), a plain file write as the OSError that `write_bytes_atomic` names the output by.
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "version": VERSION, **payload}, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
     return path
 
 

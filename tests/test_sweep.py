@@ -187,3 +187,24 @@ def test_claims_without_gcnn_cells_keep_their_columns() -> None:
                            "balanced_accuracy_mean_angles": 0.8, "f1_mean_angles": 0.7}])
     claims = claim_comparisons(cells)
     assert claims.empty and list(claims.columns) == CLAIM_COLUMNS
+
+
+def test_cv_sweep_writes_out_of_fold_predictions(small_idc: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from histoeq.data.dataset import PatchDataset
+    from histoeq.data.folds import patient_folds
+
+    code, _, err = run_cli(["sweep", "--data", small_idc, "--out", tmp_path / "cv", "--models", "cnn", "--fractions",
+                            "1", "--augment", "none", "--seeds", "2", "--cv", "2", "--epochs", "1", "--max-steps",
+                            "1", "--batch-size", "32", "--width", "4", "--rotations", "4", "--device", "cpu",
+                            "--select", "last", "--ema", "0.9"], capsys)
+    assert code == 0, err
+    oof = pd.read_csv(tmp_path / "cv" / "oof.csv", dtype={"patient": str})
+    index = PatchDataset.open(small_idc).index
+    folds = patient_folds(index, 2)
+    pool = index[folds >= 0]
+    # Every train+val patch exactly once, predicted by the model of its own patient fold.
+    assert sorted(oof["id"]) == sorted(pool["id"])
+    assert (oof["fold"].to_numpy() == folds.loc[oof["id"]].to_numpy()).all()
+    assert (oof["seed"] == oof["fold"]).all()
+    assert {"model", "augment", "fraction", "patient", "x", "y", "label"} <= set(oof.columns)

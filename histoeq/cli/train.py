@@ -44,7 +44,7 @@ def train_command(
     width: int = typer.Option(None, "--width", help="Baseline first-stage channels (model default when omitted)."),
     match: str = typer.Option(None, "--match", help="G-CNN sizing: params (default) or width."),
     fraction: float = typer.Option(1.0, "--fraction", help="Fraction of the train split, in (0, 1]."),
-    augment: str = typer.Option("none", "--augment", help="none, flip, rot90, rotate, stain, combined with '+'."),
+    augment: str = typer.Option("none", "--augment", help="none, flip, rot90, rotate, stain, hed (stain-intensity jitter), combined with '+'."),
     epochs: int = typer.Option(20, "--epochs"),
     batch_size: int = typer.Option(128, "--batch-size", help="Global batch (split over torchrun processes)."),
     lr: float = typer.Option(1e-3, "--lr", help="AdamW peak learning rate (cosine decay per step)."),
@@ -57,6 +57,14 @@ def train_command(
     max_steps: int = typer.Option(None, "--max-steps", help="Cap on optimizer steps per epoch (smoke tests)."),
     cv_fold: str = typer.Option(None, "--cv-fold", help="i/k: validate on patient fold i of k over the train+val "
                                 "patients, train on the others (test untouched)."),
+    warmup_epochs: float = typer.Option(None, "--warmup-epochs", help="Linear learning-rate warm-up over this "
+                                        "many epochs before the cosine decay (off when omitted)."),
+    ema: float = typer.Option(None, "--ema", help="Decay of an exponential moving average of the weights (e.g. "
+                              "0.999), which is validated, saved and exported (off when omitted)."),
+    label_smoothing: float = typer.Option(None, "--label-smoothing", help="Label smoothing of the training loss "
+                                          "(e.g. 0.1; off when omitted)."),
+    select: str = typer.Option(None, "--select", help="best: the best-val-AUC epoch, with early stopping "
+                               "(default); last: the end of the fixed epoch budget (cross-validation)."),
 ) -> None:
     """Train a model on the train split, validating every epoch; best.pt is chosen by validation AUC.
 
@@ -68,7 +76,8 @@ def train_command(
     config = TrainConfig(data=data, model=model, out=out, orientations=orientations, width=width, match=match,
                          fraction=fraction, augment=augment, epochs=epochs, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, seed=seed, device=device, resume=resume,
-                         num_workers=num_workers, patience=patience, max_steps=max_steps, cv_fold=cv_fold)
+                         num_workers=num_workers, patience=patience, max_steps=max_steps, cv_fold=cv_fold,
+                         warmup_epochs=warmup_epochs, ema=ema, label_smoothing=label_smoothing, select=select)
     with rich_progress() as progress:
         result = train(config, progress=progress)
     if result.get("world_size", 1) > 1 and not _is_rank0():
@@ -158,6 +167,8 @@ _SWEEP_EPILOG = """\
 
   # choose between recipes by 5-fold patient cross-validation over train+val (the "val AUC" column)
   histoeq sweep --data idc --models p4m --augment none,stain --fractions 1 --seeds 5 --cv 5 --out sweeps/cv
+  # the same as docs/protocol.md: fixed budget, last weights, weight average; writes oof.csv
+  histoeq sweep --data idc --models p4m --width 8 --augment none --fractions 1 --seeds 5 --cv 5 --epochs 8 --select last --warmup-epochs 1 --ema 0.999 --out sweeps/cv-r1
 """
 
 
@@ -183,6 +194,14 @@ def sweep_command(
     max_steps: int = typer.Option(None, "--max-steps", help="Cap on optimizer steps per epoch (smoke tests)."),
     cv: int = typer.Option(None, "--cv", help="K: seed s validates on patient fold s mod K of the train+val "
                            "patients; the mean val AUC over seeds is then a K-fold CV score (use --seeds K)."),
+    warmup_epochs: float = typer.Option(None, "--warmup-epochs", help="Linear learning-rate warm-up over this "
+                                        "many epochs before the cosine decay (off when omitted)."),
+    ema: float = typer.Option(None, "--ema", help="Decay of an exponential moving average of the weights (e.g. "
+                              "0.999), which is validated, saved and exported (off when omitted)."),
+    label_smoothing: float = typer.Option(None, "--label-smoothing", help="Label smoothing of the training loss "
+                                          "(e.g. 0.1; off when omitted)."),
+    select: str = typer.Option(None, "--select", help="best: the best-val-AUC epoch, with early stopping "
+                               "(default); last: the end of the fixed epoch budget (cross-validation)."),
     report_only: bool = typer.Option(False, "--report-only",
                                      help="Train nothing: rewrite summaries and plots from every finished cell in "
                                           "OUT/runs (gathers several partial sweeps into one folder)."),
@@ -204,7 +223,8 @@ def sweep_command(
     config = SweepConfig(data=data, out=out, models=_csv(models), fractions=fraction_values, augments=_csv(augment),
                          seeds=seeds, first_seed=first_seed, epochs=epochs, width=width, match=match,
                          orientations=orientations, batch_size=batch_size, lr=lr, patience=patience, device=device,
-                         rotations=rotations, flips=flips, max_steps=max_steps, cv=cv)
+                         rotations=rotations, flips=flips, max_steps=max_steps, cv=cv, warmup_epochs=warmup_epochs,
+                         ema=ema, label_smoothing=label_smoothing, select=select)
     with rich_progress() as progress:
         result = run_sweep(config, progress=progress)
     _print_sweep(out, result)

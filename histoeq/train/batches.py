@@ -22,8 +22,14 @@ import torch
 
 from histoeq.errors import HistoeqError
 
-KNOWN_PRESETS = ("none", "flip", "rot90", "rotate", "stain")
-BATCH_PRESETS = ("flip", "rot90")  # exact, done on the batch with torch
+KNOWN_PRESETS = ("none", "flip", "rot90", "rotate", "stain", "hed")
+BATCH_PRESETS = ("flip", "rot90", "hed")  # done on the batch with torch (flip, rot90: exact)
+# Stain-intensity jitter (preset ``hed``): per patch, the haematoxylin and eosin concentrations are scaled by
+# U(1 - HED_SCALE, 1 + HED_SCALE) and shifted by U(-HED_SHIFT, HED_SHIFT) in optical density (Tellez et al. 2018,
+# a mild version): it varies staining strength without swapping one lab's stain preset for another's.
+HED_SCALE, HED_SHIFT = 0.05, 0.05
+# Ruifrok & Johnston (2001) stain vectors (rows: haematoxylin, eosin, DAB), as in scikit-image's rgb2hed.
+RGB_FROM_HED = ((0.65, 0.70, 0.29), (0.07, 0.99, 0.11), (0.27, 0.57, 0.78))
 # D4 element `code` = flip (code // 4) first, then rotate by 90 degrees (code % 4) times, counter-clockwise.
 FLIP_CODES = (0, 2, 4, 6)  # identity, 180 degrees, horizontal flip, vertical flip (= h-flip then 180)
 
@@ -36,6 +42,7 @@ class AugmentPlan:
     rot90: bool
     flip: bool
     pixel_parts: tuple[str, ...]
+    hed: bool = False
 
     @property
     def d4_codes(self) -> tuple[int, ...]:
@@ -55,7 +62,8 @@ def parse_augment(preset: str) -> AugmentPlan:
         raise HistoeqError(f"unknown augmentation {unknown[0]!r} in {preset!r} (choose from "
                            f"{', '.join(KNOWN_PRESETS)}, combined with '+')")
     pixel = tuple(p for p in parts if p not in BATCH_PRESETS and p != "none")
-    return AugmentPlan(preset="+".join(parts), rot90="rot90" in parts, flip="flip" in parts, pixel_parts=pixel)
+    return AugmentPlan(preset="+".join(parts), rot90="rot90" in parts, flip="flip" in parts, pixel_parts=pixel,
+                       hed="hed" in parts)
 
 
 def d4_permutations(size: int, device: torch.device | None = None) -> torch.Tensor:
@@ -80,6 +88,22 @@ def apply_d4(images: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
 def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
     """A CPU generator for (seed, epoch, stream): identical on every process and after a resume."""
     return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(epoch) * 7919 + stream) % (2**63))
+
+
+def hed_jitter(images: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """uint8 (B,3,H,W) with per-sample (B,2) haematoxylin/eosin concentration `scale` and `shift` -> uint8.
+
+    Colour deconvolution in optical density: OD = -ln(I/255) = C @ RGB_FROM_HED, so C = OD @ inverse; H and E
+    concentrations become C * scale + shift (DAB untouched), then back to intensities. scikit-image does the same
+    per image; this is one batched matrix product and adds no dependency."""
+    m = torch.tensor(RGB_FROM_HED, dtype=torch.float32, device=images.device)
+    m = m / m.norm(dim=1, keepdim=True)
+    x = images.float().div(255.0).clamp_(min=1.0 / 255.0)
+    od = -torch.log(x).permute(0, 2, 3, 1)  # (B,H,W,3)
+    conc = od @ torch.linalg.inv(m)
+    conc[..., :2] = conc[..., :2] * scale.view(-1, 1, 1, 2) + shift.view(-1, 1, 1, 2)
+    rgb = torch.exp(-(conc @ m)).permute(0, 3, 1, 2)
+    return rgb.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def normalise(batch_uint8_nhwc: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -121,6 +145,7 @@ class PatchBatches:
         self._factory = pixel_transform_factory
         self._epoch_images = self.images
         self._pixel_fn: Callable[[np.ndarray], np.ndarray] | None = None
+        self._hed: tuple[torch.Tensor, torch.Tensor] | None = None
         if len(self.plan.d4_codes) > 1 and self.images.shape[2] != self.images.shape[3]:
             raise HistoeqError(f"rot90/flip augmentation needs square tiles, got {tuple(self.images.shape[2:])}")
 
@@ -148,6 +173,12 @@ class PatchBatches:
                     part = part.flip(3)
                 out.index_copy_(0, idx, torch.rot90(part, code % 4, (2, 3)).contiguous())
             self._epoch_images = out
+        self._hed = None
+        if self.plan.hed:
+            g = epoch_generator(self.seed, epoch, 4)
+            scale = 1.0 + HED_SCALE * (2.0 * torch.rand((len(self), 2), generator=g) - 1.0)
+            shift = HED_SHIFT * (2.0 * torch.rand((len(self), 2), generator=g) - 1.0)
+            self._hed = (scale.to(self.device), shift.to(self.device))
         self._pixel_fn = None
         if self.plan.pixel_parts:
             factory = self._factory or _default_pixel_factory
@@ -158,6 +189,8 @@ class PatchBatches:
         """Normalised float batch (B,3,H,W) and labels for `positions` (indices into this selection)."""
         positions = positions.to(self.device)
         x = (self._epoch_images if augment else self.images).index_select(0, positions)
+        if augment and self._hed is not None:
+            x = hed_jitter(x, self._hed[0][positions], self._hed[1][positions])
         if augment and self._pixel_fn is not None:
             x = self._apply_pixel(x)
         return normalise_planar(x, self.scale, self.shift), self.labels[positions]

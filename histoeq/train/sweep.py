@@ -11,6 +11,9 @@ split and its rotated views are prepared once and shared by all cells. Outputs:
   metric, including ``val_auc`` (the best epoch's validation AUC; with ``--cv K`` seed s validates on patient
   fold s mod K of the train+val patients, so its mean over seeds is a K-fold cross-validation score, the one to
   select recipes by without touching the test split);
+* ``oof.csv`` (with ``--cv K``): the out-of-fold predictions, one row per train+val patch and cell (model,
+  augment, fraction, seed, fold, id, patient, x, y, label, class probabilities): each fold model's predictions on
+  the patients it did not see, which every later choice reads (docs/protocol.md);
 * ``claims.csv``: the claims C1/C2 as differences of means over seeds with Welch 95 % intervals and
   ``angle_spread.csv`` (C3), see :mod:`histoeq.evaluate.claims`;
 * ``metric_vs_fraction.png`` (mean +- sd over seeds, one line per model and augmentation) and
@@ -39,9 +42,10 @@ from histoeq.train.batches import parse_augment
 from histoeq.train.checkpoint import BEST_NAME
 from histoeq.train.distributed import resolve_device
 from histoeq.train.models import available_models
-from histoeq.train.trainer import RESUME_KEYS, TrainConfig, changed_options, train
+from histoeq.train.trainer import RESUME_KEYS, VAL_PREDICTIONS, TrainConfig, changed_options, train
 
 CELL_JSON = "cell.json"
+OOF_CSV = "oof.csv"
 GROUP_KEYS = ["model", "augment", "fraction"]
 D4_LABEL_CHANGE = "label_change_d4"
 GROUP_METRICS = ["val_auc", "auc_identity", "auc_mean_angles", "auc_min_angles", "balanced_accuracy_mean_angles",
@@ -72,6 +76,10 @@ class SweepConfig:
     max_steps: int | None = None
     cv: int | None = None  # K: seed s validates on patient fold s mod K of train+val (histoeq.data.folds)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    warmup_epochs: float | None = None
+    ema: float | None = None
+    label_smoothing: float | None = None
+    select: str | None = None  # "last" for a fixed budget (what cross-validation's OOF predictions need)
 
     def cv_fold(self, seed: int) -> str | None:
         return None if self.cv is None else f"{seed % self.cv}/{self.cv}"
@@ -123,7 +131,8 @@ def run_sweep(config: SweepConfig, progress: ProgressFn = null_progress) -> dict
                                    epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=seed,
                                    device=config.device, resume=True, patience=config.patience,
                                    max_steps=config.max_steps, cv_fold=config.cv_fold(seed),
-                                   model_kwargs=dict(config.model_kwargs))
+                                   model_kwargs=dict(config.model_kwargs), warmup_epochs=config.warmup_epochs,
+                                   ema=config.ema, label_smoothing=config.label_smoothing, select=config.select)
         if (run_dir / CELL_JSON).exists():
             # A finished cell counts as done only for the same training options; the dataset may have moved.
             saved = _read_damaged_hint(run_dir / runinfo.RUN_JSON).get("options", {})
@@ -173,6 +182,23 @@ def summarize_sweep(out: Path) -> dict[str, Any]:
     out = Path(out)
     run_dirs = sorted(path.parent for path in (out / "runs").glob(f"*/{CELL_JSON}"))
     return write_summaries(out, run_dirs, {"cells": len(run_dirs), "skipped": len(run_dirs), "trained": 0})
+
+
+def gather_oof(run_dirs: list[Path]) -> pd.DataFrame | None:
+    """The out-of-fold predictions of every finished cross-validation cell, or None when there are none."""
+    parts = []
+    for run_dir in run_dirs:
+        cell_path, predictions = run_dir / CELL_JSON, run_dir / VAL_PREDICTIONS
+        if not (cell_path.exists() and predictions.exists()):
+            continue
+        cell = read_cell(cell_path)
+        if not cell.get("cv_fold"):
+            continue
+        table = pd.read_csv(predictions, dtype={"patient": str})
+        keys = {"model": cell["model"], "augment": cell["augment"], "fraction": cell["fraction"],
+                "seed": cell["seed"], "fold": int(str(cell["cv_fold"]).split("/")[0])}
+        parts.append(table.assign(**keys)[[*keys, *table.columns]])
+    return pd.concat(parts, ignore_index=True) if parts else None
 
 
 def d4_label_change(predictor: Any, d4_inputs: Any) -> float:
@@ -253,6 +279,9 @@ def write_summaries(out: Path, run_dirs: list[Path], counts: dict[str, int]) -> 
     groups = group_stats(cells)
     runinfo.write_text_atomic(out / "summary.csv", cells.to_csv(index=False))
     runinfo.write_text_atomic(out / "summary_groups.csv", groups.to_csv(index=False))
+    oof = gather_oof(run_dirs)
+    if oof is not None:
+        runinfo.write_text_atomic(out / OOF_CSV, oof.to_csv(index=False, float_format="%.7g"))
     claims = claim_comparisons(cells)
     runinfo.write_text_atomic(out / "claims.csv", claims.to_csv(index=False))
     runinfo.write_text_atomic(out / "angle_spread.csv", angle_spread(cells).to_csv(index=False))

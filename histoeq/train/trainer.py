@@ -8,7 +8,13 @@ Choices, and why:
   computed on the chosen training ids. A weighted loss keeps every patch in every epoch (a balanced sampler would
   drop or repeat patches, which muddies the data-fraction comparison).
 * Validation every epoch on the whole val split; the best checkpoint is chosen by validation AUC; training stops
-  early after `patience` epochs without improvement.
+  early after `patience` epochs without improvement. With ``select="last"`` (cross-validation, where the val split
+  is the held-out fold) nothing is chosen on validation: the weights at the end of the fixed epoch budget are the
+  run's model, and their validation predictions (``val_predictions.csv``) are out-of-fold predictions.
+* Optional recipe parts, each off by default so older runs resume unchanged: a linear warm-up before the cosine
+  (``warmup_epochs``), an exponential moving average of the weights (``ema``: decay per step, BatchNorm buffers
+  averaged too; the average is what is validated, saved as ``state_dict`` and exported, the raw weights are kept
+  for resuming) and label smoothing.
 * AMP (bf16, or fp16 with a grad scaler) on CUDA only; on CPU everything is float32 and deterministic for a seed.
 * Every random draw is seeded from (seed, epoch): model init from `seed`, batch order from `DistributedSampler`
   (seed, epoch), augmentation per sample from (seed, epoch). `last.pt` is written at the end of every epoch with the
@@ -50,7 +56,10 @@ from histoeq.train.models import create_model, model_config, unwrap
 
 # Options that must not change when a run is resumed (device, workers and patience may).
 RESUME_KEYS = ("data", "model", "orientations", "width", "match", "fraction", "augment", "epochs", "batch_size",
-               "lr", "weight_decay", "seed", "max_steps", "cv_fold")
+               "lr", "weight_decay", "seed", "max_steps", "cv_fold", "warmup_epochs", "ema", "label_smoothing",
+               "select")
+SELECT_CHOICES = ("best", "last")
+VAL_PREDICTIONS = "val_predictions.csv"
 EVAL_BATCH = 1024
 
 
@@ -85,6 +94,11 @@ class TrainConfig:
     max_steps: int | None = None  # cap on optimizer steps per epoch (smoke tests, benchmarks)
     cv_fold: str | None = None  # "i/k": validate on fold i of k patient folds of train+val (histoeq.data.folds)
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra create() arguments, e.g. dropout
+    # Recipe options; None means off (and keeps resuming runs recorded before they existed).
+    warmup_epochs: float | None = None  # linear warm-up over this many epochs, then cosine
+    ema: float | None = None  # decay of the exponential moving average of the weights, per optimizer step
+    label_smoothing: float | None = None
+    select: str | None = None  # "best" (default: best val AUC, early stopping) or "last" (fixed budget)
 
     def options(self) -> dict[str, Any]:
         opts = asdict(self)
@@ -117,6 +131,15 @@ class TrainConfig:
 
             parse_fold(self.cv_fold)
         parse_augment(self.augment)
+        if self.warmup_epochs is not None and not (0 <= self.warmup_epochs <= self.epochs):
+            raise HistoeqError(f"--warmup-epochs must be between 0 and --epochs ({self.epochs}), got "
+                               f"{self.warmup_epochs}")
+        if self.ema is not None and not 0.0 < self.ema < 1.0:
+            raise HistoeqError(f"--ema must be a decay in (0, 1), e.g. 0.999, got {self.ema}")
+        if self.label_smoothing is not None and not 0.0 <= self.label_smoothing < 1.0:
+            raise HistoeqError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.select is not None and self.select not in SELECT_CHOICES:
+            raise HistoeqError(f"--select must be one of {', '.join(SELECT_CHOICES)}, got {self.select!r}")
 
 
 def train(config: TrainConfig, progress: ProgressFn = null_progress) -> dict[str, Any]:
@@ -184,8 +207,13 @@ class _Run:
         if config.max_steps is not None:
             self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.optimizer, T_max=config.epochs * self.steps_per_epoch)
+        self.scheduler = _schedule(self.optimizer, config.epochs * self.steps_per_epoch,
+                                   round((config.warmup_epochs or 0) * self.steps_per_epoch))
+        self.ema = None
+        if config.ema is not None:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
         self.amp_dtype = None
         if device.type == "cuda":
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -226,7 +254,12 @@ class _Run:
             # Adam's second moments do not follow a change of basis: such a run cannot continue exactly.
             raise InputError(last, "cannot resume: saved with the legacy steerable basis (before kernel_basis); "
                                    "start a new run")
-        load_state(self.model, payload["state_dict"], last)
+        if self.ema is not None:
+            load_state(self.model, payload["train_state_dict"], last)
+            self.ema.module.load_state_dict(payload["state_dict"])
+            self.ema.n_averaged.fill_(int(payload["ema_n_averaged"]))
+        else:
+            load_state(self.model, payload["state_dict"], last)
         try:
             self.optimizer.load_state_dict(payload["optimizer"])
             self.scheduler.load_state_dict(payload["scheduler"])
@@ -261,7 +294,11 @@ class _Run:
             "class_imbalance": {"method": "class-weighted cross-entropy, w_c = n / (K n_c)",
                                 "weights": [round(float(w), 6) for w in self.class_weights.cpu()]},
             "optimizer": {"name": "AdamW", "lr": self.config.lr, "weight_decay": self.config.weight_decay,
-                          "schedule": "cosine per step", "steps_per_epoch": self.steps_per_epoch},
+                          "schedule": "cosine per step" + (f" after {self.config.warmup_epochs:g} warm-up epochs"
+                                                           if self.config.warmup_epochs else ""),
+                          "steps_per_epoch": self.steps_per_epoch,
+                          "ema": self.config.ema, "label_smoothing": self.config.label_smoothing},
+            "selection": self.config.select or "best",
             "device": str(self.device), "amp": None if self.amp_dtype is None else str(self.amp_dtype),
             "world_size": self.info.world_size,
             "resumed_from_epoch": self.resumed_from,
@@ -271,15 +308,26 @@ class _Run:
         }
         runinfo.write_json(self.out / runinfo.RUN_JSON, record)
 
-    def _save(self, epoch: int, val: dict[str, float], improved: bool, seconds: float) -> None:
+    def _eval_model(self) -> nn.Module:
+        """The weights that are validated, saved as ``state_dict`` and exported: the average when there is one."""
+        return self.ema.module if self.ema is not None else unwrap(self.model)
+
+    def _save(self, epoch: int, val: dict[str, float], improved: bool, seconds: float,
+              val_probs: np.ndarray | None = None) -> None:
         if not self.info.is_main:
             return
-        state = {k: v.detach().cpu() for k, v in unwrap(self.model).state_dict().items()}
+        state = {k: v.detach().cpu() for k, v in self._eval_model().state_dict().items()}
         common = {**self.static, "state_dict": state, "epoch": epoch, "metrics": {"val": val}}
+        extra: dict[str, Any] = {}
+        if self.ema is not None:
+            extra = {"train_state_dict": {k: v.detach().cpu() for k, v in unwrap(self.model).state_dict().items()},
+                     "ema_n_averaged": int(self.ema.n_averaged.item())}
         if improved:
             save_checkpoint(self.out / BEST_NAME, common)
+            if val_probs is not None:
+                self._write_val_predictions(val_probs)
         save_checkpoint(self.out / LAST_NAME, {
-            **common,
+            **common, **extra,
             "options": self.config.options(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -313,22 +361,23 @@ class _Run:
             t0 = time.perf_counter()
             train_loss = self._train_epoch(epoch, total_steps)
             t1 = time.perf_counter()
-            val = self._validate()
+            val, val_probs = self._validate()
             t2 = time.perf_counter()
             seconds += t2 - t0
-            improved = math.isfinite(val["auc"]) and val["auc"] > self.best_auc or self.best_epoch is None
+            improved = (math.isfinite(val["auc"]) and val["auc"] > self.best_auc or self.best_epoch is None
+                        or cfg.select == "last")
             if improved:
                 self.best_auc = val["auc"] if math.isfinite(val["auc"]) else -math.inf
                 self.best_epoch, self.bad_epochs = epoch, 0
             else:
                 self.bad_epochs += 1
-            stop = self.bad_epochs >= cfg.patience and epoch + 1 < cfg.epochs
+            stop = self.bad_epochs >= cfg.patience and epoch + 1 < cfg.epochs and cfg.select != "last"
             self.history.append({
                 "epoch": epoch, "train_loss": train_loss, "lr": self.scheduler.get_last_lr()[0],
                 **{f"val_{k}": v for k, v in val.items()}, "train_seconds": round(t1 - t0, 4),
                 "val_seconds": round(t2 - t1, 4), "best": bool(improved), "stopped_early": bool(stop),
             })
-            self._save(epoch, val, improved, seconds)
+            self._save(epoch, val, improved, seconds, val_probs)
             self.progress("train", (epoch + 1) * self.steps_per_epoch, total_steps,
                           f"epoch {epoch + 1}/{cfg.epochs} loss {train_loss:.4f} val AUC {val['auc']:.4f}")
             if stop:
@@ -362,7 +411,8 @@ class _Run:
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                 enabled=self.amp_dtype is not None):
                 logits = self.net(x)
-            per_sample = F.cross_entropy(logits.float(), y, weight=self.class_weights, reduction="none")
+            per_sample = F.cross_entropy(logits.float(), y, weight=self.class_weights, reduction="none",
+                                         label_smoothing=self.config.label_smoothing or 0.0)
             # sum / local size: DDP's average over equal-sized shards then equals the global-batch mean.
             loss = per_sample.sum() / len(positions)
             self.optimizer.zero_grad(set_to_none=True)
@@ -370,6 +420,8 @@ class _Run:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update_parameters(unwrap(self.model))
             losses.append(per_sample.detach().mean())
             done = epoch * self.steps_per_epoch + step + 1
             if step % 10 == 0 or step + 1 == self.steps_per_epoch:
@@ -379,9 +431,20 @@ class _Run:
                               + (f" best val AUC {self.best_auc:.4f}" if math.isfinite(self.best_auc) else ""))
         return float(torch.stack(losses).mean().item()) if losses else float("nan")
 
+    def _write_val_predictions(self, probs: np.ndarray) -> None:
+        """The selected model's probabilities on the val split: out-of-fold predictions under ``--cv-fold``."""
+        import pandas as pd
+
+        rows = self.dataset.index.set_index("id").loc[self.dataset.split_ids("val")].reset_index()
+        table = pd.DataFrame({"id": rows["id"], "patient": rows["patient"].astype(str), "x": rows["x"],
+                              "y": rows["y"], "label": rows["label"]})
+        for k, name in enumerate(self.dataset.classes):
+            table[f"p_{name}"] = probs[:, k]
+        runinfo.write_text_atomic(self.out / VAL_PREDICTIONS, table.to_csv(index=False, float_format="%.7g"))
+
     @torch.no_grad()
-    def _validate(self) -> dict[str, float]:
-        model = unwrap(self.model)
+    def _validate(self) -> tuple[dict[str, float], np.ndarray]:
+        model = self._eval_model()
         model.eval()
         probs, losses = [], []
         for start in range(0, len(self.val_data), EVAL_BATCH):
@@ -399,4 +462,21 @@ class _Run:
                                "and start a new run folder")
         metrics = classification_metrics(labels, probs)
         metrics["loss"] = float(np.sum(losses) / max(1, len(labels)))
-        return metrics
+        return metrics, probs
+
+
+def _schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> Any:
+    """Cosine decay over `total_steps`, after a linear warm-up over `warmup_steps` when there is one.
+
+    Without warm-up this is exactly `CosineAnnealingLR` (so runs recorded before warm-up existed resume
+    unchanged)."""
+    if warmup_steps <= 0:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -274,3 +274,52 @@ def bench_train_command(
     print_table(f"one training epoch ({rows[0]['patches']} patches, batch {batch_size}, {rows[0]['device']}, "
                 f"{rows[0]['threads']} threads)", ["Model", "Params", "Seconds/epoch", "Patches/s"],
                 [[r["model"], r["parameters"], r["seconds"], r["patches_per_s"]] for r in rows])
+
+
+_CV_COMPARE_EPILOG = """Examples:
+
+  # recipe R1 against R0 (the first arm is the reference), each a histoeq sweep --cv 5 folder's oof.csv
+  histoeq cv-compare r0=sweeps/cv-r0/oof.csv r1=sweeps/cv-r1/oof.csv
+
+  # spatial context on the same predictions (KERNEL after @: box3, binomial3, binomial5)
+  histoeq cv-compare patch=sweeps/cv-r1/oof.csv box3=sweeps/cv-r1/oof.csv@box3
+"""
+
+
+@app.command("cv-compare", epilog=_CV_COMPARE_EPILOG)
+def cv_compare_command(
+    arms: list[str] = typer.Argument(..., help="NAME=OOF.csv[@KERNEL] per arm; the first is the reference."),
+    step: float = typer.Option(50.0, "--step", help="Tile grid pitch in pixels for the context kernels."),
+    n_boot: int = typer.Option(10_000, "--n-boot", help="Patient-bootstrap replicates."),
+    out: Path = typer.Option(None, "--out", help="Also write the comparisons and per-patient AUCs as CSV here."),
+) -> None:
+    """Endpoints of out-of-fold predictions with patient-bootstrap intervals, and paired per-patient comparisons
+    (Holm-adjusted over the arms given): the decision rule of docs/protocol.md."""
+    from histoeq.cli._render import print_table
+    from histoeq.errors import HistoeqError
+    from histoeq.evaluate.oof import compare_arms, parse_arm
+
+    if n_boot < 100:
+        raise HistoeqError(f"--n-boot must be at least 100, got {n_boot}")
+    if not step > 0:
+        raise HistoeqError(f"--step must be positive, got {step}")
+    results, comparisons = compare_arms([parse_arm(a) for a in arms], step=step, n_boot=n_boot)
+    print_table("out-of-fold endpoints (95 % patient-bootstrap intervals)",
+                ["arm", "patients", "mean patient AUC", "pooled AUC", "threshold", "balanced acc.", "F1"],
+                [[r.name, r.patients, r.mean_patient_auc.text(), r.pooled_auc.text(), r.threshold,
+                  r.balanced_accuracy.text(), r.f1.text()] for r in results])
+    if len(comparisons):
+        print_table("paired per-patient AUC differences (Holm over these comparisons)",
+                    ["comparison", "mean Δ", "95 % interval", "p", "p (Holm)", "better patients", "adopted"],
+                    [[c.comparison, f"{c.mean_delta_patient_auc:+.4f}", f"[{c.ci95_low:+.4f}, {c.ci95_high:+.4f}]",
+                      f"{c.p:.4f}", f"{c.p_holm:.4f}", c.better_patients, "yes" if c.adopted else "no"]
+                     for c in comparisons.itertuples()])
+    if out is not None:
+        import pandas as pd
+
+        from histoeq.atomic import write_text_atomic
+
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "comparisons.csv", comparisons.to_csv(index=False))
+        per_patient = pd.concat([r.per_patient.assign(arm=r.name) for r in results])
+        write_text_atomic(out / "per_patient.csv", per_patient.to_csv(index=False))

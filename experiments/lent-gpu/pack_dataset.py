@@ -5,8 +5,8 @@ go into 56×56 cells (edge-padded, so JPEG's 8×8 blocks never straddle two patc
 quality 95 without chroma subsampling. The index and metadata travel unchanged. This is lossy: results computed
 on the unpacked copy are labelled as such; the shipped model is re-evaluated on the original data.
 
-    python scripts/device/pack_dataset.py pack .work/idc .work/idc-pack 85     # JPEG quality, default 95
-    python scripts/device/pack_dataset.py unpack .work/idc-pack /tmp/idc
+    python experiments/lent-gpu/pack_dataset.py pack .work/idc .work/idc-pack 85     # JPEG quality, default 95
+    python experiments/lent-gpu/pack_dataset.py unpack .work/idc-pack /tmp/idc
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def unpack(src: Path, dst: Path) -> None:
         out[i * per:i * per + count] = cells[:count, :h, :w]
     out.flush()
     meta = json.loads((src / "meta.json").read_text())
-    meta.setdefault("provenance", {})["transport"] = f"JPEG q{info['quality']} copy (scripts/device/pack_dataset.py)"
+    meta.setdefault("provenance", {})["transport"] = f"JPEG q{info['quality']} copy (experiments/lent-gpu/pack_dataset.py)"
     (dst / "meta.json").write_text(json.dumps(meta, indent=2))
     shutil.copy(src / "index.csv", dst / "index.csv")
 

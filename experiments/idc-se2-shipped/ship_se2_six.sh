@@ -3,7 +3,7 @@
 #
 # The rule, written and committed before any member below was trained:
 #   * Candidate: the shipped ensemble's three members (models/idc-se2-run/member{0,1,2}, seeds 3/4/5) plus three new
-#     members trained with the identical recipe (scripts/ship_se2.sh: se2 C8 width 8, 3 epochs, batch 128, no
+#     members trained with the identical recipe (experiments/idc-se2-shipped/ship_se2.sh: se2 C8 width 8, 3 epochs, batch 128, no
 #     augmentation, full train split) and seeds never trained before (6, 7, 8); all six, none chosen or dropped;
 #     mirror-averaged (`export --invariant-to d4`), so exactly D4-invariant like the shipped file.
 #   * It replaces models/idc-se2.onnx iff its validation AUC exceeds the shipped model's 0.9393 and its
@@ -13,7 +13,7 @@
 # Disclosure: as for the shipped model, the recipe was chosen after sweep A's test numbers were known; the shipped
 # members' test figures are known too (models/idc-se2.md). The new members' numbers are not.
 #
-# Usage: scripts/ship_se2_six.sh IDC_DATASET (repository root, venv active; resumes). Exit 1 when the rule refuses.
+# Usage: experiments/idc-se2-shipped/ship_se2_six.sh IDC_DATASET (repository root, venv active; resumes). Exit 1 when the rule refuses.
 set -euo pipefail
 data=${1:?dataset folder made by histoeq import}
 work=.work/se2-six

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue #6, session 6, second pre-registered stain experiment (the first, scripts/stain_normalise.sh, tried Reinhard).
+# Issue #6, session 6, second pre-registered stain experiment (the first, experiments/idc-cv-stain/stain_normalise.sh, tried Reinhard).
 #
 # Why a second one: Reinhard matches each patient's L*a*b* mean and sd to a reference, and these statistics move with
 # the patient's tumour burden (a mostly-IDC patient is darker on average), so it lightened IDC-rich patients and
@@ -15,12 +15,12 @@
 #   mean delta balanced accuracy > 0, delta balanced accuracy > 0 in at least 3 of 5 folds, and mean delta
 #   AUC >= -0.005 (the Reinhard rule, unchanged). If both qualify, the one with the larger mean delta balanced
 #   accuracy is taken; if neither, stop here (exit 1).
-#   Step 2: as in scripts/stain_normalise.sh: se2 C8 width 8, seeds 3/4/5, the shipped recipe, on the chosen
+#   Step 2: as in experiments/idc-cv-stain/stain_normalise.sh: se2 C8 width 8, seeds 3/4/5, the shipped recipe, on the chosen
 #   variant's patches; the mirror-averaged mean replaces models/idc-se2.onnx iff its validation AUC >= 0.9343 and
 #   balanced accuracy >= 0.8619 (the shipped model's 0.9393 / 0.8669 less 0.005). Threshold 0.5, nothing tuned;
 #   test figures computed and reported either way.
 #
-# Usage: scripts/stain_macenko.sh IDC_DATASET (repository root, venv active; resumes).
+# Usage: experiments/idc-cv-stain/stain_macenko.sh IDC_DATASET (repository root, venv active; resumes).
 set -euo pipefail
 data=${1:?dataset folder made by histoeq import}
 
@@ -85,4 +85,4 @@ print(f"candidate validation AUC {view['auc']:.4f} (rule >= 0.9343), balanced ac
       f"{view['balanced_accuracy']:.4f} (rule >= 0.8619): {'SHIP' if ok else 'do not ship'}")
 sys.exit(0 if ok else 1)
 PY
-echo "rule passed: copy the members to models/ and re-export with metrics (as scripts/ship_se2.sh does)"
+echo "rule passed: copy the members to models/ and re-export with metrics (as experiments/idc-se2-shipped/ship_se2.sh does)"

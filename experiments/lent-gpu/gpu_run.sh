@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The one prepared run on a lent GPU machine (device tool), carried with .work/idc-pack (JPEG q85, to fit the
-# 64 MiB limit: `python scripts/device/pack_dataset.py pack .work/idc .work/idc-pack 85`) and .work/wheels-gpu
+# 64 MiB limit: `python experiments/lent-gpu/pack_dataset.py pack .work/idc .work/idc-pack 85`) and .work/wheels-gpu
 # (`pip download --no-deps` of the venv's albumentations, albucore, simsimd, stringzilla, pydantic, pydantic-core,
 # annotated-types, typing-inspection and shapely, at the venv's versions, for the device's Python 3.12):
-#   run(command="BUDGET=420 bash scripts/device/gpu_run.sh", carry=[".work/idc-pack", ".work/wheels-gpu"], timeout_s=560)
+#   run(command="BUDGET=420 bash experiments/lent-gpu/gpu_run.sh", carry=[".work/idc-pack", ".work/wheels-gpu"], timeout_s=560)
 #
 # Up to three jobs can share the GPU, every process time-boxed to BUDGET seconds; what finished comes back in $OUT.
 #
@@ -26,7 +26,7 @@
 #
 # Rehearse on CPU before spending device time:
 #   DEVICE=cpu EXTRA="--max-steps 1" EPOCHS=1 FINAL_EPOCHS=1 BUDGET=300 CANDIDATES=cnn:8:stain:0 \
-#     SWEEP_JOBS="cnn:none cnn:rot90" OUT=/tmp/rehearse WORK=/tmp/rehearse-work bash scripts/device/gpu_run.sh
+#     SWEEP_JOBS="cnn:none cnn:rot90" OUT=/tmp/rehearse WORK=/tmp/rehearse-work bash experiments/lent-gpu/gpu_run.sh
 # (with WORK/idc a small dataset, e.g. a symlink to one made by tests/test_train_helpers.small_idc_fixture_path).
 set -u
 export NO_ALBUMENTATIONS_UPDATE=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} OMP_NUM_THREADS=1 MPLBACKEND=Agg
@@ -45,7 +45,7 @@ if [ -n "$WHEELS" ] && ls "$WHEELS"/*.whl > /dev/null 2>&1; then
 fi
 python -c "import albumentations, shapely; print('albumentations', albumentations.__version__)" || exit 3
 python -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no cuda')"
-[ -d "$WORK/idc" ] || python scripts/device/pack_dataset.py unpack .work/idc-pack "$WORK/idc" || exit 4
+[ -d "$WORK/idc" ] || python experiments/lent-gpu/pack_dataset.py unpack .work/idc-pack "$WORK/idc" || exit 4
 echo "ready at $(( $(date +%s) - start )) s"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
 

@@ -13,7 +13,7 @@
 # Disclosure: the three members' own test AUCs were computed in session 3 (models/idc-p4m.md), before this rule;
 # the ensemble's test numbers are therefore not a blind estimate, only one that involved no choice among seeds.
 #
-# Usage: scripts/ship_ensemble.sh IDC_DATASET MEMBER_RUN... (from the repository root, venv active)
+# Usage: experiments/idc-p4m-ensemble/ship_ensemble.sh IDC_DATASET MEMBER_RUN... (from the repository root, venv active)
 set -euo pipefail
 data=${1:?dataset folder made by histoeq import}
 shift

@@ -13,14 +13,14 @@
 #   un-normalised runs (.work/cv-w8/runs/cnn_none_f1_s{0..4}), at the best epoch by validation AUC:
 #     mean delta balanced accuracy > 0, delta balanced accuracy > 0 in at least 3 of the 5 folds, and
 #     mean delta AUC >= -0.005.
-#   Step 2, only if adopted: the shipped model's recipe and seeds (se2 C8 width 8, seeds 3/4/5, scripts/ship_se2.sh)
+#   Step 2, only if adopted: the shipped model's recipe and seeds (se2 C8 width 8, seeds 3/4/5, experiments/idc-se2-shipped/ship_se2.sh)
 #   are retrained on the normalised patches; the three members, mirror-averaged (`export --invariant-to d4`), replace
 #   models/idc-se2.onnx iff on the (normalised) validation patients their AUC >= 0.9393 - 0.005 and balanced
 #   accuracy >= 0.8669 - 0.005 (the shipped model's figures: CV decided the recipe; this check only refuses a model
 #   that is worse on validation). Threshold 0.5, nothing tuned afterwards. Test figures are computed and reported
 #   either way, and `histoeq predict` applies the same per-slide normalisation from the model's metadata.
 #
-# Usage: scripts/stain_normalise.sh IDC_DATASET (from the repository root, venv active; resumes). Exit status 1 when
+# Usage: experiments/idc-cv-stain/stain_normalise.sh IDC_DATASET (from the repository root, venv active; resumes). Exit status 1 when
 # a step's rule says no.
 set -euo pipefail
 data=${1:?dataset folder made by histoeq import}

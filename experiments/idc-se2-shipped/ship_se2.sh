@@ -17,7 +17,7 @@
 # cell on validation, 0.935, and on test, 0.915 +- 0.015). The members themselves are new seeds, and no number of
 # theirs was seen before this rule was committed.
 #
-# Usage: scripts/ship_se2.sh IDC_DATASET (from the repository root, venv active). Resumes: finished members are
+# Usage: experiments/idc-se2-shipped/ship_se2.sh IDC_DATASET (from the repository root, venv active). Resumes: finished members are
 # kept. Exit status 1 when the rule refuses the candidate.
 set -euo pipefail
 data=${1:?dataset folder made by histoeq import}

@@ -8,7 +8,7 @@
 # seconds per run, so the same question is asked of the shipped recipe with two models per fold.
 #
 # The rule, written and committed before any of the runs it judges was trained (GPU run:
-# scripts/device/gpu_run.sh with the settings in the command at the end of this header):
+# experiments/lent-gpu/gpu_run.sh with the settings in the command at the end of this header):
 #   Step 1, on validation patients only. The 5-fold patient CV over the 23 train+val patients of se2 C8 width 8,
 #   the shipped recipe (3 epochs, batch 128, AdamW 1e-3, no augmentation), seeds 0-9 (seed s validates on fold
 #   s mod 5: two models per fold), trained on the GPU from the JPEG-packed patches, once as they are ("none") and
@@ -42,9 +42,9 @@
 #   CANDIDATES="se2:8:none:3:idc-macenko:3:128,se2:8:none:4:idc-macenko:3:128,se2:8:none:5:idc-macenko:3:128,\
 #   se2:8:none:6:idc-macenko:3:128,se2:8:none:7:idc-macenko:3:128,se2:8:none:8:idc-macenko:3:128" \
 #   LATER_CV_JOBS="se2:none se2:none:idc-macenko" LATER_CV_WIDTH=32 LATER_CV_SEEDS=5 LATER_CV_EPOCHS=6 \
-#   LATER_CV_BATCH=512 SWEEP_JOBS="" BUDGET=470 bash scripts/device/gpu_run.sh
+#   LATER_CV_BATCH=512 SWEEP_JOBS="" BUDGET=470 bash experiments/lent-gpu/gpu_run.sh
 #
-# Usage: scripts/ship_se2_macenko.sh GPU_FILES IDC_DATASET (repository root, venv active), where GPU_FILES holds
+# Usage: experiments/idc-cv-se2-macenko/ship_se2_macenko.sh GPU_FILES IDC_DATASET (repository root, venv active), where GPU_FILES holds
 # the run's cv.tar.gz and final.tar.gz. Prints the verdicts; copying a shipped candidate into models/ is by hand.
 set -euo pipefail
 files=${1:?folder with the GPU run\'s cv.tar.gz and final.tar.gz}
@@ -117,5 +117,5 @@ PY
 verdict=$?
 set -e
 histoeq eval "$work/candidate.onnx" --data "$data" --split test --rotations 8 --device cpu --out "$work/test"
-[ "$verdict" = 0 ] && echo "rule passed: copy the members to models/ and re-export with metrics (as scripts/ship_se2.sh does)"
+[ "$verdict" = 0 ] && echo "rule passed: copy the members to models/ and re-export with metrics (as experiments/idc-se2-shipped/ship_se2.sh does)"
 exit $verdict

@@ -82,6 +82,13 @@ def test_per_patient_metrics_and_predictions_csv(setup, tmp_path, capsys):
         assert per_patient[patient]["mean_score"] == pytest.approx(rows["prob_pos"].mean())
     pooled = classification_metrics(table["label"].to_numpy(), table[["prob_neg", "prob_pos"]].to_numpy())
     assert result["summary"]["auc"]["identity"] == pytest.approx(pooled["auc"])
+    # Patient level: the mean of the two patients' AUCs and the pooled AUC, each inside its bootstrap interval.
+    level = result["patient_level"]
+    assert level["patients"] == 2 and level["excluded_one_class"] == []
+    mean = level["mean_patient_auc"]
+    assert mean["value"] == pytest.approx(np.mean([per_patient[p]["auc"] for p in "ab"]))
+    assert mean["ci95"][0] <= mean["value"] <= mean["ci95"][1]
+    assert level["pooled_auc"]["value"] == pytest.approx(pooled["auc"])
 
 
 @pytest.mark.parametrize("size", [0, -1])

@@ -137,6 +137,12 @@ def eval_command(
                       f"interpolated: mean {_fmt(inv['interpolated']['mean'])} max "
                       f"{_fmt(inv['interpolated']['max'])}; D4 spread {result['spread']['exact']:.3g}; "
                       f"label changes {result['label_change_fraction']:.2%}")
+        level = result.get("patient_level")
+        if level:
+            m, pooled = level["mean_patient_auc"], level["pooled_auc"]
+            console.print(f"patient level ({level['patients']} patients, 95 % patient-bootstrap intervals): mean "
+                          f"per-patient AUC {m['value']:.4f} [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]; pooled AUC "
+                          f"{pooled['value']:.4f} [{pooled['ci95'][0]:.4f}, {pooled['ci95'][1]:.4f}]")
         patients = result.get("per_patient") or []
         if len(patients) > 1:
             print_table(f"{result['run']} per patient (unrotated)", ["Patient", "Patches", "Positives",

@@ -145,6 +145,7 @@ def evaluate_predictor(predict_fn: PredictFn, inputs: Any, *, tta: str | None = 
         progress(task, i + 1, len(inputs.views), f"view {view.name}: AUC {rows[-1]['auc']:.4f}")
     result = _summarise(inputs, rows, scores, labels_per_view, tta)
     result["per_patient"] = per_patient_metrics(inputs, identity_probs)
+    result["patient_level"] = patient_level(inputs, identity_probs)
     if keep_probabilities:
         result["probabilities"] = identity_probs
     return result
@@ -165,6 +166,27 @@ def per_patient_metrics(inputs: EvalInputs, probs: np.ndarray | None) -> list[di
                      "mean_score": float(positive_score(probs[sel]).mean()) if binary else None,
                      **classification_metrics(labels, probs[sel])})
     return rows
+
+
+def patient_level(inputs: EvalInputs, probs: np.ndarray | None, n_boot: int = 2_000) -> dict[str, Any] | None:
+    """Mean per-patient AUC and pooled AUC of the unrotated view with patient-bootstrap 95 % intervals (binary
+    tasks with at least two patients): on a few patients these intervals, not the seed spread, say how much a
+    figure can be trusted (docs/protocol.md)."""
+    if inputs.patients is None or probs is None or not (probs.ndim == 1 or probs.shape[1] == 2):
+        return None
+    if len(np.unique(inputs.patients)) < 2 or len(np.unique(inputs.labels)) < 2:
+        return None
+    from histoeq.evaluate.patients import mean_patient_auc, per_patient_auc, pooled_metric
+
+    score = positive_score(probs)
+    table = per_patient_auc(inputs.labels, score, inputs.patients)
+    mean = mean_patient_auc(table, n_boot=n_boot)
+    pooled = pooled_metric(inputs.labels, score, inputs.patients, "auc", n_boot=n_boot)
+    return {"patients": int(table["auc"].notna().sum()),
+            "excluded_one_class": table.loc[table["auc"].isna(), "patient"].tolist(),
+            "mean_patient_auc": {"value": mean.value, "ci95": [mean.low, mean.high]},
+            "pooled_auc": {"value": pooled.value, "ci95": [pooled.low, pooled.high]},
+            "bootstrap": f"{n_boot} patient resamples, seed 0, percentile interval"}
 
 
 def _pooled(rows: list[dict[str, Any]], scores: list[np.ndarray], exact: bool) -> dict[str, float | None]:

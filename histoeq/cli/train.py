@@ -117,6 +117,9 @@ def eval_command(
     flips: bool = typer.Option(False, "--flips", help="Also evaluate every angle after a mirror."),
     tta: str = typer.Option("none", "--tta", help="none or d4 (average over the 8 dihedral transforms)."),
     slides: Path = typer.Option(None, "--slides", help="Folder with the source slides, for real rotation context."),
+    context: str = typer.Option("none", "--context", help="Combine each patch's probability with its slide "
+                                "neighbours' (index x, y): none, box3, binomial3 or binomial5. Patch-only figures "
+                                "are reported beside."),
     device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
     batch_size: int = typer.Option(512, "--batch-size"),
 ) -> None:
@@ -126,11 +129,12 @@ def eval_command(
 
     with rich_progress(transient=True) as progress:
         record = evaluate_runs(runs, data, out, split=split, rotations=rotations, flips=flips, tta=tta,
-                               slides=slides, device=device, batch_size=batch_size, progress=progress)
+                               slides=slides, device=device, batch_size=batch_size, context=context,
+                               progress=progress)
     for result in record["runs"]:
         rows = [[r["view"], r["exact"], r["auc"], r["accuracy"], r["balanced_accuracy"], r["f1"],
                  r["invariance_mean"], r["invariance_max"]] for r in result["views"]]
-        print_table(f"{result['run']} on {split} (n={result['n']}, tta={record['tta']})",
+        print_table(f"{result['run']} on {split} (n={result['n']}, tta={record['tta']}, context={context})",
                     ["View (deg)", "Exact", "AUC", "Acc", "Bal. acc", "F1", "|dp| mean", "|dp| max"], rows)
         inv = result["invariance"]
         console.print(f"invariance exact: mean {_fmt(inv['exact']['mean'])} max {_fmt(inv['exact']['max'])}; "
@@ -143,6 +147,14 @@ def eval_command(
             console.print(f"patient level ({level['patients']} patients, 95 % patient-bootstrap intervals): mean "
                           f"per-patient AUC {m['value']:.4f} [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]; pooled AUC "
                           f"{pooled['value']:.4f} [{pooled['ci95'][0]:.4f}, {pooled['ci95'][1]:.4f}]")
+        patch = result.get("patch_only")
+        if patch:
+            line = (f"patch-only (without context): AUC {patch['auc']:.4f}, bal. acc {patch['balanced_accuracy']:.4f}, "
+                    f"F1 {patch['f1']:.4f}")
+            if patch.get("patient_level"):
+                m = patch["patient_level"]["mean_patient_auc"]
+                line += f"; mean per-patient AUC {m['value']:.4f} [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]"
+            console.print(line)
         patients = result.get("per_patient") or []
         if len(patients) > 1:
             print_table(f"{result['run']} per patient (unrotated)", ["Patient", "Patches", "Positives",

@@ -113,3 +113,26 @@ def se2(*, orientations: int = 8, mirrors: bool = False, kernel_method: str = DE
     return _build("se2", group, method, num_classes=num_classes, in_channels=in_channels, width=width, match=match,
                   extra_config={"orientations": orientations, "mirrors": mirrors, "kernel_method": kernel_method},
                   dropout=dropout)
+
+
+def _register_se2_variant(name: str, orientations: int, mirrors: bool, summary: str) -> None:
+    """A named preset of `se2` (timm style: one name per variant, so the CLI, run records and sweeps name the
+    group instead of threading an orientation count through every layer). Its config keeps the preset's values,
+    so ``create(**model.config)`` rebuilds it; other values for them are refused."""
+
+    def build(**kwargs: object) -> HistoNet:
+        for key, fixed in (("orientations", orientations), ("mirrors", mirrors)):
+            if kwargs.pop(key, fixed) != fixed:
+                raise HistoeqError(f"model {name!r} has {key}={fixed}; choose another variant (histoeq models)")
+        net = se2(orientations=orientations, mirrors=mirrors, **kwargs)  # type: ignore[arg-type]
+        net.config["name"] = name
+        return net
+
+    build.__name__ = name
+    build.__doc__ = summary
+    register_model(build)
+
+
+_register_se2_variant("se2_c4", 4, False, "SE(2) G-CNN with 4 orientations (C4): se2's layers on the 90° rotations.")
+_register_se2_variant("se2_c16", 16, False, "SE(2) G-CNN with 16 orientations (C16), filters rotated by resampling.")
+_register_se2_variant("se2_d8", 8, True, "SE(2) G-CNN with 8 orientations and mirrors (D8).")

@@ -8,6 +8,7 @@ import typer
 
 from histoeq.cli import app, bench_app
 from histoeq.cli._render import console, print_table, rich_progress
+from histoeq.infer.model_index import default_model_name
 
 
 _EXPORT_EPILOG = """\
@@ -66,14 +67,15 @@ _PREDICT_EPILOG = """\
   histoeq predict /data/slides/*.svs --out predictions --device cuda
 
   # a slide without resolution metadata, with overlapping tiles, as job 2 of 4 of an array job
-  histoeq predict /data/slides/*.tiff --model idc-p4m.onnx --mpp 0.25 --stride 25 --shard 1/4 --out preds
+  histoeq predict /data/slides/*.tiff --model models/idc-se2.onnx --mpp 0.25 --stride 25 --shard 1/4 --out preds
 """
 
 
 @app.command("predict", epilog=_PREDICT_EPILOG)
 def predict_command(
     slides: list[Path] = typer.Argument(..., help="Whole-slide images (SVS, TIFF, NDPI, ...)."),
-    model: Path | None = typer.Option(None, "--model", "-m", help="Exported ONNX model [default: first models/*.onnx]."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Exported ONNX model file, or a name in "
+                                     "models/index.json.", show_default=default_model_name()),
     out: Path = typer.Option(Path("predictions"), "--out", "-o", help="Output folder."),
     device: str = typer.Option("auto", "--device", help="auto, cuda or cpu (cuda without a CUDA provider: error)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Tiles per model call."),
@@ -85,14 +87,14 @@ def predict_command(
 ) -> None:
     """Tile-level predictions for whole slides: CSV, QuPath GeoJSON, heatmap PNG and a JSON run record per slide."""
     from histoeq.infer import PredictOptions, predict_slides
-    from histoeq.infer.predict import default_model_path
+    from histoeq.infer.model_index import resolve_model
 
     options = PredictOptions(batch_size=batch_size, stride_px=stride, mpp=mpp, tissue_threshold=tissue_threshold)
     if workers is not None:
         options.workers = workers
     with rich_progress(transient=True) as progress:
         loaded, results = predict_slides(
-            slides, model if model is not None else default_model_path(), out, device=device, options=options,
+            slides, resolve_model(model), out, device=device, options=options,
             shard=shard, progress=progress,
         )
     empty = [r for r in results if not r.skipped and r.tiles == 0]
@@ -112,7 +114,8 @@ def predict_command(
 @bench_app.command("predict")
 def bench_predict_command(
     slide: Path = typer.Argument(..., help="A whole-slide image."),
-    model: Path | None = typer.Option(None, "--model", "-m", help="Exported ONNX model [default: first models/*.onnx]."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Exported ONNX model file, or a name in "
+                                     "models/index.json.", show_default=default_model_name()),
     device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
     batch_size: int = typer.Option(256, "--batch-size"),
     workers: int | None = typer.Option(None, "--workers", help="Reader threads."),
@@ -122,12 +125,12 @@ def bench_predict_command(
     """Read-only, model-only, pipeline and end-to-end tiles/s and peak RSS for one slide."""
     from histoeq.infer import OnnxTileModel, PredictOptions
     from histoeq.infer.bench import bench_predict
-    from histoeq.infer.predict import default_model_path
+    from histoeq.infer.model_index import resolve_model
 
     options = PredictOptions(batch_size=batch_size, tissue_threshold=tissue_threshold, mpp=mpp)
     if workers is not None:
         options.workers = workers
-    loaded = OnnxTileModel(model if model is not None else default_model_path(), device)
+    loaded = OnnxTileModel(resolve_model(model), device)
     with rich_progress(transient=True) as progress:
         result = bench_predict(slide, loaded, options, progress)
     rows = [

@@ -25,6 +25,7 @@ from histoeq.data.stain import StainTransform, sample_evenly
 from histoeq.errors import HistoeqError, InputError
 from histoeq.infer.grid import TileGrid, tile_grid, tile_rects
 from histoeq.infer.heatmap import probability_grid, write_heatmap_png
+from histoeq.infer.model_index import resolve_model
 from histoeq.infer.onnx_model import OnnxTileModel
 from histoeq.infer.outputs import (
     SUFFIXES, is_complete, output_paths, write_run_json, write_tiles_csv, write_tiles_geojson,
@@ -59,23 +60,6 @@ class SlideResult:
     @property
     def tiles_per_s(self) -> float:
         return self.tiles / self.seconds if self.seconds else 0.0
-
-
-def default_model_path(search: Sequence[Path] | None = None) -> Path:
-    """The shipped model: the first ``*.onnx`` in ``$HISTOEQ_MODEL_DIR`` (the Docker image sets it), ``./models``
-    or the project checkout's ``models/``."""
-    if search is not None:
-        folders = list(search)
-    else:
-        folders = [Path.cwd() / "models", Path(__file__).resolve().parents[2] / "models"]
-        if os.environ.get("HISTOEQ_MODEL_DIR"):
-            folders.insert(0, Path(os.environ["HISTOEQ_MODEL_DIR"]))
-    for folder in folders:
-        found = sorted(folder.glob("*.onnx")) if folder.is_dir() else []
-        if found:
-            return found[0]
-    where = ", ".join(str(f) for f in folders)
-    raise HistoeqError(f"no model given and no *.onnx found (looked in {where}); pass --model model.onnx")
 
 
 def parse_shard(shard: str | None) -> tuple[int, int]:
@@ -219,7 +203,7 @@ def predict_slides(
     # Fail fast: every problem found here would otherwise surface only after hours of work on earlier slides.
     geometry = {path: _check_slide(path, out, options) for path in mine}
     if not isinstance(model, OnnxTileModel):
-        model = OnnxTileModel(model if model is not None else default_model_path(), device)
+        model = OnnxTileModel(resolve_model(model), device)
     meta = model.metadata
     for path, (dimensions, mpp) in geometry.items():
         tile_grid(dimensions, mpp, meta.mpp, meta.tile_px, options.stride_px, path)

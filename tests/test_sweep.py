@@ -226,3 +226,13 @@ def test_claims_carry_holm_adjusted_verdicts() -> None:
     assert strong["p_holm"] < 0.05 and strong["verdict_holm"] == "higher"
     weak = claims[(claims["claim"] == "C1") & (claims["fraction"] == 0.25)].iloc[0]
     assert weak["verdict_holm"] == "not separated"
+
+
+def test_welch_p_matches_scipy() -> None:
+    from scipy import stats
+
+    from histoeq.evaluate.claims import welch_p
+
+    a, b = np.array([0.81, 0.84, 0.80, 0.86]), np.array([0.78, 0.79, 0.83])
+    assert welch_p(a, b) == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    assert np.isnan(welch_p(a, b[:1]))

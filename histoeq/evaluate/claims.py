@@ -26,8 +26,8 @@ CLAIM_COLUMNS = ["claim", "model", "augment", "fraction", "versus", "metric", "s
                  "mean_versus", "difference", "ci95_low", "ci95_high", "verdict", "p_value", "p_holm", "verdict_holm"]
 
 
-def welch_interval(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean of ``a`` minus mean of ``b`` and its Welch t-interval; NaN bounds when either side has < 2 values."""
+def _welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """(mean(a) - mean(b), its standard error, Welch-Satterthwaite degrees of freedom); NaN se below 2 values."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     diff = float(a.mean() - b.mean())
     if len(a) < 2 or len(b) < 2:
@@ -35,20 +35,29 @@ def welch_interval(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[f
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     se = math.sqrt(va + vb)
     if se == 0.0:
+        return diff, 0.0, math.nan
+    return diff, se, (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+
+
+def welch_interval(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of ``a`` minus mean of ``b`` and its Welch t-interval; NaN bounds when either side has < 2 values."""
+    diff, se, dof = _welch(a, b)
+    if math.isnan(se):
+        return diff, math.nan, math.nan
+    if se == 0.0:
         return diff, diff, diff
-    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     half = float(stats.t.ppf(0.5 + level / 2, dof)) * se
     return diff, diff - half, diff + half
 
 
 def welch_p(a: np.ndarray, b: np.ndarray) -> float:
     """Two-sided Welch t-test p-value of mean(a) == mean(b); NaN when either side has < 2 values."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if len(a) < 2 or len(b) < 2:
+    diff, se, dof = _welch(a, b)
+    if math.isnan(se):
         return math.nan
-    if a.var(ddof=1) == 0.0 and b.var(ddof=1) == 0.0:
-        return 1.0 if a.mean() == b.mean() else 0.0
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    if se == 0.0:
+        return 1.0 if diff == 0.0 else 0.0
+    return float(2.0 * stats.t.sf(abs(diff) / se, dof))
 
 
 def _verdict(low: float, high: float) -> str:

@@ -85,3 +85,29 @@ def test_unknown_output_name_is_a_one_line_error(model: Path, slide: Path, tmp_p
     code, _, err = _predict(capsys, slide, model, tmp_path / "out", "--outputs", value)
     assert_one_line_error(code, err, "--outputs", fragment, "csv, geojson, heatmap")
     assert not (tmp_path / "out").exists()
+
+
+def test_each_slide_is_opened_once_and_closed(model: Path, slide: Path, tmp_path: Path, monkeypatch) -> None:
+    import histoeq.infer.predict as predict_mod
+    from histoeq.infer import PredictOptions, predict_slides
+
+    other = tmp_path / "t.tiff"
+    other.write_bytes(slide.read_bytes())
+    opened, closed = [], []
+    real_open = predict_mod.open_slide
+
+    def counting_open(path, *args, **kwargs):
+        handle = real_open(path, *args, **kwargs)
+        opened.append(Path(path).name)
+        real_close = handle.close
+        handle.close = lambda: (closed.append(Path(path).name), real_close())[1]
+        return handle
+
+    monkeypatch.setattr(predict_mod, "open_slide", counting_open)
+    _, results = predict_slides([slide, other], model, tmp_path / "out", device="cpu",
+                                options=PredictOptions(tissue_threshold=0, outputs=("csv",)))
+    assert [r.skipped for r in results] == [False, False]
+    assert sorted(opened) == ["s.tiff", "t.tiff"] and sorted(closed) == ["s.tiff", "t.tiff"]
+    _, results = predict_slides([slide, other], model, tmp_path / "out", device="cpu",
+                                options=PredictOptions(tissue_threshold=0, outputs=("csv",)))
+    assert [r.skipped for r in results] == [True, True] and sorted(closed) == sorted(opened)

@@ -127,7 +127,9 @@ def bench_predict(
             record("read-only", done, time.perf_counter() - start)
 
         if first is not None:
-            batch = np.resize(first, (options.batch_size, *first.shape[1:])) if len(first) < options.batch_size else first
+            batch = first
+            if len(first) < options.batch_size:
+                batch = np.resize(first, (options.batch_size, *first.shape[1:]))
             model(batch)  # warm-up: session allocations and (on CUDA) kernel selection are not throughput
             with meter.watch():
                 start, done = time.perf_counter(), 0

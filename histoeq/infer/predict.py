@@ -100,7 +100,8 @@ def shard_slides(slides: Sequence[Path], shard: str | None) -> list[Path]:
     return ordered[i::n]
 
 
-def select_tiles(slide: Slide, model: OnnxTileModel, options: PredictOptions) -> tuple[TileGrid, np.ndarray, np.ndarray, float]:
+def select_tiles(slide: Slide, model: OnnxTileModel,
+                 options: PredictOptions) -> tuple[TileGrid, np.ndarray, np.ndarray, float]:
     """(grid, keep mask (rows, cols), thumbnail, thumbnail downsample) for one slide."""
     meta = model.metadata
     grid = tile_grid(slide.dimensions, float(slide.mpp), meta.mpp, meta.tile_px, options.stride_px, slide.path)

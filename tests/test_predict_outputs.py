@@ -111,3 +111,19 @@ def test_each_slide_is_opened_once_and_closed(model: Path, slide: Path, tmp_path
     _, results = predict_slides([slide, other], model, tmp_path / "out", device="cpu",
                                 options=PredictOptions(tissue_threshold=0, outputs=("csv",)))
     assert [r.skipped for r in results] == [True, True] and sorted(closed) == sorted(opened)
+
+
+def test_records_of_earlier_versions_still_mark_their_outputs_complete(tmp_path: Path) -> None:
+    """Earlier records list the heatmap under "heatmap.png"; outputs are matched by file name, so those slides are
+    not predicted again."""
+    from histoeq.infer.outputs import missing_outputs
+
+    names = {"csv": "s.csv", "geojson": "s.geojson", "heatmap.png": "s.heatmap.png"}
+    for name in names.values():
+        (tmp_path / name).write_text("x")
+    (tmp_path / "s.json").write_text(json.dumps({"outputs": names}))
+    assert missing_outputs(tmp_path, "s", ("csv", "geojson", "heatmap")) == ()
+    (tmp_path / "s.heatmap.png").unlink()
+    assert missing_outputs(tmp_path, "s", ("csv", "geojson", "heatmap")) == ("heatmap",)
+    (tmp_path / "s.json").write_text("{not json")
+    assert missing_outputs(tmp_path, "s", ("csv",)) == ("csv",)

@@ -93,7 +93,7 @@ class TilePlan:
     """Tiles chosen on one slide: level-0 top-left corners where their pixels are read, labels, and the scale.
 
     Grid mode also has the `grid` and the kept cells (`keep`, rows x cols); the tiles are then in the grid's
-    row-major order, which is also the order the block reader hands them out in."""
+    row-major order."""
 
     slide: Slide
     xs: np.ndarray
@@ -192,7 +192,7 @@ def read_plan(plan: TilePlan, opts: ExtractOptions) -> Iterator[tuple[np.ndarray
     """Yield (tile numbers in the plan, uint8 tiles) in the plan's order, read by a thread pool: grid tiles block
     by block with the tiler's block reader, points-mode tiles one by one."""
     if plan.grid is not None:
-        # Plan tile k is the k-th kept cell in row-major order, the order the block reader yields.
+        # Plan tile k is the k-th kept cell in row-major order; the block reader yields cell indices block by block.
         number = np.full(plan.grid.count, -1, np.int64)
         number[np.flatnonzero(plan.keep)] = np.arange(len(plan.xs))
         for indices, tiles in iter_blocks(plan.slide, plan.grid, plan.keep, workers=opts.workers):

@@ -18,7 +18,7 @@ import torch
 
 from histoeq.export import export_model
 from histoeq.infer import OnnxTileModel, PredictOptions, predict_slides
-from histoeq.infer.grid import tile_grid
+from histoeq.slide.tiler import tile_grid
 from histoeq.slide import open_slide
 
 pytestmark = pytest.mark.realdata

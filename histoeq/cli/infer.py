@@ -68,6 +68,9 @@ _PREDICT_EPILOG = """\
 
   # a slide without resolution metadata, with overlapping tiles, as job 2 of 4 of an array job
   histoeq predict /data/slides/*.tiff --model models/idc-se2.onnx --mpp 0.25 --stride 25 --shard 1/4 --out preds
+
+  # only the tile CSV (and the JSON record); a later run without --outputs adds the GeoJSON and heatmap
+  histoeq predict /data/slides/*.svs --outputs csv --out predictions
 """
 
 
@@ -84,12 +87,17 @@ def predict_command(
     tissue_threshold: float = typer.Option(0.25, "--tissue-threshold", help="Min tissue fraction of a tile; 0 = all."),
     shard: str | None = typer.Option(None, "--shard", help="i/n: this process takes every n-th slide from the i-th (0-based)."),
     workers: int | None = typer.Option(None, "--workers", help="Reader threads [default: cores, 2..8]."),
+    outputs: str | None = typer.Option(
+        None, "--outputs", help="Comma-separated outputs per slide, from csv, geojson, heatmap [default: all]; the "
+        "JSON run record is always written. A rerun writes the ones a slide still lacks."),
 ) -> None:
     """Tile-level predictions for whole slides: CSV, QuPath GeoJSON, heatmap PNG and a JSON run record per slide."""
     from histoeq.infer import PredictOptions, predict_slides
     from histoeq.infer.model_index import resolve_model
+    from histoeq.infer.outputs import parse_outputs
 
-    options = PredictOptions(batch_size=batch_size, stride_px=stride, mpp=mpp, tissue_threshold=tissue_threshold)
+    options = PredictOptions(batch_size=batch_size, stride_px=stride, mpp=mpp, tissue_threshold=tissue_threshold,
+                             outputs=parse_outputs(outputs))
     if workers is not None:
         options.workers = workers
     with rich_progress(transient=True) as progress:

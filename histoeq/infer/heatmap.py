@@ -15,8 +15,8 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from histoeq.infer.grid import TileGrid
-from histoeq.infer.outputs import write_atomically
+from histoeq.atomic import atomic_open
+from histoeq.slide.tiler import TileGrid
 
 
 def probability_grid(grid: TileGrid, indices: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -65,4 +65,5 @@ def write_heatmap_png(
     cax = fig.add_axes(((w / dpi) / (w / dpi + bar_in) + 0.15 * bar_in / (w / dpi + bar_in), 0.1,
                         0.15 * bar_in / (w / dpi + bar_in), 0.8))
     fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), cmap), cax=cax, label=f"p({label})")
-    write_atomically(path, lambda fh: fig.savefig(fh, format="png", dpi=dpi), binary=True)
+    with atomic_open(path, binary=True) as fh:
+        fig.savefig(fh, format="png", dpi=dpi)

@@ -1,16 +1,21 @@
-"""Per-slide result files, each written atomically (temporary name in the same folder, then `os.replace`).
+"""Per-slide result files: a registry of output writers, each a function of one `SlidePrediction`.
 
-* ``<stem>.csv``: one row per tile, ``minx,miny,width,height,prob_<class>...`` in level-0 pixels, as WSInfer writes.
-* ``<stem>.geojson``: the same tiles as QuPath-ready objects (polygon, classification = most likely class with its
-  colour, measurements = probabilities); streamed, so a 400k-tile slide needs no big buffer.
-* ``<stem>.heatmap.png``: the positive-class probability over the thumbnail (see `heatmap`).
-* ``<stem>.json``: run metadata, written last: its presence with all listed outputs marks the slide complete.
+* ``csv`` -> ``<stem>.csv``: one row per tile, ``minx,miny,width,height,prob_<class>...`` in level-0 pixels, as
+  WSInfer writes.
+* ``geojson`` -> ``<stem>.geojson``: the same tiles as QuPath-ready objects (polygon, classification = most likely
+  class with its colour, measurements = probabilities); streamed, so a 400k-tile slide needs no big buffer.
+* ``heatmap`` -> ``<stem>.heatmap.png``: the positive-class probability over the thumbnail (see `heatmap`).
+* ``<stem>.json``: the run record, always written, last: it lists the output files of the slide, and a slide is
+  complete for a run when every output that run asks for is listed there and exists.
+
+Each file is written atomically (temporary name in the same folder, then `os.replace`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -18,13 +23,12 @@ import numpy as np
 import pandas as pd
 
 from histoeq.atomic import atomic_open
+from histoeq.errors import HistoeqError
+from histoeq.infer.heatmap import probability_grid, write_heatmap_png
+from histoeq.infer.result import SlidePrediction
 
-SUFFIXES = (".csv", ".geojson", ".heatmap.png", ".json")
+RECORD_SUFFIX = ".json"
 _COLOURS = [[0, 153, 0], [204, 0, 0], [0, 102, 204], [230, 159, 0], [128, 0, 128], [0, 158, 115]]
-
-
-def output_paths(out_dir: Path, stem: str) -> dict[str, Path]:
-    return {suffix: out_dir / f"{stem}{suffix}" for suffix in SUFFIXES}
 
 
 def write_atomically(path: Path, write: Callable[[IO[Any]], None], binary: bool = False) -> None:
@@ -33,21 +37,20 @@ def write_atomically(path: Path, write: Callable[[IO[Any]], None], binary: bool 
         write(fh)
 
 
-def write_tiles_csv(
-    path: Path, x: np.ndarray, y: np.ndarray, size: int, probs: np.ndarray, classes: Sequence[str]
-) -> None:
+def write_tiles_csv(path: Path, pred: SlidePrediction) -> None:
     """WSInfer's layout; pandas' C writer keeps 400k rows well under a second."""
-    frame = pd.DataFrame({"minx": x, "miny": y, "width": size, "height": size})
-    for i, name in enumerate(classes):
-        frame[f"prob_{name}"] = probs[:, i]
+    x, y = pred.top_left
+    frame = pd.DataFrame({"minx": x, "miny": y, "width": pred.tile_size, "height": pred.tile_size})
+    for i, name in enumerate(pred.classes):
+        frame[f"prob_{name}"] = pred.probabilities[:, i]
     write_atomically(path, lambda fh: frame.to_csv(fh, index=False, float_format="%.6f", lineterminator="\n"))
 
 
-def write_tiles_geojson(
-    path: Path, x: np.ndarray, y: np.ndarray, size: int, probs: np.ndarray, classes: Sequence[str]
-) -> None:
+def write_tiles_geojson(path: Path, pred: SlidePrediction) -> None:
     """QuPath detection tiles. Features are formatted from a template (json.dumps per feature was 5x slower);
     class names and measurement keys are JSON-escaped once."""
+    probs, classes, size = pred.probabilities, pred.classes, pred.tile_size
+    x, y = pred.top_left
     best = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int)
     heads = [
         '{"type":"Feature","geometry":{"type":"Polygon","coordinates":[[[%d,%d],[%d,%d],[%d,%d],[%d,%d],[%d,%d]]]},'
@@ -71,16 +74,76 @@ def write_tiles_geojson(
     write_atomically(path, write)
 
 
+def write_heatmap(path: Path, pred: SlidePrediction) -> None:
+    heat = probability_grid(pred.grid, pred.indices, pred.probabilities[:, -1])
+    write_heatmap_png(path, pred.thumbnail, pred.thumbnail_downsample, pred.grid, heat, pred.positive_class)
+
+
+@dataclass(frozen=True)
+class OutputWriter:
+    """One output format: its name (for ``--outputs``), the file suffix after the slide's stem, and the writer."""
+
+    name: str
+    suffix: str
+    write: Callable[[Path, SlidePrediction], None]
+
+    def path(self, out_dir: Path, stem: str) -> Path:
+        return out_dir / f"{stem}{self.suffix}"
+
+
+WRITERS: dict[str, OutputWriter] = {w.name: w for w in (
+    OutputWriter("csv", ".csv", write_tiles_csv),
+    OutputWriter("geojson", ".geojson", write_tiles_geojson),
+    OutputWriter("heatmap", ".heatmap.png", write_heatmap),
+)}
+DEFAULT_OUTPUTS: tuple[str, ...] = tuple(WRITERS)
+
+
+def parse_outputs(text: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``"csv,geojson"`` (or a list of names) -> the writers' names, in registry order; None -> all of them.
+
+    An unknown or missing name is a `HistoeqError` listing the choices."""
+    if text is None:
+        return DEFAULT_OUTPUTS
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text)]
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in WRITERS]
+    if unknown or not names:
+        what = f"unknown output {', '.join(map(repr, unknown))}" if unknown else "no output named"
+        raise HistoeqError(f"--outputs: {what} (choose from {', '.join(WRITERS)}; the JSON record is always written)")
+    return tuple(n for n in WRITERS if n in names)
+
+
+def record_path(out_dir: Path, stem: str) -> Path:
+    return out_dir / f"{stem}{RECORD_SUFFIX}"
+
+
+def output_paths(out_dir: Path, stem: str, outputs: Sequence[str] = DEFAULT_OUTPUTS) -> dict[str, Path]:
+    """The files of `outputs` (writer names) for one slide, plus its JSON record under ``"json"``."""
+    return {**{name: WRITERS[name].path(out_dir, stem) for name in outputs}, "json": record_path(out_dir, stem)}
+
+
+def written_outputs(out_dir: Path, stem: str) -> dict[str, str]:
+    """The outputs a previous run recorded for this slide whose files still exist (name -> file name); empty when
+    there is no readable record."""
+    try:
+        record = json.loads(record_path(out_dir, stem).read_text())
+    except (OSError, ValueError):
+        return {}
+    listed = record.get("outputs") if isinstance(record, dict) else None
+    if not isinstance(listed, dict):
+        return {}
+    files = {str(f) for f in listed.values() if isinstance(f, str)}
+    return {name: w.path(out_dir, stem).name for name, w in WRITERS.items()
+            if w.path(out_dir, stem).name in files and w.path(out_dir, stem).is_file()}
+
+
+def missing_outputs(out_dir: Path, stem: str, outputs: Sequence[str]) -> tuple[str, ...]:
+    """Which of `outputs` this slide still lacks: all of them unless its record lists them and their files exist.
+    An empty answer means the slide is complete for this run."""
+    done = written_outputs(out_dir, stem)
+    return tuple(name for name in outputs if name not in done)
+
+
 def write_run_json(path: Path, record: dict[str, Any]) -> None:
     write_atomically(path, lambda fh: json.dump(record, fh, indent=2, sort_keys=True))
-
-
-def is_complete(out_dir: Path, stem: str) -> bool:
-    """Whether a previous run finished this slide: the JSON record exists, parses and its outputs all exist."""
-    paths = output_paths(out_dir, stem)
-    try:
-        record = json.loads(paths[".json"].read_text())
-    except (OSError, ValueError):
-        return False
-    listed = record.get("outputs", {}) if isinstance(record, dict) else {}
-    return all((out_dir / Path(name).name).is_file() for name in listed.values()) and len(listed) >= 3

@@ -43,7 +43,7 @@ def test_csv_only_writes_only_csv_and_a_rerun_adds_the_missing_outputs(model: Pa
     out = tmp_path / "out"
     code, stdout, err = _predict(capsys, slide, model, out, "--outputs", "csv")
     assert code == 0 and "done" in stdout, err
-    assert sorted(p.name for p in out.iterdir()) == ["s.csv", "s.json"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["s.csv", "s.json"]
     record = json.loads((out / "s.json").read_text())
     assert record["outputs"] == {"csv": "s.csv"} and record["options"]["outputs"] == ["csv"]
     assert (out / "s.csv").read_text().count("\n") == 1 + record["tile_count"] == 1 + 6 * 5  # 300 x 260 px, 50 px
@@ -56,13 +56,13 @@ def test_csv_only_writes_only_csv_and_a_rerun_adds_the_missing_outputs(model: Pa
     # Asking for more writes only what is missing; the record then lists all of them.
     code, stdout, err = _predict(capsys, slide, model, out, "--outputs", "heatmap,csv")
     assert code == 0 and "done" in stdout, err
-    assert sorted(p.name for p in out.iterdir()) == ["s.csv", "s.heatmap.png", "s.json"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["s.csv", "s.heatmap.png", "s.json"]
     assert (out / "s.csv").stat().st_mtime_ns == csv_before
     assert json.loads((out / "s.json").read_text())["outputs"] == {"csv": "s.csv", "heatmap": "s.heatmap.png"}
 
     code, stdout, err = _predict(capsys, slide, model, out)  # default: every output
     assert code == 0 and "done" in stdout, err
-    assert sorted(p.name for p in out.iterdir()) == ["s.csv", "s.geojson", "s.heatmap.png", "s.json"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["s.csv", "s.geojson", "s.heatmap.png", "s.json"]
     record = json.loads((out / "s.json").read_text())
     assert record["outputs"] == {"csv": "s.csv", "geojson": "s.geojson", "heatmap": "s.heatmap.png"}
     assert len(json.loads((out / "s.geojson").read_text())["features"]) == record["tile_count"]
@@ -127,3 +127,75 @@ def test_records_of_earlier_versions_still_mark_their_outputs_complete(tmp_path:
     assert missing_outputs(tmp_path, "s", ("csv", "geojson", "heatmap")) == ("heatmap",)
     (tmp_path / "s.json").write_text("{not json")
     assert missing_outputs(tmp_path, "s", ("csv",)) == ("csv",)
+
+
+@pytest.fixture(scope="module")
+def other_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(4, 2)).eval()
+    return export_model(net, INFO, tmp_path_factory.mktemp("m2") / "tiny.onnx").path
+
+
+def test_a_rerun_with_another_model_or_options_refuses_unless_overwrite(model: Path, other_model: Path,
+                                                                        slide: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    code, _, err = _predict(capsys, slide, model, out)
+    assert code == 0, err
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, _, err = _predict(capsys, slide, other_model, out)
+    assert_one_line_error(code, err, "s.json", "model", "--overwrite")
+    code, _, err = _predict(capsys, slide, model, out, "--stride", "25")
+    assert_one_line_error(code, err, "stride_px=None", "--overwrite")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing touched
+    code, stdout, _ = _predict(capsys, slide, model, out)
+    assert code == 0 and "skipped" in stdout  # same model, same options
+
+    code, stdout, err = _predict(capsys, slide, other_model, out, "--overwrite", "--outputs", "csv")
+    assert code == 0 and "done" in stdout, err
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["s.csv", "s.json"]
+    record = json.loads((out / "s.json").read_text())
+    assert record["settings"]["model_sha256"] != json.loads(before["s.json"])["settings"]["model_sha256"]
+    code, stdout, _ = _predict(capsys, slide, other_model, out, "--outputs", "csv")
+    assert code == 0 and "skipped" in stdout
+
+
+def test_two_jobs_with_different_models_cannot_share_a_folder(model: Path, other_model: Path, tmp_path: Path,
+                                                              capsys) -> None:
+    """The folder's settings are claimed before any slide is done: a second job with another model refuses even
+    while the first has written no slide yet (here: the first job's claim without any slide record)."""
+    from histoeq.infer import PredictOptions
+    from histoeq.infer.rerun import PredictSettings, claim_folder
+
+    out = tmp_path / "out"
+    out.mkdir()
+    claim_folder(out, PredictSettings.of(model, PredictOptions(tissue_threshold=0.0)), overwrite=False)
+    rgb = np.random.default_rng(1).integers(0, 255, (120, 120, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "t.tiff", rgb, photometric="rgb", resolution=(2500, 2500),
+                     resolutionunit="CENTIMETER")
+    code, _, err = _predict(capsys, tmp_path / "t.tiff", other_model, out)
+    assert_one_line_error(code, err, "holds predictions made with", "--overwrite")
+    code, _, err = _predict(capsys, tmp_path / "t.tiff", model, out)  # a shard of the same job agrees
+    assert code == 0, err
+
+
+def test_context_adds_a_combined_column_to_csv_geojson_and_record(model: Path, slide: Path, tmp_path: Path,
+                                                                   capsys) -> None:
+    import pandas as pd
+
+    out = tmp_path / "out"
+    code, _, err = _predict(capsys, slide, model, out, "--context", "box3")
+    assert code == 0, err
+    table = pd.read_csv(out / "s.csv")
+    assert "prob_b_box3" in table.columns
+    step = int(table["width"].iloc[0])
+    pos = {(x, y): p for x, y, p in zip(table["minx"], table["miny"], table["prob_b"])}
+    for x, y, combined in zip(table["minx"], table["miny"], table["prob_b_box3"]):
+        near = [pos[(x + dx, y + dy)] for dx in (-step, 0, step) for dy in (-step, 0, step) if (x + dx, y + dy) in pos]
+        assert combined == pytest.approx(np.mean(near), abs=2e-6)
+    features = json.loads((out / "s.geojson").read_text())["features"]
+    assert "prob_b_box3" in features[0]["properties"]["measurements"]
+    record = json.loads((out / "s.json").read_text())
+    assert record["context"] == {"kernel": "box3", "column": "prob_b_box3", "heatmap": "with context"}
+    code, _, err = _predict(capsys, slide, model, tmp_path / "bad", "--context", "gauss")
+    assert_one_line_error(code, err, "gauss")

@@ -90,6 +90,11 @@ def predict_command(
     outputs: str | None = typer.Option(
         None, "--outputs", help="Comma-separated outputs per slide, from csv, geojson, heatmap [default: all]; the "
         "JSON run record is always written. A rerun writes the ones a slide still lacks."),
+    context: str = typer.Option("none", "--context", help="Also combine each tile's probability with its grid "
+                                "neighbours' (none, box3, binomial3, binomial5): an extra prob_<class>_<kernel> "
+                                "column, and the heatmap shows it."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs in --out made with another model or "
+                                   "other options (refused without it)."),
 ) -> None:
     """Tile-level predictions for whole slides: CSV, QuPath GeoJSON, heatmap PNG and a JSON run record per slide."""
     from histoeq.infer import PredictOptions, predict_slides
@@ -97,13 +102,13 @@ def predict_command(
     from histoeq.infer.outputs import parse_outputs
 
     options = PredictOptions(batch_size=batch_size, stride_px=stride, mpp=mpp, tissue_threshold=tissue_threshold,
-                             outputs=parse_outputs(outputs))
+                             outputs=parse_outputs(outputs), context=context)
     if workers is not None:
         options.workers = workers
     with rich_progress(transient=True) as progress:
         loaded, results = predict_slides(
             slides, resolve_model(model), out, device=device, options=options,
-            shard=shard, progress=progress,
+            shard=shard, progress=progress, overwrite=overwrite,
         )
     empty = [r for r in results if not r.skipped and r.tiles == 0]
     rows = [

@@ -43,6 +43,8 @@ def write_tiles_csv(path: Path, pred: SlidePrediction) -> None:
     frame = pd.DataFrame({"minx": x, "miny": y, "width": pred.tile_size, "height": pred.tile_size})
     for i, name in enumerate(pred.classes):
         frame[f"prob_{name}"] = pred.probabilities[:, i]
+    if pred.context_scores is not None:
+        frame[pred.context_column] = pred.context_scores
     write_atomically(path, lambda fh: frame.to_csv(fh, index=False, float_format="%.6f", lineterminator="\n"))
 
 
@@ -59,6 +61,10 @@ def write_tiles_geojson(path: Path, pred: SlidePrediction) -> None:
         for i, name in enumerate(classes)
     ]
     keys = [json.dumps(f"prob_{name}") + ":%.6f" for name in classes]
+    columns = probs
+    if pred.context_scores is not None:
+        keys.append(json.dumps(pred.context_column) + ":%.6f")
+        columns = np.column_stack([probs, pred.context_scores])
     tail = ",".join(keys) + "}}}"
 
     def write(fh: IO[str]) -> None:
@@ -67,7 +73,7 @@ def write_tiles_geojson(path: Path, pred: SlidePrediction) -> None:
         for i in range(len(xs)):
             x0, y0 = xs[i], ys[i]
             x1, y1 = x0 + size, y0 + size
-            feature = heads[best[i]] % (x0, y0, x1, y0, x1, y1, x0, y1, x0, y0) + tail % tuple(probs[i].tolist())
+            feature = heads[best[i]] % (x0, y0, x1, y0, x1, y1, x0, y1, x0, y0) + tail % tuple(columns[i].tolist())
             fh.write(("," if i else "") + feature + "\n")
         fh.write("]}\n")
 
@@ -75,8 +81,9 @@ def write_tiles_geojson(path: Path, pred: SlidePrediction) -> None:
 
 
 def write_heatmap(path: Path, pred: SlidePrediction) -> None:
-    heat = probability_grid(pred.grid, pred.indices, pred.probabilities[:, -1])
-    write_heatmap_png(path, pred.thumbnail, pred.thumbnail_downsample, pred.grid, heat, pred.positive_class)
+    heat = probability_grid(pred.grid, pred.indices, pred.scores)
+    label = pred.positive_class if pred.context_scores is None else f"{pred.positive_class}, context {pred.context}"
+    write_heatmap_png(path, pred.thumbnail, pred.thumbnail_downsample, pred.grid, heat, label)
 
 
 @dataclass(frozen=True)
@@ -143,6 +150,13 @@ def missing_outputs(out_dir: Path, stem: str, outputs: Sequence[str]) -> tuple[s
     An empty answer means the slide is complete for this run."""
     done = written_outputs(out_dir, stem)
     return tuple(name for name in outputs if name not in done)
+
+
+def remove_outputs(out_dir: Path, stem: str) -> None:
+    """Delete a slide's record first (so it no longer claims anything), then every output file it may have."""
+    record_path(out_dir, stem).unlink(missing_ok=True)
+    for writer in WRITERS.values():
+        writer.path(out_dir, stem).unlink(missing_ok=True)
 
 
 def write_run_json(path: Path, record: dict[str, Any]) -> None:

@@ -27,13 +27,16 @@ from histoeq.errors import HistoeqError, InputError
 from histoeq.infer.model_index import resolve_model
 from histoeq.infer.onnx_model import OnnxTileModel
 from histoeq.infer.outputs import (
-    DEFAULT_OUTPUTS, WRITERS, missing_outputs, output_paths, parse_outputs, write_run_json, written_outputs,
+    DEFAULT_OUTPUTS, WRITERS, missing_outputs, output_paths, parse_outputs, record_path, remove_outputs,
+    write_run_json, written_outputs,
 )
+from histoeq.infer.rerun import PredictSettings, claim_folder, slide_differences
 from histoeq.infer.result import SlidePrediction
 from histoeq.progress import ProgressFn, null_progress
 from histoeq.slide import Slide, open_slide
 from histoeq.slide.kept import KeptOpen
 from histoeq.slide.tiler import TileGrid, iter_batches, tile_grid
+from histoeq.slide.context import NO_CONTEXT, context_kernel, smooth_on_grid
 from histoeq.slide.tissue import tissue_fraction, tissue_mask
 
 THUMBNAIL_PX = 1024  # tissue mask and heatmap background; 50 px tiles of a 32k slide are still 1.6 px here
@@ -49,6 +52,7 @@ class PredictOptions:
     block: int = 8  # tiles per side of one region read
     workers: int = max(2, min(8, os.cpu_count() or 2))
     outputs: tuple[str, ...] = DEFAULT_OUTPUTS  # writer names (see `histoeq.infer.outputs.WRITERS`)
+    context: str = NO_CONTEXT  # spatial context kernel over the tile grid (histoeq.slide.context)
 
 
 @dataclass
@@ -144,6 +148,10 @@ def predict_tiles(slide: Slide, model: OnnxTileModel, options: PredictOptions,
     indices, probs = run_tiles(slide, grid, keep, model, options, progress, task=slide.path.name,
                                transform=transform)
     meta = model.metadata
+    context_scores = None
+    if options.context != NO_CONTEXT and len(indices):
+        rows, cols = np.divmod(indices, grid.cols)  # grid cells: the centred grid turns with the slide
+        context_scores = smooth_on_grid(cols, rows, probs[:, -1], 1.0, options.context).astype(np.float32)
     return SlidePrediction(
         slide=slide.path, dimensions=tuple(slide.dimensions), slide_mpp=float(slide.mpp), grid=grid,
         indices=indices, probabilities=probs, classes=list(model.classes), positive_class=meta.positive_class,
@@ -153,10 +161,12 @@ def predict_tiles(slide: Slide, model: OnnxTileModel, options: PredictOptions,
                "metrics": meta.metrics, "histoeq_version": meta.histoeq_version},
         provider=model.provider, options=asdict(options), outputs=tuple(options.outputs),
         stain=None if transform is None else transform.record(), inference_s=time.perf_counter() - start,
+        context=options.context, context_scores=context_scores,
     )
 
 
-def write_prediction(pred: SlidePrediction, out_dir: Path, outputs: Sequence[str], started: float) -> dict[str, str]:
+def write_prediction(pred: SlidePrediction, out_dir: Path, outputs: Sequence[str], started: float,
+                     settings: PredictSettings | None = None) -> dict[str, str]:
     """Write `outputs` (writer names) of one slide and its JSON record, all or none; returns name -> file name.
 
     The record lists these outputs and those an earlier run wrote for this slide and that still exist, and is
@@ -169,6 +179,7 @@ def write_prediction(pred: SlidePrediction, out_dir: Path, outputs: Sequence[str
         for name, tmp in zip(outputs, tmps):
             WRITERS[name].write(tmp, pred)
         record = pred.record(files, time.perf_counter() - started, histoeq_version=__version__,
+                             settings=None if settings is None else asdict(settings),
                              host=socket.gethostname(),
                              finished_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         write_run_json(tmps[-1], record)
@@ -177,12 +188,14 @@ def write_prediction(pred: SlidePrediction, out_dir: Path, outputs: Sequence[str
 
 def predict_slide(
     slide: Slide, model: OnnxTileModel, out_dir: Path, options: PredictOptions, progress: ProgressFn = null_progress,
-    outputs: Sequence[str] | None = None,
+    outputs: Sequence[str] | None = None, settings: PredictSettings | None = None,
 ) -> SlideResult:
     """Predict one open slide and write `outputs` (default: those of `options`) and its JSON record."""
     start = time.perf_counter()
     pred = predict_tiles(slide, model, options, progress)
-    written = write_prediction(pred, Path(out_dir), tuple(options.outputs if outputs is None else outputs), start)
+    settings = settings or PredictSettings.of(model.path, options)
+    written = write_prediction(pred, Path(out_dir), tuple(options.outputs if outputs is None else outputs), start,
+                               settings)
     return SlideResult(str(slide.path), False, pred.tile_count, time.perf_counter() - start, written)
 
 
@@ -195,8 +208,12 @@ def predict_slides(
     options: PredictOptions | None = None,
     shard: str | None = None,
     progress: ProgressFn = null_progress,
+    overwrite: bool = False,
 ) -> tuple[OnnxTileModel, list[SlideResult]]:
-    """Predict this shard's slides with one ONNX Runtime session; returns (model with its provider, results)."""
+    """Predict this shard's slides with one ONNX Runtime session; returns (model with its provider, results).
+
+    A slide whose outputs exist is skipped when they were made with this model (sha256) and these options
+    (`histoeq.infer.rerun`); made otherwise, the run refuses before any work unless ``overwrite``."""
     options = options or PredictOptions()
     check_options(options)
     out = check_output_dir(out_dir)
@@ -213,15 +230,35 @@ def predict_slides(
         meta = model.metadata
         for path, (dimensions, mpp) in geometry.items():
             tile_grid(dimensions, mpp, meta.mpp, meta.tile_px, options.stride_px, path)
+        settings = PredictSettings.of(model.path, options)
+        stale = _stale_slides(out, mine, settings, overwrite)
+        claim_folder(out, settings, overwrite)
         results = []
         for path in mine:
+            if path in stale:
+                remove_outputs(out, path.stem)
             missing = missing_outputs(out, path.stem, options.outputs)
             if not missing:
                 results.append(SlideResult(str(path), True))
                 continue
             with kept.take(path) as slide:
-                results.append(predict_slide(slide, model, out, options, progress, outputs=missing))
+                results.append(predict_slide(slide, model, out, options, progress, outputs=missing,
+                                             settings=settings))
     return model, results
+
+
+def _stale_slides(out: Path, slides: Sequence[Path], settings: PredictSettings, overwrite: bool) -> set[Path]:
+    """Slides whose existing outputs were made with another model or options: refused up front, before any work,
+    unless ``overwrite`` (then they are predicted again)."""
+    stale = set()
+    for path in slides:
+        differs = slide_differences(record_path(out, path.stem), settings)
+        if differs and not overwrite:
+            raise InputError(record_path(out, path.stem), f"was made with {', '.join(differs)}; pass --overwrite to "
+                                                          "replace it, or choose another --out")
+        if differs:
+            stale.add(path)
+    return stale
 
 
 def check_options(options: PredictOptions) -> None:
@@ -235,6 +272,8 @@ def check_options(options: PredictOptions) -> None:
     if options.workers < 1:
         raise HistoeqError(f"--workers must be at least 1 (got {options.workers})")
     options.outputs = parse_outputs(options.outputs)
+    if options.context != NO_CONTEXT:
+        context_kernel(options.context)
 
 
 def check_distinct_stems(slides: Sequence[Path]) -> None:

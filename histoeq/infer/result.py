@@ -34,6 +34,18 @@ class SlidePrediction:
     outputs: tuple[str, ...]
     stain: dict[str, Any] | None = None
     inference_s: float = 0.0
+    context: str = "none"  # spatial context kernel (histoeq.slide.context) or "none"
+    context_scores: np.ndarray | None = None  # positive-class probability combined with the grid neighbours'
+
+    @property
+    def scores(self) -> np.ndarray:
+        """The positive-class values a reader should look at: with context when there is one, else the model's."""
+        return self.probabilities[:, -1] if self.context_scores is None else self.context_scores
+
+    @property
+    def context_column(self) -> str:
+        """Name of the combined probability in tables: ``prob_<positive class>_<kernel>``."""
+        return f"prob_{self.positive_class}_{self.context}"
 
     @property
     def tile_count(self) -> int:
@@ -66,5 +78,7 @@ class SlidePrediction:
             "timing": {"inference_s": round(infer_s, 3), "total_s": round(total_s, 3),
                        "tiles_per_s": round(self.tile_count / infer_s, 1) if infer_s else None},
             "outputs": files,
+            "context": {"kernel": self.context, "column": self.context_column if self.context_scores is not None
+                        else None, "heatmap": "with context" if self.context_scores is not None else "tile only"},
             **extra,
         }

@@ -56,7 +56,7 @@ def degrees(group: Group, element: int) -> float:
 
 
 def transform_image(x: torch.Tensor, group: Group, element: int) -> torch.Tensor:
-    """A grid-exact element acting on a channels-first tensor (…, H, W), e.g. NCHW: flip (if mirrored), then rotate."""
+    """A grid-exact element acting on a channels-first tensor (…, H, W), e.g. NCHW: flip if mirrored, then rotate."""
     k = group.quarter_turns(element)
     if group.is_mirrored(element):
         x = torch.flip(x, dims=(-1,))

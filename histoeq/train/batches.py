@@ -3,8 +3,8 @@
 Why not a `DataLoader` over PIL images: IDC train is 20k x 50 x 50 x 3 uint8 = 150 MB, so the whole selection is
 copied into one tensor once (on CUDA: onto the GPU once) and a batch is a single index operation. Dihedral (D4)
 augmentation (presets ``rot90`` and ``flip``) is exact, the group action of `histoeq.nn.actions` on the whole
-array once per epoch, grouped by element; only presets that need interpolation or colour work (``rotate``, ``stain``) go through the
-data engineer's albumentations transform, per patch, on the CPU.
+array once per epoch, grouped by element; only presets that need interpolation or colour work (``rotate``,
+``stain``) go through the data engineer's albumentations transform, per patch, on the CPU.
 
 Randomness is drawn per *sample and epoch* from generators seeded with (seed, epoch), not per batch position: the
 same patch gets the same transform in epoch e whatever the batch size or the number of DDP processes, which is what

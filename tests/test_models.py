@@ -9,7 +9,7 @@ from histoeq.errors import HistoeqError
 from histoeq.models import create, list_models
 from histoeq.models.equivariance import rotation_error, smoothed_noise_disk
 from histoeq.nn import dihedral, transform_image
-from histoeq.nn.functional import rotate_image
+from histoeq.nn.actions import rotate_image
 
 TILE = 50  # the IDC production tile (4 µm/px)
 

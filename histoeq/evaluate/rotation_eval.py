@@ -29,12 +29,12 @@ from histoeq.evaluate.context import build_contexts, describe_context
 from histoeq.evaluate.metrics import (
     METRIC_NAMES, classification_metrics, nan_summary, positive_score, predicted_labels,
 )
-from histoeq.evaluate.rotations import View, apply_view, exact_view, make_views
+from histoeq.evaluate.rotations import View, apply_view, make_views
+from histoeq.nn.actions import D4, transform_array
 from histoeq.progress import ProgressFn, null_progress
 from histoeq.slide.context import NO_CONTEXT, grid_step, smooth_by_group
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
-D4_VIEWS = make_views(4, flips=True)
 TTA_CHOICES = ("none", "d4")
 
 
@@ -92,11 +92,14 @@ def prepare_inputs(dataset: Any, split: str = "test", rotations: int = 8, flips:
 
 
 def d4_tta(predict_fn: PredictFn) -> PredictFn:
-    """Test-time augmentation: the mean prediction over the 8 exact dihedral transforms of each patch."""
+    """Test-time augmentation: the mean prediction over the 8 exact dihedral transforms of each patch.
+
+    The numpy twin of `histoeq.models.view_average` (which averages inside a torch model): this one wraps any
+    uint8-batch predictor, an ONNX file's included."""
 
     def predict(batch: np.ndarray) -> np.ndarray:
-        tiles = torch.from_numpy(np.ascontiguousarray(batch))
-        outs = [np.asarray(predict_fn(exact_view(tiles, v).numpy()), dtype=np.float64) for v in D4_VIEWS]
+        outs = [np.asarray(predict_fn(np.ascontiguousarray(transform_array(batch, D4, g))), dtype=np.float64)
+                for g in range(D4.order)]
         return np.mean(outs, axis=0)
 
     return predict

@@ -199,3 +199,11 @@ def test_context_adds_a_combined_column_to_csv_geojson_and_record(model: Path, s
     assert record["context"] == {"kernel": "box3", "column": "prob_b_box3", "heatmap": "with context"}
     code, _, err = _predict(capsys, slide, model, tmp_path / "bad", "--context", "gauss")
     assert_one_line_error(code, err, "gauss")
+
+
+def test_slides_from_a_list_file(model: Path, slide: Path, tmp_path: Path, capsys) -> None:
+    listing = tmp_path / "cohort.txt"
+    listing.write_text(f"{slide.name}\n")
+    code, stdout, err = _predict(capsys, listing, model, tmp_path / "out", "--outputs", "csv")
+    assert code == 0 and "done" in stdout, err
+    assert (tmp_path / "out" / "s.csv").is_file()

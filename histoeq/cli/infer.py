@@ -69,6 +69,10 @@ _PREDICT_EPILOG = """\
   # a slide without resolution metadata, with overlapping tiles, as job 2 of 4 of an array job
   histoeq predict /data/slides/*.tiff --model models/idc-se2.onnx --mpp 0.25 --stride 25 --shard 1/4 --out preds
 
+  # a cohort listed in a file (one path per line), or a folder
+  histoeq predict cohort.txt --out predictions
+  histoeq predict /data/slides --out predictions
+
   # only the tile CSV (and the JSON record); a later run without --outputs adds the GeoJSON and heatmap
   histoeq predict /data/slides/*.svs --outputs csv --out predictions
 """
@@ -76,7 +80,8 @@ _PREDICT_EPILOG = """\
 
 @app.command("predict", epilog=_PREDICT_EPILOG)
 def predict_command(
-    slides: list[Path] = typer.Argument(..., help="Whole-slide images (SVS, TIFF, NDPI, ...)."),
+    slides: list[str] = typer.Argument(..., help="Whole-slide images (SVS, TIFF, NDPI, ...), folders of them, "
+                                       "quoted glob patterns, or .txt lists with one path per line."),
     model: str | None = typer.Option(None, "--model", "-m", help="Exported ONNX model file, or a name in "
                                      "models/index.json.", show_default=default_model_name()),
     out: Path = typer.Option(Path("predictions"), "--out", "-o", help="Output folder."),
@@ -100,6 +105,7 @@ def predict_command(
     from histoeq.infer import PredictOptions, predict_slides
     from histoeq.infer.model_index import resolve_model
     from histoeq.infer.outputs import parse_outputs
+    from histoeq.slide.inputs import expand_slides
 
     options = PredictOptions(batch_size=batch_size, stride_px=stride, mpp=mpp, tissue_threshold=tissue_threshold,
                              outputs=parse_outputs(outputs), context=context)
@@ -107,7 +113,7 @@ def predict_command(
         options.workers = workers
     with rich_progress(transient=True) as progress:
         loaded, results = predict_slides(
-            slides, resolve_model(model), out, device=device, options=options,
+            expand_slides(slides), resolve_model(model), out, device=device, options=options,
             shard=shard, progress=progress, overwrite=overwrite,
         )
     empty = [r for r in results if not r.skipped and r.tiles == 0]

@@ -25,10 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from histoeq.errors import HistoeqError
 from histoeq.evaluate.context import build_contexts, describe_context
 from histoeq.evaluate.metrics import (
     METRIC_NAMES, classification_metrics, nan_summary, positive_score, predicted_labels,
 )
+from histoeq.evaluate.patients import mean_patient_auc, per_patient_auc, pooled_metric
 from histoeq.evaluate.rotations import View, apply_view, exact_view, make_views
 from histoeq.progress import ProgressFn, null_progress
 
@@ -64,8 +66,6 @@ def prepare_inputs(dataset: Any, split: str = "test", rotations: int = 8, flips:
                    progress: ProgressFn = null_progress) -> EvalInputs:
     """Load a split of a `PatchDataset` and, when some views are not 90-degree multiples, their context squares."""
     if rotations < 1:
-        from histoeq.errors import HistoeqError
-
         raise HistoeqError(f"--rotations must be at least 1, got {rotations}")
     ids = dataset.split_ids(split)
     if limit is not None:
@@ -113,8 +113,6 @@ def evaluate_predictor(predict_fn: PredictFn, inputs: Any, *, tta: str | None = 
     """Score `predict_fn` on every view of `inputs` (an `EvalInputs`, or a `PatchDataset` plus `prepare_inputs`
     keyword arguments: split, rotations, flips, slides). Returns a JSON-able dict (see module docstring), plus the
     unrotated view's class probabilities under "probabilities" (a numpy array) with `keep_probabilities`."""
-    from histoeq.errors import HistoeqError
-
     if batch_size < 1:
         raise HistoeqError(f"--batch-size must be at least 1, got {batch_size}")
     if not isinstance(inputs, EvalInputs):
@@ -176,8 +174,6 @@ def patient_level(inputs: EvalInputs, probs: np.ndarray | None, n_boot: int = 2_
         return None
     if len(np.unique(inputs.patients)) < 2 or len(np.unique(inputs.labels)) < 2:
         return None
-    from histoeq.evaluate.patients import mean_patient_auc, per_patient_auc, pooled_metric
-
     score = positive_score(probs)
     table = per_patient_auc(inputs.labels, score, inputs.patients)
     mean = mean_patient_auc(table, n_boot=n_boot)

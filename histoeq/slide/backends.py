@@ -39,7 +39,7 @@ class OpenSlideBackend:
     name = "openslide"
 
     def __init__(self, path: Path) -> None:
-        import openslide
+        import openslide  # each backend loads its library only when a slide needs it (OpenSlide: a C library)
 
         self._slide = openslide.OpenSlide(str(path))
         props = self._slide.properties

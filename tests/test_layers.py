@@ -74,8 +74,9 @@ def imported_modules(path: Path, root: Path = ROOT) -> list[tuple[str, int]]:
                 found += [(f"histoeq.{alias.name}", node.lineno) for alias in node.names]
             else:
                 found.append((source, node.lineno))
-        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"
-              and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+        elif (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str)
+              and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"):
             found.append((node.args[0].value, node.lineno))
     return [(name, line) for name, line in found if name == "histoeq" or name.startswith("histoeq.")]
 

@@ -2,7 +2,8 @@
 
 Each area registers its commands from its own file (core, data, train, infer) so the layer stays small; every
 command parses options, calls one library function and prints its result. `main()` turns `HistoeqError` into a
-one-line message on stderr and exit code 2.
+one-line message on stderr and exit code 2. Commands import their library code when they run, so that ``--help``
+stays fast and `histoeq predict` never loads torch.
 """
 
 from __future__ import annotations

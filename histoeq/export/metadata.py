@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from histoeq.errors import InputError
+from histoeq.data.stain import check_stain
+from histoeq.errors import HistoeqError, InputError
 
 METADATA_KEY = "histoeq"
 FORMAT = "histoeq-onnx"
@@ -106,9 +107,6 @@ def parse_metadata(props: Mapping[str, str], path: str | Path) -> ModelMetadata:
     if not (mpp_ok and meta.mpp > 0):
         raise InputError(path, f"histoeq metadata has an unusable µm/px ({meta.mpp!r})")
     if meta.stain is not None:
-        from histoeq.data.stain import check_stain
-        from histoeq.errors import HistoeqError
-
         try:
             check_stain(meta.stain)
         except HistoeqError as exc:

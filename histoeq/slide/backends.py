@@ -83,7 +83,7 @@ class OpenSlideBackend:
         return path.suffix.lower() not in PIL_SUFFIXES
 
     def __init__(self, path: Path) -> None:
-        import openslide
+        import openslide  # each backend loads its library only when a slide needs it (OpenSlide: a C library)
 
         self._slide = openslide.OpenSlide(str(path))
         props = self._slide.properties

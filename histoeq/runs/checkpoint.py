@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from histoeq import models
 from histoeq.atomic import write_bytes_atomic
 from histoeq.errors import HistoeqError, InputError
 from histoeq.nn.conv import migrate_legacy_steerable
@@ -148,8 +149,6 @@ def load_state(model: nn.Module, state_dict: dict[str, torch.Tensor], path: str 
 
 def build_model(model_config: dict[str, Any], path: str | Path = "<config>") -> nn.Module:
     """Create the model described by a checkpoint's `model_config` (unknown names become `InputError`)."""
-    from histoeq import models
-
     config = dict(model_config)
     name = config.pop("name", None)
     if name is None:

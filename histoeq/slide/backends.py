@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from histoeq.errors import InputError
+from histoeq.slide.budget import check_tiff_structure
 from histoeq.slide.pixels import UnsupportedTiff, to_rgb8, tiff_colour
 
 # tifffile logs every malformed tag at ERROR level; the user gets one InputError line instead.
@@ -80,6 +81,7 @@ class TiffFileBackend:
     def __init__(self, path: Path) -> None:
         import tifffile
 
+        check_tiff_structure(path)  # loops and endless page lists, before tifffile's series parsing sees them
         self._tif = tifffile.TiffFile(str(path))
         if not self._tif.series:
             raise ValueError("no image series")
@@ -329,6 +331,8 @@ def open_backend(path: Path, prefer: str | None = None) -> OpenSlideBackend | Ti
     if magic in TIFF_MAGIC:
         try:
             return TiffFileBackend(path)
+        except InputError:
+            raise
         except UnsupportedTiff as exc:
             raise InputError(path, str(exc)) from None
         except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct errors on truncated files
@@ -342,6 +346,9 @@ def _tifffile_pixels_for(osb: OpenSlideBackend, path: Path) -> OpenSlideBackend 
         return osb
     try:
         tfb = TiffFileBackend(path)
+    except InputError:
+        osb.close()
+        raise
     except TruncatedTiff as exc:  # OpenSlide opens such files and fails later, tile by tile
         osb.close()
         raise InputError(path, f"truncated or corrupt TIFF ({exc})") from None

@@ -1,0 +1,73 @@
+"""Slides that claim more than they hold: each must end in one error line, fast and within a small memory limit."""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from histoeq.errors import InputError
+from histoeq.slide import open_slide
+from histoeq.slide.budget import check_tiff_structure
+from tests import hostile
+
+REPO = Path(__file__).resolve().parents[1]
+LIMIT_BYTES = 1536 << 20  # address space for the child: far below what the hostile files ask for
+
+
+def run_limited(code: str, timeout: float = 120, env: dict[str, str] | None = None) -> tuple[int, str, float]:
+    """Run `code` in a child Python under RLIMIT_AS; returns (exit code, stderr, seconds)."""
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (LIMIT_BYTES, LIMIT_BYTES))
+
+    wrapped = ("import sys\nfrom histoeq.errors import HistoeqError\ntry:\n"
+               + "".join(f"    {line}\n" for line in code.splitlines())
+               + "except HistoeqError as exc:\n    print('error:', exc, file=sys.stderr)\n    sys.exit(2)\n")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", wrapped], capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=limit, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+    return proc.returncode, proc.stderr, time.perf_counter() - start
+
+
+def assert_refused(code: int, err: str, *fragments: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error:"), err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_looping_page_directories_are_refused_not_followed(tmp_path):
+    path = hostile.looped_tiff(tmp_path / "loop.tif")
+    code, err, seconds = run_limited(f"from histoeq.slide import open_slide\nopen_slide({str(path)!r}, mpp=1.0)",
+                                     timeout=60)
+    assert_refused(code, err, "loop.tif", "loop")
+    assert seconds < 30
+
+
+def test_too_many_pages_are_refused_before_series_parsing(tmp_path):
+    path = hostile.many_pages_tiff(tmp_path / "stack.tif", 1100)
+    start = time.perf_counter()
+    with pytest.raises(InputError, match="more than 1024 pages"):
+        open_slide(path, mpp=1.0)
+    assert time.perf_counter() - start < 2
+
+
+def test_directory_walk_counts_main_and_subifd_pages(tmp_path):
+    """A tifffile-written SubIFD pyramid is walked without a false loop, every level counted once."""
+    image = np.zeros((256, 256, 3), np.uint8)
+    with tifffile.TiffWriter(tmp_path / "sub.tif") as tif:
+        tif.write(image, subifds=2, tile=(64, 64))
+        tif.write(image[::2, ::2], subfiletype=1, tile=(64, 64))
+        tif.write(image[::4, ::4], subfiletype=1, tile=(64, 64))
+        tif.write(image[:32, :32])
+    assert check_tiff_structure(tmp_path / "sub.tif") == 4
+    with open_slide(tmp_path / "sub.tif", mpp=1.0) as slide:
+        assert slide.level_count == 3

@@ -71,3 +71,44 @@ def test_directory_walk_counts_main_and_subifd_pages(tmp_path):
     assert check_tiff_structure(tmp_path / "sub.tif") == 4
     with open_slide(tmp_path / "sub.tif", mpp=1.0) as slide:
         assert slide.level_count == 3
+
+
+@pytest.mark.parametrize("kind", ["strip-8bit", "strip-16bit", "png"])
+def test_images_whose_header_promises_gigabytes_are_refused_within_memory(tmp_path, kind):
+    """21 KB claiming 38000 x 38000 px (4.3 GB of RGB), 16-bit samples, a 65-byte PNG header claiming 40000^2."""
+    if kind == "png":
+        path = hostile.big_png(tmp_path / "big.png", 40000, 40000)
+    else:
+        bits, side = (8, 38000) if kind == "strip-8bit" else (16, 27000)
+        path = hostile.strip_tiff(tmp_path / "big.tif", side, side, bits=bits, rows_per_strip=16)
+    code, err, _ = run_limited(f"from histoeq.slide import open_slide\n"
+                               f"with open_slide({str(path)!r}, mpp=1.0) as s:\n    s.thumbnail(2048)")
+    assert_refused(code, err, path.name, "decode budget", "HISTOEQ_DECODE_BUDGET_GB")
+
+
+def test_strip_image_over_the_budget_is_refused_when_read(tmp_path, monkeypatch):
+    """A strip level whose overview fits but whose whole-level decode (samples + RGB) does not."""
+    path = hostile.strip_tiff(tmp_path / "strip.tif", 200, 100, bits=16)
+    monkeypatch.setenv("HISTOEQ_DECODE_BUDGET_GB", str(150_000 / 2**30))  # 60 kB RGB overview, 180 kB decode
+    with open_slide(path, mpp=1.0) as slide, pytest.raises(InputError, match="200 x 100 px strip image"):
+        slide.thumbnail(64)
+    monkeypatch.setenv("HISTOEQ_DECODE_BUDGET_GB", "1")
+    with open_slide(path, mpp=1.0) as slide:
+        assert slide.thumbnail(64)[0].shape == (32, 64, 3)
+
+
+def test_png_is_not_decoded_to_learn_its_size(tmp_path, monkeypatch):
+    """Opening for geometry (as predict's up-front check does) reads the header only; pixels decode once."""
+    from PIL import Image
+
+    from histoeq.slide import backends
+
+    Image.fromarray(np.full((30, 40, 3), 7, np.uint8)).save(tmp_path / "small.png")
+    loads = []
+    real = backends.to_rgb8
+    monkeypatch.setattr(backends, "to_rgb8", lambda arr, *a, **k: loads.append(1) or real(arr, *a, **k))
+    with open_slide(tmp_path / "small.png", mpp=1.0) as slide:
+        assert slide.dimensions == (40, 30) and not loads
+        slide.read_region((0, 0), (40, 30), 1.0)
+        slide.read_region((5, 5), (10, 10), 1.0)
+    assert len(loads) == 1

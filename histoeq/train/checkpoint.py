@@ -60,6 +60,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise InputError(path, "is a folder, expected a checkpoint file (.pt)")
     if path.stat().st_size == 0:
         raise InputError(path, "not a histoeq checkpoint (zero-byte file)")
+    check_archive_budget(path)
     try:
         with warnings.catch_warnings():  # torch warns about legacy (non-zip) files before failing on them
             warnings.simplefilter("ignore")
@@ -80,6 +81,28 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise InputError(path, f"checkpoint lacks {', '.join(missing)}")
     check_payload(payload, path)
     return payload
+
+
+# torch.save stores zip members uncompressed, so a checkpoint unpacks to about its own size; beyond this margin the
+# zip directory promises memory the file does not hold (a zip bomb: 3 MB that torch.load would inflate to 3.4 GB).
+ARCHIVE_SLACK_BYTES = 64 << 20
+
+
+def check_archive_budget(path: Path) -> None:
+    """Refuse a zip checkpoint whose directory says it unpacks to far more than the file's size, before torch.load
+    allocates it. Legacy (non-zip) files pass; torch.load reports them."""
+    import zipfile
+
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return
+    if unpacked > 2 * size + ARCHIVE_SLACK_BYTES:
+        raise InputError(path, f"checkpoint archive unpacks to {unpacked / 2**30:.1f} GiB from {size / 2**20:.1f} MiB "
+                               f"(at most twice the file size plus {ARCHIVE_SLACK_BYTES >> 20} MiB is accepted: "
+                               "torch.save does not compress)")
 
 
 def _is_number(value: Any) -> bool:

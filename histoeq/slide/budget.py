@@ -9,8 +9,11 @@ file, and refused in one line that names the file, the budget and how to raise i
 from __future__ import annotations
 
 import os
+import re
 import struct
 from pathlib import Path
+
+import numpy as np
 
 from histoeq.errors import InputError
 
@@ -123,3 +126,33 @@ def _subifd_offsets(fh: object, order: str, block: bytes, entries: int, entry_si
             value = fh.read(nbytes)
         return list(struct.unpack(order + item * count, value[:nbytes]))
     return []
+
+
+# A JSON string, escapes included, written as the unrolled loop that Python's regex engine runs without backtracking.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_DEPTH_CHUNK = 1 << 24
+
+
+def json_depth(text: bytes) -> int:
+    """How deeply `text`'s arrays and objects nest, counted over the text without parsing it.
+
+    Python's json parser recurses once per level, so a document 100,000 levels deep is a RecursionError deep in the
+    parser; counting brackets outside strings first lets the caller refuse it with a budget instead."""
+    brackets = np.frombuffer(_JSON_STRING.sub(b'""', text), np.uint8)
+    depth = deepest = 0
+    for start in range(0, len(brackets), _DEPTH_CHUNK):
+        chunk = brackets[start:start + _DEPTH_CHUNK]
+        step = ((chunk == ord("[")) | (chunk == ord("{"))).astype(np.int32) - (
+            (chunk == ord("]")) | (chunk == ord("}")))
+        levels = np.cumsum(step, dtype=np.int64) + depth
+        deepest, depth = max(deepest, int(levels.max())), int(levels[-1])
+    return deepest
+
+
+def check_json_text(path: str | Path, text: bytes, what: str, max_bytes: int, max_depth: int) -> None:
+    """Refuse JSON `text` larger than `max_bytes` or nested deeper than `max_depth`, before it is parsed."""
+    if len(text) > max_bytes:
+        raise InputError(path, f"{what} is {len(text) / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB budget")
+    depth = json_depth(text)
+    if depth > max_depth:
+        raise InputError(path, f"{what} nests {depth} levels deep, over the budget of {max_depth}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -75,3 +76,86 @@ def test_model_metadata_budgets():
     big = '{"format": "histoeq-onnx", "x": "' + "a" * (5 << 20) + '"}'
     with pytest.raises(InputError, match=r"m.onnx: histoeq metadata is 5.0 MiB, over the 4 MiB budget"):
         parse_metadata({"histoeq": big}, "m.onnx")
+
+
+@pytest.fixture(scope="module")
+def onnx_models(tmp_path_factory):
+    """An exported two-class model, and copies whose 'probabilities' are NaN or shifted logits."""
+    import onnx
+    import torch
+    from onnx import TensorProto, helper
+
+    from histoeq.export import export_model
+
+    folder = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 2)).eval()
+    info = {"model_config": {"name": "tiny"}, "classes": ["a", "b"], "tile_px": 50, "mpp": 4.0,
+            "normalisation": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    good = export_model(model, info, folder / "good.onnx").path
+    models = {"good": good}
+    for name, op, value in [("nan", "Mul", float("nan")), ("logits", "Add", 5.0)]:
+        proto = onnx.load(str(good))
+        for node in proto.graph.node:
+            node.output[:] = ["p0" if o == "probabilities" else o for o in node.output]
+        proto.graph.initializer.append(helper.make_tensor("k", TensorProto.FLOAT, [], [value]))
+        proto.graph.node.append(helper.make_node(op, ["p0", "k"], ["probabilities"]))
+        onnx.save(proto, folder / f"{name}.onnx")
+        models[name] = folder / f"{name}.onnx"
+    return models
+
+
+@pytest.mark.parametrize("name, problem", [("nan", "non-finite probabilities (NaN or infinity) for 3 of 3 tiles"),
+                                           ("logits", "values outside [0, 1]")])
+def test_model_outputs_are_checked_at_run_time(onnx_models, name, problem):
+    import numpy as np
+
+    from histoeq.infer.onnx_model import OnnxTileModel
+
+    tiles = np.zeros((3, 50, 50, 3), np.uint8)
+    assert np.isfinite(OnnxTileModel(onnx_models["good"], "cpu")(tiles)).all()
+    with pytest.raises(InputError, match=re.escape(f"{name}.onnx: the model gave {problem}")):
+        OnnxTileModel(onnx_models[name], "cpu")(tiles)
+
+
+def test_output_shape_and_runtime_failures_are_one_line(onnx_models):
+    """A graph whose class dimension is only known at run time, and an allocation failure inside ORT."""
+    import numpy as np
+
+    from histoeq.infer.onnx_model import OnnxTileModel
+
+    class Session:
+        def __init__(self, result):
+            self.result = result
+
+        def run(self, names, feeds):
+            if isinstance(self.result, Exception):
+                raise self.result
+            return [self.result]
+
+    model = OnnxTileModel(onnx_models["good"], "cpu")
+    model.session = Session(np.full((3, 3), 1 / 3, np.float32))
+    with pytest.raises(InputError, match=re.escape("good.onnx: the model gave probabilities of shape [3, 3] for 3 "
+                                                   "tiles, expected [3, 2]")):
+        model(np.zeros((3, 50, 50, 3), np.uint8))
+    model.session = Session(RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory\n"
+                                         "Stacktrace: ..."))
+    with pytest.raises(InputError, match=r"good.onnx: the model failed on a batch of 3 tiles \(\[ONNXRuntimeError\] "
+                                         r": 6 : RUNTIME_EXCEPTION : Failed to allocate memory\); a smaller"):
+        model(np.zeros((3, 50, 50, 3), np.uint8))
+
+
+def test_predict_with_a_nan_model_writes_nothing_for_the_slide(onnx_models, tmp_path, capsys):
+    import numpy as np
+    import tifffile
+
+    from tests.conftest import assert_one_line_error, run_cli
+
+    rgb = np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "s.tiff", rgb, photometric="rgb", resolution=(2500, 2500),
+                     resolutionunit="CENTIMETER")
+    code, _, err = run_cli(["predict", tmp_path / "s.tiff", "--model", onnx_models["nan"], "--out", tmp_path / "out",
+                            "--device", "cpu", "--tissue-threshold", "0"], capsys)
+    assert_one_line_error(code, err, "nan.onnx", "non-finite probabilities")
+    assert not list((tmp_path / "out").glob("s.*"))

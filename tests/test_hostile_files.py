@@ -159,3 +159,18 @@ def test_predict_with_a_nan_model_writes_nothing_for_the_slide(onnx_models, tmp_
                             "--device", "cpu", "--tissue-threshold", "0"], capsys)
     assert_one_line_error(code, err, "nan.onnx", "non-finite probabilities")
     assert not list((tmp_path / "out").glob("s.*"))
+
+
+def test_checkpoint_with_foreign_objects_gets_no_torch_advice(tmp_path):
+    import datetime
+
+    import torch
+
+    from histoeq.train.checkpoint import load_checkpoint
+
+    torch.save({"format": "histoeq-checkpoint", "when": datetime.date(2020, 1, 1)}, tmp_path / "odd.pt")
+    with pytest.raises(InputError) as info:
+        load_checkpoint(tmp_path / "odd.pt")
+    message = str(info.value)
+    assert "Unsupported global: GLOBAL datetime.date" in message and "loaded without running code" in message
+    assert "weights_only" not in message and "\x1b" not in message and "\n" not in message

@@ -112,3 +112,32 @@ def test_png_is_not_decoded_to_learn_its_size(tmp_path, monkeypatch):
         slide.read_region((0, 0), (40, 30), 1.0)
         slide.read_region((5, 5), (10, 10), 1.0)
     assert len(loads) == 1
+
+
+def test_grey_slide_is_named_as_grey_when_no_tissue_is_found(tmp_path, capsys):
+    """Tissue is found by stain colour: a greyscale scan with visible structure must say it is grey."""
+    import json
+
+    from tests.conftest import assert_one_line_error, run_cli
+
+    grey = np.full((400, 600), 245, np.uint8)
+    grey[100:300, 100:500] = 120  # a tissue-like dark block, without colour
+    tifffile.imwrite(tmp_path / "grey.tiff", np.repeat(grey[:, :, None], 3, axis=2), photometric="rgb",
+                     resolution=(1e4, 1e4), resolutionunit="CENTIMETER")
+    square = [[[100, 100], [500, 100], [500, 300], [100, 300], [100, 100]]]
+    (tmp_path / "grey.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": square},
+         "properties": {"classification": {"name": "Tumour"}}}]}))
+    code, _, err = run_cli(["extract", tmp_path / "grey.tiff", "--annotations", tmp_path / "grey.geojson",
+                            "--out", tmp_path / "ds", "--mpp", 1.0, "--patch-size", 50], capsys)
+    assert_one_line_error(code, err, "grey.tiff", "no tissue found", "greyscale")
+
+
+def test_error_lines_are_printable_and_cut_at_words():
+    from histoeq.errors import clip, one_line
+
+    message = ("Weights only load failed. This file can still be loaded, to do so you have two options, "
+               "\x1b[1mdo those steps only if you trust the source\x1b[0m.\n\t(1) In PyTorch 2.6")
+    cut = clip(message, 100)
+    assert len(cut) <= 100 and cut.endswith(" do those…") and "\x1b" not in cut and "(1)" not in cut
+    assert one_line("slide\x1b]0;pwned\x07.svs: bad\x1b[31m red\nnext") == "slide .svs: bad red next"

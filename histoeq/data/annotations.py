@@ -20,7 +20,7 @@ import shapely
 from shapely.geometry import shape
 from shapely.ops import unary_union
 
-from histoeq.errors import InputError
+from histoeq.errors import InputError, clip
 from histoeq.slide.budget import check_json_text
 
 # What an annotation file may ask of memory and of GEOS. QuPath exports of a whole slide's regions are a few MB with
@@ -125,7 +125,7 @@ def _geometry(feat: dict, path: Path, i: int) -> shapely.Geometry:
         with np.errstate(invalid="ignore"):  # NaN coordinates: reported below as one error, not a warning
             geom = shape(raw)
     except Exception as exc:  # shapely raises several types on malformed coordinates
-        why = str(exc)[:80] or type(exc).__name__
+        why = clip(str(exc), 80) or type(exc).__name__
         raise InputError(path, f"features[{i}] has a malformed {kind} ({why})") from None
     if geom.is_empty:
         raise InputError(path, f"features[{i}] has an empty {kind}")
@@ -151,7 +151,7 @@ class RegionAnnotations:
             with np.errstate(all="ignore"):  # the overflow below is reported as one error, not also as a warning
                 return cls._load(path, classes, ignore or set())
         except shapely.errors.GEOSException as exc:  # e.g. coordinates near 1e308 overflow GEOS's arithmetic
-            raise InputError(path, f"polygons GEOS cannot process ({str(exc).strip()[:100]})") from None
+            raise InputError(path, f"polygons GEOS cannot process ({clip(str(exc), 100)})") from None
 
     @classmethod
     def _load(cls, path: Path, classes: list[str] | None, ignore: set[str]) -> RegionAnnotations:
@@ -247,7 +247,7 @@ def load_points(path: Path) -> np.ndarray:
     except pd.errors.ParserWarning:
         raise InputError(path, "a row has more fields than the header") from None
     except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"not a readable CSV ({str(exc).strip()[:100]})") from None
+        raise InputError(path, f"not a readable CSV ({clip(str(exc), 100)})") from None
     cols = {c.lower().strip(): c for c in table.columns}
     if "x" not in cols or "y" not in cols:
         raise InputError(path, "points CSV needs columns x and y")

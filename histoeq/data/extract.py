@@ -30,7 +30,7 @@ from histoeq.data.dataset import DatasetWriter
 from histoeq.errors import InputError
 from histoeq.progress import ProgressFn, null_progress
 from histoeq.slide import Slide, open_slide
-from histoeq.slide.tissue import tissue_fraction, tissue_mask
+from histoeq.slide.tissue import no_tissue_reason, tissue_fraction, tissue_mask
 
 GEOJSON_SUFFIXES = (".geojson", ".json")
 POINT_SUFFIXES = (".csv", ".geojson", ".json")
@@ -115,7 +115,7 @@ def tissue_of(slide: Slide, tile0: float) -> tuple[np.ndarray, float]:
     thumb, ds = slide.thumbnail(max_size)
     mask = tissue_mask(thumb)
     if not mask.any():
-        raise InputError(slide.path, "no tissue found (the tissue mask is empty; --min-tissue 0 keeps all tiles)")
+        raise InputError(slide.path, f"no tissue found ({no_tissue_reason(thumb)})")
     return mask, ds
 
 

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
-from histoeq.errors import HistoeqError, InputError
+from histoeq.errors import HistoeqError, InputError, clip
 from histoeq.export.metadata import INPUT_NAME, ModelMetadata, parse_metadata
 
 Device = Literal["auto", "cuda", "cpu"]
@@ -67,8 +67,8 @@ class OnnxTileModel:
         except HistoeqError:
             raise
         except Exception as exc:  # ORT raises InvalidProtobuf, Fail, InvalidGraph ... for foreign files
-            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise InputError(self.path, f"not a usable ONNX model ({detail[:140]})") from None
+            raise InputError(self.path, f"not a usable ONNX model ({clip(str(exc), 140) or type(exc).__name__})"
+                             ) from None
         self.provider = self.session.get_providers()[0]
         if device == "cuda" and self.provider != CUDA:
             raise HistoeqError(
@@ -109,8 +109,8 @@ class OnnxTileModel:
         try:
             (probs,) = self.session.run(["probabilities"], {INPUT_NAME: np.ascontiguousarray(tiles)})
         except Exception as exc:  # ORT raises RuntimeException / Fail (e.g. "Failed to allocate memory") at run time
-            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise InputError(self.path, f"the model failed on a batch of {len(tiles)} tiles ({detail[:160]}); a "
+            detail = clip(str(exc)) or type(exc).__name__
+            raise InputError(self.path, f"the model failed on a batch of {len(tiles)} tiles ({detail}); a "
                                         "smaller --batch-size needs less memory") from None
         return self._checked(probs, len(tiles))
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from histoeq.errors import InputError
+from histoeq.errors import InputError, clip
 from histoeq.slide.budget import check_decode, check_tiff_structure
 from histoeq.slide.pixels import UnsupportedTiff, to_rgb8, tiff_colour
 
@@ -438,5 +438,4 @@ def _raise_unreadable(path: Path, what: str, errors: list[str]) -> None:
 
 
 def _short(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:160]
+    return clip(str(exc)) or type(exc).__name__

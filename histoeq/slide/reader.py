@@ -15,7 +15,7 @@ from types import TracebackType
 import cv2  # opencv-python-headless comes with albumentations; fastest area/linear resize available here
 import numpy as np
 
-from histoeq.errors import InputError
+from histoeq.errors import InputError, clip
 from histoeq.slide.backends import _paste, open_backend
 from histoeq.slide.budget import check_decode
 
@@ -103,7 +103,7 @@ class Slide:
         except InputError:
             raise
         except Exception as exc:  # decoder errors on truncated/corrupt tiles
-            raise InputError(self.path, f"corrupt slide data at level {level} ({str(exc)[:120] or type(exc).__name__})"
+            raise InputError(self.path, f"corrupt slide data at level {level} ({clip(str(exc), 120) or type(exc).__name__})"
                              ) from None
 
     def thumbnail(self, max_size: int = 2048) -> tuple[np.ndarray, float]:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from histoeq.atomic import write_bytes_atomic
-from histoeq.errors import HistoeqError, InputError
+from histoeq.errors import HistoeqError, InputError, clip
 from histoeq.nn.conv import migrate_legacy_steerable
 
 FORMAT = "histoeq-checkpoint"
@@ -66,8 +66,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             warnings.simplefilter("ignore")
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated / foreign files
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise InputError(path, f"not a readable checkpoint ({first_line[:120]})") from None
+        text = str(exc)
+        if "WeightsUnpickler error:" in text:  # torch's advice to load with weights_only=False is not ours to give
+            why = clip(text.split("WeightsUnpickler error:", 1)[1].split(". ", 1)[0], 120)
+            raise InputError(path, f"not a histoeq checkpoint: it holds Python objects besides tensors and plain "
+                                   f"data ({why}), and checkpoints are loaded without running code") from None
+        raise InputError(path, f"not a readable checkpoint ({clip(text, 120) or type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(path, "not a histoeq checkpoint (missing format marker)")
     try:
@@ -164,7 +168,7 @@ def load_state(model: nn.Module, state_dict: dict[str, torch.Tensor], path: str 
     try:
         model.load_state_dict(state_dict, strict=True)
     except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
-        detail = str(exc).strip().splitlines()[0][:160]
+        detail = clip(str(exc)) or type(exc).__name__
         raise InputError(path, f"checkpoint weights do not fit the model ({detail})") from None
     return model
 

@@ -8,7 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from histoeq.atomic import STALE_TEMP_S, atomic_open, check_output_dir, check_output_file
+from histoeq.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,3 +45,23 @@ def test_live_writers_and_foreign_files_are_kept(tmp_path):
     check_output_dir(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*(p.name for p in foreign), other_host.name,
                                                                 "a.json"])
+
+
+@pytest.mark.realdata
+def test_resume_through_another_spelling_of_the_data_path(idc_dir: Path, tmp_path_factory, tmp_path: Path) -> None:
+    """--data compared by the dataset's content hash, not as text: a link or relative spelling may resume."""
+    from histoeq.train.trainer import TrainConfig, train
+    from tests.test_train_helpers import small_idc_fixture_path, small_threads
+
+    small_threads()
+    data = small_idc_fixture_path(idc_dir, tmp_path_factory)
+    link = tmp_path / "same-data"
+    link.symlink_to(data)
+    options = {"model": "cnn", "width": 4, "epochs": 2, "max_steps": 2, "batch_size": 16, "augment": "none",
+               "device": "cpu", "seed": 7}
+    train(TrainConfig(data=data, out=tmp_path / "run", epochs=1, **{k: v for k, v in options.items()
+                                                                  if k != "epochs"}))
+    with pytest.raises(InputError, match="cannot resume with different options \\(epochs: 1 -> 2\\)"):
+        train(TrainConfig(data=link, out=tmp_path / "run", resume=True, **options))
+    train(TrainConfig(data=link, out=tmp_path / "run", resume=True, epochs=1,
+                      **{k: v for k, v in options.items() if k != "epochs"}))

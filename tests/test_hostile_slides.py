@@ -32,7 +32,7 @@ def run_limited(code: str, timeout: float = 120, env: dict[str, str] | None = No
                + "except HistoeqError as exc:\n    print('error:', exc, file=sys.stderr)\n    sys.exit(2)\n")
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", wrapped], capture_output=True, text=True, timeout=timeout,
-                          preexec_fn=limit, cwd=REPO,
+                          preexec_fn=limit, cwd=REPO, check=False,
                           env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
     return proc.returncode, proc.stderr, time.perf_counter() - start
 

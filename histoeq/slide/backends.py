@@ -17,7 +17,7 @@ import numpy as np
 
 from histoeq.errors import InputError, clip
 from histoeq.slide.budget import check_decode, check_tiff_structure
-from histoeq.slide.pixels import UnsupportedTiff, to_rgb8, tiff_colour
+from histoeq.slide.pixels import UnsupportedTiff, tiff_colour, to_rgb8
 
 # tifffile logs every malformed tag at ERROR level; the user gets one InputError line instead.
 logging.getLogger("tifffile").setLevel(logging.CRITICAL)
@@ -269,9 +269,6 @@ class PilBackend:
     its geometry, as `predict` does before its run, decodes nothing."""
 
     name = "pil"
-    # Bytes per pixel PIL holds for each mode it decodes to (others are converted to RGB or RGBA).
-    _MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "RGB": 3, "RGBA": 4, "I;16": 2, "I": 4, "F": 4}
-    _SWAPPED = {5, 6, 7, 8}  # EXIF orientations that turn the stored image by 90 degrees
 
     def __init__(self, path: Path) -> None:
         from PIL import Image
@@ -281,11 +278,11 @@ class PilBackend:
         with Image.open(path) as img:
             self.vendor = (img.format or "image").lower()
             w, h = img.size
-            stored = self._MODE_BYTES.get(img.mode, 4)
+            stored = PIL_MODE_BYTES.get(img.mode, 4)
             # The decoded image, its upright copy and the RGB result can be alive at once. Checked before the
             # EXIF orientation is read: PIL decodes a whole PNG to look for EXIF data after the pixels.
             check_decode(path, f"the {w} x {h} px image", w * h * (2 * stored + 3))
-            swapped = _exif_orientation(img) in self._SWAPPED
+            swapped = _exif_orientation(img) in EXIF_SWAPPED
         self.level_dimensions = [(h, w) if swapped else (w, h)]
         self.level_downsamples = [1.0]
         self.mpp = None  # PNG/JPEG carry no trustworthy scan resolution
@@ -322,6 +319,11 @@ class PilBackend:
 
     def close(self) -> None:
         self._pixels = None
+
+
+# Bytes per pixel PIL holds for each mode it decodes to (others are converted to RGB or RGBA).
+PIL_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "RGB": 3, "RGBA": 4, "I;16": 2, "I": 4, "F": 4}
+EXIF_SWAPPED = {5, 6, 7, 8}  # EXIF orientations that turn the stored image by 90 degrees
 
 
 def _exif_orientation(img: object) -> int | None:

@@ -49,7 +49,7 @@ def check_decode(path: str | Path, what: str, nbytes: int) -> None:
 
 
 def _gib(nbytes: int) -> str:
-    return f"{nbytes / 2**30:.1f} GiB"
+    return f"{nbytes / 2**30:.3g} GiB"
 
 
 def check_tiff_structure(path: str | Path, max_pages: int = MAX_TIFF_PAGES) -> int:

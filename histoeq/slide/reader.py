@@ -123,7 +123,7 @@ class Slide:
         if level not in self._level_cache:
             # A thumbnail of a slide without a level near its size holds a whole level as RGB: over the decode
             # budget that would be an out-of-memory kill, so the slide is refused with a way out instead.
-            check_decode(self.path, f"an overview (no pyramid level small enough; the smallest is {lw} x {lh} px)",
+            check_decode(self.path, f"an overview (no pyramid level small enough; the nearest is {lw} x {lh} px)",
                          lw * lh * 3)
         if lw * lh <= KEEP_LEVEL_MAX_PX and level not in self._level_cache:
             # The thumbnail decodes this whole level anyway: keep it, so later region reads at this level (e.g.

@@ -112,6 +112,10 @@ def test_png_is_not_decoded_to_learn_its_size(tmp_path, monkeypatch):
         slide.read_region((0, 0), (40, 30), 1.0)
         slide.read_region((5, 5), (10, 10), 1.0)
     assert len(loads) == 1
+    data = (tmp_path / "small.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="cut.png: not a readable image"):  # still refused at open, not mid-run
+        open_slide(tmp_path / "cut.png", mpp=1.0)
 
 
 def test_grey_slide_is_named_as_grey_when_no_tissue_is_found(tmp_path, capsys):

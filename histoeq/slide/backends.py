@@ -283,6 +283,8 @@ class PilBackend:
             # EXIF orientation is read: PIL decodes a whole PNG to look for EXIF data after the pixels.
             check_decode(path, f"the {w} x {h} px image", w * h * (2 * stored + 3))
             swapped = _exif_orientation(img) in EXIF_SWAPPED
+            if self.vendor == "png":  # chunk checksums, without inflating: a truncated file fails at open, not mid-run
+                img.verify()
         self.level_dimensions = [(h, w) if swapped else (w, h)]
         self.level_downsamples = [1.0]
         self.mpp = None  # PNG/JPEG carry no trustworthy scan resolution

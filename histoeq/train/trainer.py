@@ -238,7 +238,10 @@ class _Run:
     # ---- bookkeeping -------------------------------------------------------------------------------------------
     def _restore(self, last: Path) -> None:
         payload = load_checkpoint(last)
-        detail = changed_options(payload.get("options", {}), self.config.options())
+        # The dataset is the same when its content hash is, however its path is spelled (relative, via a link).
+        same_data = payload.get("data_hash") == runinfo.dataset_hash(self.config.data)
+        keys = tuple(k for k in RESUME_KEYS if not (k == "data" and same_data))
+        detail = changed_options(payload.get("options", {}), self.config.options(), keys)
         if detail:
             raise InputError(last, f"cannot resume with different options ({detail})")
         if payload.get("fraction_hash") != self.fraction_hash:

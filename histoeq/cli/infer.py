@@ -6,21 +6,27 @@ from pathlib import Path
 
 import typer
 
-from histoeq.cli import app, bench_app
+from histoeq.cli import OVERWRITE_HELP, app, bench_app, refuse_existing
 from histoeq.cli._render import console, print_table, rich_progress
 
 
 _EXPORT_EPILOG = """\
 [bold]Examples[/bold]
 
-  histoeq export runs/p4m --out models/idc-p4m.onnx
-  histoeq export runs/p4m --out p4m-fp16.onnx --fp16      # half precision, for GPUs
+  histoeq export runs/p4m --out p4m.onnx
+  # half precision, for GPUs
+  histoeq export runs/p4m --out p4m-fp16.onnx --fp16
 
-  # with the test-split metrics of `histoeq eval runs/p4m --data idc --split test --out eval/` in the metadata
-  histoeq export runs/p4m --out models/idc-p4m.onnx --test-metrics eval/eval.json
+  # with the test-split metrics of
+  # histoeq eval runs/p4m --data idc --split test --out eval/
+  histoeq export runs/p4m --out p4m.onnx --test-metrics eval/eval.json
 
-  # three seeds as one model (mean probability; still exactly invariant if every member is)
-  histoeq export runs/p4m-s0 runs/p4m-s1 runs/p4m-s2 --out models/idc-p4m.onnx
+  # three seeds as one model (mean probability; exactly invariant when
+  # every member is)
+  histoeq export runs/p4m-s0 runs/p4m-s1 runs/p4m-s2 --out p4m-x3.onnx
+
+  # a CNN made exactly D4-invariant by averaging its 8 views
+  histoeq export runs/cnn --out cnn-d4.onnx --invariant-to d4
 """
 
 
@@ -40,11 +46,13 @@ def export_command(
         "lacks (2 views for se2/p4, 8 for cnn, none for p4m), making the file exactly D4-invariant."),
     mpp: float | None = typer.Option(
         None, "--mpp", help="µm/px of the training patches, for runs on a dataset imported without --mpp."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file at --out (refused without)."),
 ) -> None:
     """Export a trained model (or a seed ensemble) to ONNX (plain operators, uint8 tiles in), verified in onnxruntime
     before writing."""
     from histoeq.export import export_run
 
+    refuse_existing([out], overwrite)
     with rich_progress(transient=True) as progress:
         result = export_run(runs, out, opset=opset, fp16=fp16, val_metrics=val_metrics, test_metrics=test_metrics,
                             invariant_to=invariant_to, mpp=mpp, progress=progress)
@@ -63,31 +71,38 @@ _PREDICT_EPILOG = """\
 [bold]Examples[/bold]
 
   # every slide of a folder with the shipped model, on the GPU
-  histoeq predict /data/slides/*.svs --out predictions --device cuda
+  histoeq predict slides/*.svs --out predictions --device cuda
 
-  # a slide without resolution metadata, with overlapping tiles, as job 2 of 4 of an array job
-  histoeq predict /data/slides/*.tiff --model idc-p4m.onnx --mpp 0.25 --stride 25 --shard 1/4 --out preds
+  # slides without resolution metadata, overlapping tiles, as job 2 of 4
+  # of an array job
+  histoeq predict slides/*.tiff --model models/idc-se2.onnx \\
+      --slide-mpp 0.25 --stride 25 --shard 1/4 --out preds
 """
 
 
 @app.command("predict", epilog=_PREDICT_EPILOG)
 def predict_command(
     slides: list[Path] = typer.Argument(..., help="Whole-slide images (SVS, TIFF, NDPI, ...)."),
-    model: Path | None = typer.Option(None, "--model", "-m", help="Exported ONNX model [default: first models/*.onnx]."),
-    out: Path = typer.Option(Path("predictions"), "--out", "-o", help="Output folder."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="Exported ONNX model.",
+                                      show_default="the first models/*.onnx"),
+    out: Path = typer.Option(Path("predictions"), "--out", "-o", help="Output folder; slides already complete there "
+                             "are skipped, so rerunning resumes."),
     device: str = typer.Option("auto", "--device", help="auto, cuda or cpu (cuda without a CUDA provider: error)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Tiles per model call."),
-    stride: int | None = typer.Option(None, "--stride", help="Model pixels between tiles [default: tile size]."),
-    mpp: float | None = typer.Option(None, "--mpp", help="Override the slides' µm/px."),
-    tissue_threshold: float = typer.Option(0.25, "--tissue-threshold", help="Min tissue fraction of a tile; 0 = all."),
+    stride: int | None = typer.Option(None, "--stride", help="Model pixels between tiles.",
+                                      show_default="the tile size"),
+    slide_mpp: float | None = typer.Option(None, "--slide-mpp", help="Level-0 µm/px of the slides when metadata "
+                                           "lacks it (or is wrong)."),
+    min_tissue: float = typer.Option(0.25, "--min-tissue", help="Score tiles whose tissue fraction is at least this "
+                                     "(0 scores every tile)."),
     shard: str | None = typer.Option(None, "--shard", help="i/n: this process takes every n-th slide from the i-th (0-based)."),
-    workers: int | None = typer.Option(None, "--workers", help="Reader threads [default: cores, 2..8]."),
+    workers: int | None = typer.Option(None, "--workers", help="Reader threads.", show_default="cores, 2..8"),
 ) -> None:
     """Tile-level predictions for whole slides: CSV, QuPath GeoJSON, heatmap PNG and a JSON run record per slide."""
     from histoeq.infer import PredictOptions, predict_slides
     from histoeq.infer.predict import default_model_path
 
-    options = PredictOptions(batch_size=batch_size, stride_px=stride, mpp=mpp, tissue_threshold=tissue_threshold)
+    options = PredictOptions(batch_size=batch_size, stride_px=stride, mpp=slide_mpp, tissue_threshold=min_tissue)
     if workers is not None:
         options.workers = workers
     with rich_progress(transient=True) as progress:
@@ -102,9 +117,9 @@ def predict_command(
         for r in results
     ]
     print_table(f"predict → {out}", ["slide", "status", "tiles", "seconds", "tiles/s"], rows)
-    if empty and tissue_threshold > 0:
-        console.print(f"{len(empty)} slide(s) had no tile with a tissue fraction ≥ {tissue_threshold}; their outputs "
-                      "are empty (--tissue-threshold 0 scores every tile)", soft_wrap=True)
+    if empty and min_tissue > 0:
+        console.print(f"{len(empty)} slide(s) had no tile with a tissue fraction ≥ {min_tissue}; their outputs "
+                      "are empty (--min-tissue 0 scores every tile)", soft_wrap=True)
     console.print(f"model {loaded.path} ({loaded.metadata.model_name}), execution provider: {loaded.provider}",
                   soft_wrap=True)
 
@@ -112,19 +127,21 @@ def predict_command(
 @bench_app.command("predict")
 def bench_predict_command(
     slide: Path = typer.Argument(..., help="A whole-slide image."),
-    model: Path | None = typer.Option(None, "--model", "-m", help="Exported ONNX model [default: first models/*.onnx]."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="Exported ONNX model.",
+                                      show_default="the first models/*.onnx"),
     device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
     batch_size: int = typer.Option(256, "--batch-size"),
-    workers: int | None = typer.Option(None, "--workers", help="Reader threads."),
-    tissue_threshold: float = typer.Option(0.25, "--tissue-threshold"),
-    mpp: float | None = typer.Option(None, "--mpp"),
+    workers: int | None = typer.Option(None, "--workers", help="Reader threads.", show_default="cores, 2..8"),
+    min_tissue: float = typer.Option(0.25, "--min-tissue", help="Score tiles whose tissue fraction is at least this."),
+    slide_mpp: float | None = typer.Option(None, "--slide-mpp", help="Level-0 µm/px of the slide when metadata "
+                                           "lacks it."),
 ) -> None:
     """Read-only, model-only, pipeline and end-to-end tiles/s and peak RSS for one slide."""
     from histoeq.infer import OnnxTileModel, PredictOptions
     from histoeq.infer.bench import bench_predict
     from histoeq.infer.predict import default_model_path
 
-    options = PredictOptions(batch_size=batch_size, tissue_threshold=tissue_threshold, mpp=mpp)
+    options = PredictOptions(batch_size=batch_size, tissue_threshold=min_tissue, mpp=slide_mpp)
     if workers is not None:
         options.workers = workers
     loaded = OnnxTileModel(model if model is not None else default_model_path(), device)

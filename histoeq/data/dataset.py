@@ -238,7 +238,7 @@ class DatasetWriter:
     def __enter__(self) -> DatasetWriter:
         out = self.out
         if out.exists() and not self.overwrite:
-            raise InputError(out, "output already exists (choose a new name or pass --force)")
+            raise InputError(out, "output already exists (choose a new name or pass --overwrite)")
         if out.exists() and not (out / "meta.json").is_file():
             raise InputError(out, "output exists and is not a histoeq dataset; refusing to replace it")
         try:

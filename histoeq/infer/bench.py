@@ -104,7 +104,7 @@ def bench_predict(
     slide_path = Path(slide_path)
     meter = PeakMemory()
     baseline = rss_bytes()
-    slide = open_slide(slide_path, options.mpp, mpp_option="--mpp")
+    slide = open_slide(slide_path, options.mpp, mpp_option="--slide-mpp")
     grid, keep, _, _ = select_tiles(slide, model, options)
     total = int(keep.sum())
     result = PredictBenchResult(

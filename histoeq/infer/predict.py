@@ -155,7 +155,7 @@ def predict_slide(
 ) -> SlideResult:
     """Predict one slide and write its four outputs; returns what was done."""
     start = time.perf_counter()
-    slide = open_slide(path, options.mpp, mpp_option="--mpp")
+    slide = open_slide(path, options.mpp, mpp_option="--slide-mpp")
     grid, keep, thumb, downsample = select_tiles(slide, model, options)
     transform = slide_stain_transform(slide, grid, keep, model, options)
     indices, probs = run_tiles(slide, grid, keep, model, options, progress, task=path.name, transform=transform)
@@ -237,7 +237,7 @@ def check_options(options: PredictOptions) -> None:
     if options.batch_size < 1:
         raise HistoeqError("--batch-size must be at least 1")
     if not 0 <= options.tissue_threshold <= 1:
-        raise HistoeqError("--tissue-threshold must be between 0 and 1")
+        raise HistoeqError("--min-tissue must be between 0 and 1")
     if options.stride_px is not None and options.stride_px < 1:
         raise HistoeqError(f"--stride must be at least 1 model pixel (got {options.stride_px})")
     if options.workers < 1:
@@ -264,5 +264,5 @@ def _check_slide(path: Path, out: Path, options: PredictOptions) -> tuple[tuple[
     for target in output_paths(out, path.stem).values():
         if target.is_dir():
             raise InputError(target, "cannot write the output: is a directory")
-    with open_slide(path, options.mpp, mpp_option="--mpp") as slide:
-        return tuple(slide.dimensions), float(slide.mpp)  # no µm/px in metadata or --mpp: InputError naming --mpp
+    with open_slide(path, options.mpp, mpp_option="--slide-mpp") as slide:
+        return tuple(slide.dimensions), float(slide.mpp)  # no µm/px in metadata or --slide-mpp: InputError naming --slide-mpp

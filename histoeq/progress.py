@@ -70,7 +70,7 @@ class _Task:
 class StepLog:
     """Progress as one line per step: readable text on `text`, JSON objects on `json_lines` (either may be None).
 
-    Text: ``HH:MM:SS task done/total (pct) message, elapsed 1m02s, ETA 2m25s``; events: ``HH:MM:SS name k v ...``.
+    Text: ``HH:MM:SS task done/total (pct) message, elapsed 1m02s, ETA 2m25s``; events: see `_event_text`.
     JSON: ``{"event": "progress", "task", "done", "total", "message", "elapsed_s", "eta_s", "time"}`` and
     ``{"event": name, **fields, "time"}``. Every line is flushed at once, so logs follow a running job.
     """
@@ -100,8 +100,7 @@ class StepLog:
 
     def event(self, name: str, **fields: Any) -> None:
         if self.text is not None:
-            parts = [name] + [f"{k} {_figure(k, v)}" for k, v in fields.items() if v is not None]
-            self._write_text(" ".join(parts))
+            self._write_text(_event_text(name, fields))
         self._write_json({"event": name, **fields})
 
     def _write_text(self, line: str) -> None:
@@ -121,6 +120,20 @@ class StepLog:
 def _jsonable(value: Any) -> Any:
     """numpy scalars, paths and the like as plain JSON values."""
     return value.item() if hasattr(value, "item") else str(value)
+
+
+def _event_text(name: str, fields: dict[str, Any]) -> str:
+    """``epoch 3/20: train loss 0.41, val auc 0.91, eta 2m10s``: a field with a plural partner (epoch, epochs)
+    becomes a count, ``*_s`` fields durations."""
+    head, rest = name, []
+    for key, value in fields.items():
+        if value is None or key.endswith("s") and key[:-1] in fields:
+            continue
+        if key == name and f"{key}s" in fields:
+            head = f"{name} {value}/{fields[key + 's']}"
+        else:
+            rest.append(f"{key.removesuffix('_s').replace('_', ' ')} {_figure(key, value)}")
+    return head + (": " + ", ".join(rest) if rest else "")
 
 
 def _figure(key: str, value: Any) -> str:

@@ -384,7 +384,7 @@ class _Run:
             # The ETA assumes the full epoch budget; early stopping can only make it shorter.
             emit(self.progress, "epoch", epoch=epoch + 1, epochs=cfg.epochs, train_loss=train_loss,
                  val_auc=val["auc"], val_balanced_accuracy=val.get("balanced_accuracy"), best=bool(improved),
-                 epoch_s=round(t2 - t0, 3),
+                 duration_s=round(t2 - t0, 3),
                  eta_s=round((t2 - loop_start) / (epoch + 1 - self.start_epoch) * (cfg.epochs - epoch - 1), 3))
             if stop:
                 status = "stopped-early"

@@ -90,7 +90,8 @@ class StepLog:
             return
         state.last, state.last_done = now, done
         elapsed = now - state.start
-        eta = elapsed * (total - done) / done if total is not None and 0 < done <= total else None
+        known = total is not None and 0 < done <= total and elapsed > 0
+        eta = elapsed * (total - done) / done if known and total is not None else None
         if self.text is not None:
             count = f"{done}/{total} ({100 * done / total:.0f}%)" if total else str(done)
             figures = [f"elapsed {_duration(elapsed)}"] + ([f"ETA {_duration(eta)}"] if eta and not finished else [])

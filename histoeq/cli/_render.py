@@ -49,7 +49,7 @@ def configure(quiet: bool = False, log_json: Path | None = None, argv: Sequence[
     settings.quiet = quiet
     console.quiet = quiet
     console.width = None if console.is_terminal or os.environ.get("COLUMNS") else PIPE_WIDTH  # type: ignore[assignment]
-    if log_json is not None:
+    if log_json is not None and os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 logs, as it prints
         try:
             settings.log = open(log_json, "a", encoding="utf-8")  # noqa: SIM115 - closed by close_log
         except OSError as exc:

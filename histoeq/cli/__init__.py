@@ -72,9 +72,11 @@ def refuse_existing(paths: list[Path], overwrite: bool) -> None:
     from histoeq.errors import InputError
 
     for path in paths:
-        if path.exists() and not overwrite:
+        if path.is_file() and not overwrite:  # a folder in the way is the command's own error
             raise InputError(path, "already exists (pass --overwrite to replace it, or choose another --out)")
-_ARGV: list[str] | None = None
+
+
+_ARGV: list[str] | None = None  # the arguments of the running `main` call, for the --log-json start event
 
 
 def _register() -> None:
@@ -96,11 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 2 bad input or usage, 1 unexpected failure)."""
     global _ARGV
     _ARGV = list(sys.argv[1:] if argv is None else argv)
-    code, error = _run(argv)
-    if error is not None:
-        print(error, file=sys.stderr)
     from histoeq.cli._render import close_log
 
+    try:
+        code, error = _run(argv)
+    except BaseException:  # an unexpected failure keeps its traceback; the log still gets its end event
+        close_log(exit_code=1, error="unexpected failure (traceback on stderr)")
+        raise
+    if error is not None:
+        print(error, file=sys.stderr)
     close_log(exit_code=code, error=error)
     return code
 

@@ -83,7 +83,9 @@ class StepLog:
 
     def __call__(self, task: str, done: int, total: int | None = None, message: str = "") -> None:
         now = self.clock()
-        state = self._tasks.setdefault(task, _Task(start=now))
+        state = self._tasks.get(task)
+        if state is None or done < state.last_done:  # a task name seen again from the start (next sweep cell)
+            state = self._tasks[task] = _Task(start=now)
         finished = total is not None and done >= total
         coarse = total is not None and total <= COARSE_STEPS
         if done == state.last_done or not (finished or coarse or now - state.last >= self.interval):

@@ -157,3 +157,13 @@ def test_existing_outputs_need_overwrite(tmp_path: Path, capsys: pytest.CaptureF
     # with --overwrite the check passes and the command goes on to its own input checks
     code, _, err = run_cli(["export", tmp_path / "no-run", "--out", existing, "--overwrite"], capsys)
     assert code == 2 and "--overwrite" not in err and "no-run" in err, err
+
+
+def test_step_log_restarts_a_task_seen_again_from_the_start() -> None:
+    now = [100.0]
+    text = io.StringIO()
+    log = StepLog(text=text, clock=lambda: now[0])
+    log("train", 10, 10, "")  # one sweep cell ends
+    now[0] += 500
+    log("train", 1, 10, "")  # the next begins: a line, with its own elapsed time
+    assert text.getvalue().splitlines()[-1].endswith("train 1/10 (10%), elapsed 0s")

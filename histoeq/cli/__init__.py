@@ -20,7 +20,8 @@ from histoeq.errors import HistoeqError  # noqa: E402
 
 app = typer.Typer(
     name="histoeq",
-    help="Rotation-invariant histopathology detection with group-equivariant CNNs (P4M, SE(2)).",
+    help="Rotation-invariant histopathology detection with group-equivariant CNNs (P4M, SE(2)).\n\n"
+    "Progress: bars on a terminal; elsewhere (SLURM, nohup, a pipe) one plain line per step on stdout.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -43,10 +44,7 @@ def _root(
     log_json: Path | None = typer.Option(
         None, "--log-json", metavar="FILE", help="Append progress and milestones (epochs, ...) to FILE as JSON lines."),
 ) -> None:
-    """histoeq: extract, train, eval, export, predict.
-
-    Off a terminal (SLURM, nohup, a pipe) progress is one plain line per step on stdout.
-    """
+    """histoeq: extract, train, eval, export, predict."""
     from histoeq.cli._render import configure
 
     configure(quiet=quiet, log_json=log_json, argv=sys.argv[1:] if _ARGV is None else _ARGV)

@@ -79,8 +79,7 @@ _DOCTOR_EPILOG = """\
 
 @app.command("doctor", epilog=_DOCTOR_EPILOG)
 def doctor_command() -> None:
-    """What this installation can do: versions, slide readers, ONNX Runtime providers (and why CUDA cannot start),
-    CPU cores, the default model."""
+    """Check this installation: versions, slide readers, ONNX Runtime providers, CUDA, CPU cores, default model."""
     from histoeq.doctor import diagnose
 
     for section in diagnose():

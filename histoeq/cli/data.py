@@ -114,7 +114,8 @@ def extract_command(
     neg_ratio: float = typer.Option(1.0, "--neg-ratio", help="Points mode: negatives per positive."),
     seed: int = typer.Option(0, "--seed", help="Points mode: seed of the negative sampling."),
     workers: int = typer.Option(2, "--workers", help="Reader threads."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset at --out (refused without)."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace an existing dataset at --out (refused without)."),
 ) -> None:
     """Cut a labelled patch dataset out of whole slides (grid over tissue, GeoJSON or point labels)."""
     from histoeq.cli._render import console, print_table
@@ -147,7 +148,8 @@ def import_command(
     workers: int = typer.Option(2, "--workers", help="Decoder threads."),
     mpp: float = typer.Option(None, "--mpp", help="µm/px of the patches, recorded in meta.json (default: IDC 4.0, "
                               "PCam 0.972, else unknown)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset at --out (refused without)."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace an existing dataset at --out (refused without)."),
 ) -> None:
     """Import a folder of patches into the histoeq dataset format."""
     from histoeq.cli._render import console, print_table
@@ -172,7 +174,8 @@ def normalise_command(
     out: Path = typer.Option(..., "--out", help="Dataset folder to create (written atomically)."),
     method: str = typer.Option("macenko", "--method", help="macenko (H&E vectors and intensities), "
                                "macenko-vectors (H&E hues only) or reinhard-lab (L*a*b* mean and sd)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing dataset at --out (refused without)."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace an existing dataset at --out (refused without)."),
 ) -> None:
     """Copy a dataset with each patient's stain normalised to a reference made from the training patients."""
     from histoeq.cli._render import console

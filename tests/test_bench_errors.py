@@ -130,8 +130,8 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (["--batch-size", "0"], ["--batch-size"]),
     (["--workers", "0"], ["--workers"]),
     (["--workers", "-1"], ["--workers"]),
-    (["--tissue-threshold", "nan"], ["--tissue-threshold"]),
-    (["--tissue-threshold", "2"], ["--tissue-threshold"]),
+    (["--min-tissue", "nan"], ["--min-tissue"]),
+    (["--min-tissue", "2"], ["--min-tissue"]),
     (["--device", "foo"], ["--device"]),
 ])
 def test_bench_predict_bad_options(tiny_onnx: Path, tmp_path: Path, args: list[str], fragments: list[str],

@@ -103,7 +103,7 @@ def test_plot_path_is_a_directory(setup, tmp_path, capsys):
     out = tmp_path / "ev"
     (out / "auc_vs_angle.png").mkdir(parents=True)
     (out / "eval.json").write_text('{"old": true}\n')
-    code, err = _eval(*setup, out, capsys)
+    code, err = _eval(*setup, out, capsys, "--overwrite")
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert err.startswith(f"error: {out / 'auc_vs_angle.png'}: cannot write the output: is a directory")
     assert json.loads((out / "eval.json").read_text()) == {"old": True}  # the old report is left as it was

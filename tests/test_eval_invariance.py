@@ -90,7 +90,7 @@ def test_reflect_padding_without_slides_and_d4_tta(idc_dir: Path, tmp_path: Path
                             "1", "--batch-size", "16", "--width", "4", "--device", "cpu"], capsys)
     assert code == 0, err
     code, out, err = run_cli(["eval", run, "--data", data, "--out", tmp_path / "e", "--rotations", "8",
-                              "--tta", "d4", "--device", "cpu"], capsys)
+                              "--invariant-to", "d4", "--device", "cpu"], capsys)
     assert code == 0, err
     report = json.loads((tmp_path / "e" / "eval.json").read_text())
     assert report["context"].startswith("reflect padding") and "reflect padding" in out

@@ -294,12 +294,12 @@ def test_unwritable_output(tmp_path, capsys):
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
     assert err.startswith(f"error: {blocker / 'ds'}: cannot write output")
     assert blocker.read_text() == "not a folder"
-    # an existing dataset is not overwritten without --force
+    # an existing dataset is not overwritten without --overwrite
     out = tmp_path / "ds"
     assert run_cli(["extract", slide, "--annotations", tmp_path, "--out", out, "--mpp", 1.0], capsys)[0] == 0
     code, _, err = run_cli(["extract", slide, "--annotations", tmp_path, "--out", out, "--mpp", 1.0], capsys)
     assert code == 2 and "already exists" in err
-    assert run_cli(["extract", slide, "--annotations", tmp_path, "--out", out, "--mpp", 1.0, "--force"],
+    assert run_cli(["extract", slide, "--annotations", tmp_path, "--out", out, "--mpp", 1.0, "--overwrite"],
                    capsys)[0] == 0
 
 

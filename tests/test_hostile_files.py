@@ -156,7 +156,7 @@ def test_predict_with_a_nan_model_writes_nothing_for_the_slide(onnx_models, tmp_
     tifffile.imwrite(tmp_path / "s.tiff", rgb, photometric="rgb", resolution=(2500, 2500),
                      resolutionunit="CENTIMETER")
     code, _, err = run_cli(["predict", tmp_path / "s.tiff", "--model", onnx_models["nan"], "--out", tmp_path / "out",
-                            "--device", "cpu", "--tissue-threshold", "0"], capsys)
+                            "--device", "cpu", "--min-tissue", "0"], capsys)
     assert_one_line_error(code, err, "nan.onnx", "non-finite probabilities")
     assert not list((tmp_path / "out").glob("s.*"))
 

@@ -209,6 +209,6 @@ def test_predict_with_an_onnx_model_loads_no_torch(tiny_onnx: Path, tmp_path: Pa
     tifffile.imwrite(slide, pixels, photometric="rgb", resolution=(2500, 2500), resolutionunit="CENTIMETER")
     out = tmp_path / "out"
     result = _no_heavy_modules(["predict", str(slide), "--model", str(tiny_onnx), "--out", str(out),
-                                "--device", "cpu", "--tissue-threshold", "0"])
+                                "--device", "cpu", "--min-tissue", "0"])
     assert result == {"rc": 0, "loaded": []}
     assert (out / "small.csv").read_text().count("\n") == 1 + 12

@@ -64,7 +64,7 @@ def test_truncated_tiff(good_model: Path, idc_dir: Path, tmp_path: Path, capsys)
     data = (idc_dir / "slides" / "9124.tiff").read_bytes()
     slide = tmp_path / "cut.tiff"
     slide.write_bytes(data[: len(data) // 3])
-    code, _, err = _predict(capsys, slide, good_model, tmp_path / "out", "--tissue-threshold", "0")
+    code, _, err = _predict(capsys, slide, good_model, tmp_path / "out", "--min-tissue", "0")
     assert_one_line_error(code, err, "cut.tiff")
     assert _nothing_written(tmp_path / "out")
 
@@ -138,7 +138,7 @@ def test_failure_midway_keeps_earlier_slides_and_leaves_no_partial_files(
     bad = tmp_path / "b_bad.tiff"
     bad.write_bytes(bytes(data))
     code, _, err = run_cli(["predict", good, bad, "--model", good_model, "--out", tmp_path / "out",
-                            "--device", "cpu", "--tissue-threshold", "0"], capsys)
+                            "--device", "cpu", "--min-tissue", "0"], capsys)
     assert_one_line_error(code, err, "b_bad.tiff")
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == [".histoeq-predict.json", "a_good.csv", "a_good.geojson", "a_good.heatmap.png", "a_good.json"]
@@ -224,7 +224,7 @@ def test_full_or_read_only_disk_while_writing_names_the_output(tmp_path: Path, m
 def test_output_taken_by_a_directory_leaves_no_partial_set(good_model: Path, tmp_path: Path, capsys) -> None:
     slide = _tiff(tmp_path / "s.tiff")
     (tmp_path / "out" / "s.geojson").mkdir(parents=True)
-    code, _, err = _predict(capsys, slide, good_model, tmp_path / "out", "--tissue-threshold", "0")
+    code, _, err = _predict(capsys, slide, good_model, tmp_path / "out", "--min-tissue", "0")
     assert_one_line_error(code, err, "s.geojson", "is a directory")
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["s.geojson"]
 
@@ -258,7 +258,7 @@ def test_tiles_under_one_pixel_or_too_many_are_refused(good_model: Path, tmp_pat
     from histoeq.slide.tiler import tile_grid
 
     slide = _tiff(tmp_path / "s.tiff")
-    code, _, err = _predict(capsys, slide, good_model, tmp_path / "out", "--mpp", "10000")
+    code, _, err = _predict(capsys, slide, good_model, tmp_path / "out", "--slide-mpp", "10000")
     assert_one_line_error(code, err, "s.tiff", "under one pixel")
     assert _nothing_written(tmp_path / "out")
     with pytest.raises(InputError, match="big.svs.*more than"):
@@ -296,7 +296,7 @@ def test_every_slide_is_checked_before_the_first_runs(good_model: Path, tmp_path
     good, nores = _tiff(tmp_path / "a.tiff"), _tiff(tmp_path / "b_nores.tiff", mpp=None)
     code, _, err = run_cli(["predict", good, nores, "--model", good_model, "--out", tmp_path / "out",
                             "--device", "cpu"], capsys)
-    assert_one_line_error(code, err, "b_nores.tiff", "--mpp")
+    assert_one_line_error(code, err, "b_nores.tiff", "--slide-mpp")
     assert _nothing_written(tmp_path / "out")
     (tmp_path / "folder.svs").mkdir()
     code, _, err = _predict(capsys, tmp_path / "folder.svs", good_model, tmp_path / "out")
@@ -310,22 +310,22 @@ def test_slide_smaller_than_one_tile_is_refused_before_any_slide_runs(good_model
 
     good, tiny = _tiff(tmp_path / "a.tiff"), _tiff(tmp_path / "b_tiny.tiff", size=40)  # 50 px tiles, same µm/px
     code, _, err = run_cli(["predict", good, tiny, "--model", good_model, "--out", tmp_path / "out",
-                            "--device", "cpu", "--tissue-threshold", "0"], capsys)
+                            "--device", "cpu", "--min-tissue", "0"], capsys)
     assert_one_line_error(code, err, "b_tiny.tiff", "40 x 40 px", "too small for one 50 px tile")
     assert _nothing_written(tmp_path / "out")
     with pytest.raises(InputError, match="thin.svs: slide is 1000 x 99 px"):  # one side is enough
         tile_grid((1000, 99), 0.5, 1.0, 50, source="thin.svs")
 
 
-def test_slide_resolution_errors_name_mpp_in_predict_and_bench_predict(good_model: Path, tmp_path: Path,
+def test_slide_resolution_errors_name_slide_mpp_in_predict_and_bench_predict(good_model: Path, tmp_path: Path,
                                                                       capsys) -> None:
     nores, good = _tiff(tmp_path / "nores.tiff", mpp=None), _tiff(tmp_path / "good.tiff")
     for command in (["predict", "--out", tmp_path / "out"], ["bench", "predict"]):
         code, _, err = run_cli([*command, nores, "--model", good_model, "--device", "cpu"], capsys)
-        assert_one_line_error(code, err, "nores.tiff", "no resolution", "pass --mpp")
-        assert "slide-mpp" not in err
-        code, _, err = run_cli([*command, good, "--model", good_model, "--device", "cpu", "--mpp", "-1"], capsys)
-        assert_one_line_error(code, err, "good.tiff", "--mpp must be a positive number, got -1")
+        assert_one_line_error(code, err, "nores.tiff", "no resolution", "pass --slide-mpp")
+        code, _, err = run_cli([*command, good, "--model", good_model, "--device", "cpu", "--slide-mpp", "-1"],
+                               capsys)
+        assert_one_line_error(code, err, "good.tiff", "--slide-mpp must be a positive number, got -1")
     assert _nothing_written(tmp_path / "out")
 
 
@@ -337,8 +337,8 @@ def test_slide_without_tissue_is_reported_not_hidden(good_model: Path, tmp_path:
     tifffile.imwrite(blank, np.full((300, 300, 3), 255, np.uint8), photometric="rgb",
                      resolution=(2500, 2500), resolutionunit="CENTIMETER")
     slide = _tiff(tmp_path / "noise.tiff")
-    code, out, _ = _predict(capsys, blank, good_model, tmp_path / "out", "--tissue-threshold", "0.1")
-    assert code == 0 and "no tissue found" in out and "--tissue-threshold 0" in out
+    code, out, _ = _predict(capsys, blank, good_model, tmp_path / "out", "--min-tissue", "0.1")
+    assert code == 0 and "no tissue found" in out and "--min-tissue 0" in out
     assert (tmp_path / "out" / "blank.csv").read_text().count("\n") == 1  # the header only
-    code, out, _ = _predict(capsys, slide, good_model, tmp_path / "out2", "--tissue-threshold", "0")
+    code, out, _ = _predict(capsys, slide, good_model, tmp_path / "out2", "--min-tissue", "0")
     assert code == 0 and "no tissue found" not in out

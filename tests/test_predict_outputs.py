@@ -34,7 +34,7 @@ def slide(tmp_path: Path) -> Path:
 
 
 def _predict(capsys, slide: Path, model: Path, out: Path, *extra: str) -> tuple[int, str, str]:
-    return run_cli(["predict", slide, "--model", model, "--out", out, "--device", "cpu", "--tissue-threshold", "0",
+    return run_cli(["predict", slide, "--model", model, "--out", out, "--device", "cpu", "--min-tissue", "0",
                     *extra], capsys)
 
 

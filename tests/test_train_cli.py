@@ -64,7 +64,7 @@ def test_train_then_eval_rotations(model: str, small_idc: Path, tmp_path: Path,
 def test_albumentations_presets_train(small_idc: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """rotate/stain go through the data area's albumentations transform (per patch, threads) before batch D4."""
     code, _, err = run_cli(["train", "--data", small_idc, "--model", "cnn", "--out", tmp_path / "run", "--augment",
-                            "rotate+stain+rot90", "--num-workers", "2", *FAST_TRAIN], capsys)
+                            "rotate+stain+rot90", "--workers", "2", *FAST_TRAIN], capsys)
     assert code == 0, err
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["options"]["augment"] == "rotate+stain+rot90" and info["status"] == "finished"

@@ -107,9 +107,9 @@ def test_eval_missing_run_and_bad_options(trained_cnn: Path, small_idc: Path, tm
                                           capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(["eval", tmp_path / "missing", "--data", small_idc, "--out", tmp_path / "e"], capsys)
     _one_line_error(code, err, "missing")
-    code, _, err = run_cli(["eval", trained_cnn, "--data", small_idc, "--out", tmp_path / "e", "--tta", "d8",
+    code, _, err = run_cli(["eval", trained_cnn, "--data", small_idc, "--out", tmp_path / "e", "--invariant-to", "d8",
                             "--device", "cpu"], capsys)
-    _one_line_error(code, err, "tta")
+    _one_line_error(code, err, "--invariant-to")
     code, _, err = run_cli(["eval", trained_cnn, "--data", small_idc, "--out", tmp_path / "e", "--split", "holdout",
                             "--device", "cpu"], capsys)
     _one_line_error(code, err, "holdout")
@@ -130,7 +130,7 @@ def test_out_is_a_file(small_idc: Path, tmp_path: Path, capsys: pytest.CaptureFi
 @pytest.mark.parametrize(("option", "value", "needle"), [
     ("--seed", "-1", "--seed must be between 0"), ("--seed", str(2**64), "--seed must be between 0"),
     ("--weight-decay", "-1", "--weight-decay must be a number >= 0"), ("--weight-decay", "nan", "--weight-decay"),
-    ("--num-workers", "-1", "--num-workers must be at least 0"), ("--width", "0", "--width must be at least 1"),
+    ("--workers", "-1", "--workers must be at least 0"), ("--width", "0", "--width must be at least 1"),
     ("--augment", "rot90+", "unknown augmentation '' in 'rot90+'"),
 ])
 def test_bad_train_options_fail_before_anything_is_written(small_idc: Path, tmp_path: Path, option: str, value: str,

@@ -62,7 +62,7 @@ candidate() {  # model width augment seed data epochs batch; the run folder is n
   local name="$1-w$2-$3-s$4-$5-e$6" budget; budget=$(left)
   [ "$budget" -gt 30 ] || { echo "candidate $name not started: budget spent"; return; }
   timeout "$budget" $H train --data "$WORK/$5" --model "$1" --width "$2" --augment "$3" --seed "$4" \
-    --epochs "$6" --patience 6 --batch-size "$7" --num-workers 2 --device "$DEVICE" $EXTRA \
+    --epochs "$6" --patience 6 --batch-size "$7" --workers 2 --device "$DEVICE" $EXTRA \
     --out "$WORK/final/$name" > "$WORK/final/$name.log" 2>&1
   echo "candidate $name exit $? at $(( $(date +%s) - start )) s"
 }

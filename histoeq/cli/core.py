@@ -68,3 +68,22 @@ def bench_equivariance_command(
         [[r.model, r.method, r.interpolation, f"{r.mean:.4f}", f"{r.sd:.4f}", f"{r.median:.4f}"] for r in rows],
     )
     console.print("protocol: histoeq.models.equivariance.rotation_error")
+
+
+_DOCTOR_EPILOG = """\
+[bold]Example[/bold]
+
+  histoeq doctor
+"""
+
+
+@app.command("doctor", epilog=_DOCTOR_EPILOG)
+def doctor_command() -> None:
+    """Check this installation: versions, slide readers, ONNX Runtime providers, CUDA, CPU cores, default model."""
+    from histoeq.lab.doctor import diagnose
+
+    for section in diagnose():
+        console.print(f"[bold]{section.title}[/bold]")
+        for item in section.items:
+            console.print(f"  {item.name}: {item.value}" + ("" if item.ok else "  [!]"), markup=False,
+                          highlight=False, soft_wrap=True)

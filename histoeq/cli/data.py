@@ -15,35 +15,43 @@ from histoeq.progress import ProgressFn
 _EXTRACT_EPILOG = """\
 [bold]Examples[/bold]
 
-  # IDC slides with their GeoJSON (<slide stem>.geojson in the folder); patches on the 50 px grid starting at (1, 1)
-  histoeq extract ../shared/data/idc/slides/*.tiff --annotations ../shared/data/idc/slides --out idc-slides \\
-      --patch-size 50 --mpp 4.0 --stride 50 --min-tissue 0 --origin 1,1
+  # IDC slides with their GeoJSON (<slide stem>.geojson in the folder),
+  # patches on the 50 px grid starting at (1, 1)
+  histoeq extract idc-slides/*.tiff --annotations idc-slides \\
+      --out idc-extracted --patch-size 50 --mpp 4.0 --stride 50 \\
+      --min-tissue 0 --origin 1,1
 
-  # an SVS at 0.5 µm/px, 224 px tiles over tissue, labelled by majority area, ignoring "Other"
-  histoeq extract slide.svs --annotations slide.geojson --out ds --patch-size 224 --mpp 0.5 --stride 224 \\
-      --label-from area --ignore Other
+  # an SVS at 0.5 µm/px, 224 px tiles over tissue, labelled by majority
+  # area, ignoring "Other"
+  histoeq extract slide.svs --annotations slide.geojson --out ds \\
+      --patch-size 224 --mpp 0.5 --stride 224 --label-from area \\
+      --ignore Other
 
-  # cell detections: positives centred on points, negatives at random tissue spots >= 64 px away
-  histoeq extract slide.svs --points detections.csv --out mitoses --patch-size 64 --mpp 0.25 --neg-distance 64
+  # cell detections: positives centred on points, negatives at random
+  # tissue spots at least 64 px away
+  histoeq extract slide.svs --points detections.csv --out mitoses \\
+      --patch-size 64 --mpp 0.25 --neg-distance 64
 """
 
 _IMPORT_EPILOG = """\
 [bold]Examples[/bold]
 
-  # the IDC/Kaggle patches (labels.csv: path,label_idc,patient_id,split); edge crops skipped and counted
-  histoeq import ../shared/data/idc --out idc
+  # the IDC/Kaggle patches (labels.csv: path,label_idc,patient_id,split);
+  # odd-sized edge crops are skipped and counted
+  histoeq import idc-patches/ --out idc
 
   # pad the odd-sized edge crops with white instead of skipping them
-  histoeq import ../shared/data/idc --out idc-padded --pad
+  histoeq import idc-patches/ --out idc-padded --pad
 
-  # ImageFolder (<class>/*.png) or PCam (camelyonpatch_level_2_split_*_{x,y}.h5; needs pip install 'histoeq\\[pcam]')
-  histoeq import my_patches/ --out my_ds
+  # ImageFolder (<class>/*.png) or PCam (camelyonpatch_level_2_split_*.h5,
+  # needs pip install 'histoeq\\[pcam]')
+  histoeq import my_patches/ --out my_ds --mpp 0.5
 """
 
 _BENCH_EPILOG = """\
 [bold]Example[/bold]
 
-  histoeq bench extract ../shared/data/idc/slides/8975.tiff --annotations ../shared/data/idc/slides \\
+  histoeq bench extract idc-slides/8975.tiff --annotations idc-slides \\
       --min-tissue 0 --origin 1,1
 """
 
@@ -109,7 +117,8 @@ def extract_command(
     neg_ratio: float = typer.Option(1.0, "--neg-ratio", help="Points mode: negatives per positive."),
     seed: int = typer.Option(0, "--seed", help="Points mode: seed of the negative sampling."),
     workers: int = typer.Option(2, "--workers", help="Reader threads."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing dataset at --out."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace an existing dataset at --out (refused without)."),
 ) -> None:
     """Cut a labelled patch dataset out of whole slides (grid over tissue, GeoJSON or point labels)."""
     from histoeq.cli._render import console, print_table
@@ -119,7 +128,7 @@ def extract_command(
                     neg_distance, neg_ratio, seed, workers)
     with _progress() as progress:
         result = extract_dataset(slides, out, annotations=annotations, points=points, options=opts,
-                                 overwrite=force, progress=progress)
+                                 overwrite=overwrite, progress=progress)
     print_table(f"histoeq extract: {out}", ["Slide", "Backend", "Tiles", *result["classes"]],
                 [[s["slide"], s["backend"], s["tiles"], *(s[c] for c in result["classes"])]
                  for s in result["slides"]] + [["total", "", result["n"],
@@ -142,14 +151,15 @@ def import_command(
     workers: int = typer.Option(2, "--workers", help="Decoder threads."),
     mpp: float = typer.Option(None, "--mpp", help="µm/px of the patches, recorded in meta.json (default: IDC 4.0, "
                               "PCam 0.972, else unknown)."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing dataset at --out."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace an existing dataset at --out (refused without)."),
 ) -> None:
     """Import a folder of patches into the histoeq dataset format."""
     from histoeq.cli._render import console, print_table
     from histoeq.data.importers import import_folder
 
     with _progress() as progress:
-        result = import_folder(folder, out, pad=pad, overwrite=force, workers=workers, mpp=mpp, progress=progress)
+        result = import_folder(folder, out, pad=pad, overwrite=overwrite, workers=workers, mpp=mpp, progress=progress)
     classes = result["classes"]
     rows = [[split, *(counts.get(c, 0) for c in classes), sum(counts.values())]
             for split, counts in sorted(result["split_counts"].items())]
@@ -167,14 +177,15 @@ def normalise_command(
     out: Path = typer.Option(..., "--out", help="Dataset folder to create (written atomically)."),
     method: str = typer.Option("macenko", "--method", help="macenko (H&E vectors and intensities), "
                                "macenko-vectors (H&E hues only) or reinhard-lab (L*a*b* mean and sd)."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing dataset at --out."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace an existing dataset at --out (refused without)."),
 ) -> None:
     """Copy a dataset with each patient's stain normalised to a reference made from the training patients."""
     from histoeq.cli._render import console
     from histoeq.data.stain import normalise_dataset
 
     with _progress() as progress:
-        result = normalise_dataset(data, out, method=method, overwrite=force, progress=progress)
+        result = normalise_dataset(data, out, method=method, overwrite=overwrite, progress=progress)
     ref = ", ".join(f"{k} {v}" for k, v in result["reference"].items() if k != "pixels")
     console.print(f"{result['n']} patches of {result['patients']} patients normalised ({result['method']}) to {ref}")
     if result["unchanged"]:
@@ -190,7 +201,8 @@ def bench_extract_command(
     stride: int = typer.Option(None, "--stride"),
     min_tissue: float = typer.Option(0.5, "--min-tissue"),
     label_from: str = typer.Option("centre", "--label-from"),
-    origin: str = typer.Option(None, "--origin", help="Level-0 X,Y of the grid's first tile [default: centred grid]."),
+    origin: str = typer.Option(None, "--origin", help="Level-0 X,Y of the grid's first tile.",
+                               show_default="a grid centred on the slide"),
     slide_mpp: float = typer.Option(None, "--slide-mpp"),
     workers: int = typer.Option(2, "--workers"),
     repeats: int = typer.Option(3, "--repeats", help="Runs of each side (interleaved); the fastest of each counts."),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from histoeq.cli import app, bench_app
+from histoeq.cli import OVERWRITE_HELP, app, bench_app, refuse_existing
 from histoeq.cli._render import console, print_table, rich_progress
 from histoeq.infer.model_index import default_model_name
 
@@ -14,14 +14,20 @@ from histoeq.infer.model_index import default_model_name
 _EXPORT_EPILOG = """\
 [bold]Examples[/bold]
 
-  histoeq export runs/p4m --out models/idc-p4m.onnx
-  histoeq export runs/p4m --out p4m-fp16.onnx --fp16      # half precision, for GPUs
+  histoeq export runs/p4m --out p4m.onnx
+  # half precision, for GPUs
+  histoeq export runs/p4m --out p4m-fp16.onnx --fp16
 
-  # with the test-split metrics of `histoeq eval runs/p4m --data idc --split test --out eval/` in the metadata
-  histoeq export runs/p4m --out models/idc-p4m.onnx --test-metrics eval/eval.json
+  # with the test-split metrics of
+  # histoeq eval runs/p4m --data idc --split test --out eval/
+  histoeq export runs/p4m --out p4m.onnx --test-metrics eval/eval.json
 
-  # three seeds as one model (mean probability; still exactly invariant if every member is)
-  histoeq export runs/p4m-s0 runs/p4m-s1 runs/p4m-s2 --out models/idc-p4m.onnx
+  # three seeds as one model (mean probability; exactly invariant when
+  # every member is)
+  histoeq export runs/p4m-s0 runs/p4m-s1 runs/p4m-s2 --out p4m-x3.onnx
+
+  # a CNN made exactly D4-invariant by averaging its 8 views
+  histoeq export runs/cnn --out cnn-d4.onnx --invariant-to d4
 """
 
 
@@ -41,11 +47,13 @@ def export_command(
         "lacks (2 views for se2/p4, 8 for cnn, none for p4m), making the file exactly D4-invariant."),
     mpp: float | None = typer.Option(
         None, "--mpp", help="µm/px of the training patches, for runs on a dataset imported without --mpp."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file at --out (refused without)."),
 ) -> None:
     """Export a trained model (or a seed ensemble) to ONNX (plain operators, uint8 tiles in), verified in onnxruntime
     before writing."""
     from histoeq.export.exporter import export_run
 
+    refuse_existing([out], overwrite)
     with rich_progress(transient=True) as progress:
         result = export_run(runs, out, opset=opset, fp16=fp16, val_metrics=val_metrics, test_metrics=test_metrics,
                             invariant_to=invariant_to, mpp=mpp, progress=progress)
@@ -64,17 +72,23 @@ _PREDICT_EPILOG = """\
 [bold]Examples[/bold]
 
   # every slide of a folder with the shipped model, on the GPU
-  histoeq predict /data/slides/*.svs --out predictions --device cuda
+  histoeq predict slides/*.svs --out predictions --device cuda
 
-  # a slide without resolution metadata, with overlapping tiles, as job 2 of 4 of an array job
-  histoeq predict /data/slides/*.tiff --model models/idc-se2.onnx --mpp 0.25 --stride 25 --shard 1/4 --out preds
+  # slides without resolution metadata, overlapping tiles, as job 2 of 4
+  # of an array job
+  histoeq predict slides/*.tiff --model models/idc-se2.onnx \\
+      --slide-mpp 0.25 --stride 25 --shard 1/4 --out preds
 
   # a cohort listed in a file (one path per line), or a folder
   histoeq predict cohort.txt --out predictions
   histoeq predict /data/slides --out predictions
 
-  # only the tile CSV (and the JSON record); a later run without --outputs adds the GeoJSON and heatmap
-  histoeq predict /data/slides/*.svs --outputs csv --out predictions
+  # only the tile CSV (and the JSON record); a later run without
+  # --outputs adds the GeoJSON and heatmap
+  histoeq predict slides/*.svs --outputs csv --out predictions
+
+  # each tile's probability also combined with its neighbours'
+  histoeq predict slides/*.svs --context binomial3 --out predictions
 """
 
 
@@ -84,17 +98,21 @@ def predict_command(
                                        "quoted glob patterns, or .txt lists with one path per line."),
     model: str | None = typer.Option(None, "--model", "-m", help="Exported ONNX model file, or a name in "
                                      "models/index.json.", show_default=default_model_name()),
-    out: Path = typer.Option(Path("predictions"), "--out", "-o", help="Output folder."),
+    out: Path = typer.Option(Path("predictions"), "--out", "-o", help="Output folder; slides already complete there "
+                             "with this model and these options are skipped, so rerunning resumes."),
     device: str = typer.Option("auto", "--device", help="auto, cuda or cpu (cuda without a CUDA provider: error)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Tiles per model call."),
-    stride: int | None = typer.Option(None, "--stride", help="Model pixels between tiles [default: tile size]."),
-    mpp: float | None = typer.Option(None, "--mpp", help="Override the slides' µm/px."),
-    tissue_threshold: float = typer.Option(0.25, "--tissue-threshold", help="Min tissue fraction of a tile; 0 = all."),
+    stride: int | None = typer.Option(None, "--stride", help="Model pixels between tiles.",
+                                      show_default="the tile size"),
+    slide_mpp: float | None = typer.Option(None, "--slide-mpp", help="Level-0 µm/px of the slides when metadata "
+                                           "lacks it (or is wrong)."),
+    min_tissue: float = typer.Option(0.25, "--min-tissue", help="Score tiles whose tissue fraction is at least this "
+                                     "(0 scores every tile)."),
     shard: str | None = typer.Option(None, "--shard", help="i/n: this process takes every n-th slide from the i-th (0-based)."),
-    workers: int | None = typer.Option(None, "--workers", help="Reader threads [default: cores, 2..8]."),
+    workers: int | None = typer.Option(None, "--workers", help="Reader threads.", show_default="cores, 2..8"),
     outputs: str | None = typer.Option(
-        None, "--outputs", help="Comma-separated outputs per slide, from csv, geojson, heatmap [default: all]; the "
-        "JSON run record is always written. A rerun writes the ones a slide still lacks."),
+        None, "--outputs", help="Comma-separated outputs per slide, from csv, geojson, heatmap; the JSON run record "
+        "is always written. A rerun writes the ones a slide still lacks.", show_default="all"),
     context: str = typer.Option("none", "--context", help="Also combine each tile's probability with its grid "
                                 "neighbours' (none, box3, binomial3, binomial5): an extra prob_<class>_<kernel> "
                                 "column, and the heatmap shows it."),
@@ -107,7 +125,7 @@ def predict_command(
     from histoeq.infer.outputs import parse_outputs
     from histoeq.slide.inputs import expand_slides
 
-    options = PredictOptions(batch_size=batch_size, stride_px=stride, mpp=mpp, tissue_threshold=tissue_threshold,
+    options = PredictOptions(batch_size=batch_size, stride_px=stride, mpp=slide_mpp, tissue_threshold=min_tissue,
                              outputs=parse_outputs(outputs), context=context)
     if workers is not None:
         options.workers = workers
@@ -123,9 +141,9 @@ def predict_command(
         for r in results
     ]
     print_table(f"predict → {out}", ["slide", "status", "tiles", "seconds", "tiles/s"], rows)
-    if empty and tissue_threshold > 0:
-        console.print(f"{len(empty)} slide(s) had no tile with a tissue fraction ≥ {tissue_threshold}; their outputs "
-                      "are empty (--tissue-threshold 0 scores every tile)", soft_wrap=True)
+    if empty and min_tissue > 0:
+        console.print(f"{len(empty)} slide(s) had no tile with a tissue fraction ≥ {min_tissue}; their outputs "
+                      "are empty (--min-tissue 0 scores every tile)", soft_wrap=True)
     console.print(f"model {loaded.path} ({loaded.metadata.model_name}), execution provider: {loaded.provider}",
                   soft_wrap=True)
 
@@ -137,16 +155,17 @@ def bench_predict_command(
                                      "models/index.json.", show_default=default_model_name()),
     device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
     batch_size: int = typer.Option(256, "--batch-size"),
-    workers: int | None = typer.Option(None, "--workers", help="Reader threads."),
-    tissue_threshold: float = typer.Option(0.25, "--tissue-threshold"),
-    mpp: float | None = typer.Option(None, "--mpp"),
+    workers: int | None = typer.Option(None, "--workers", help="Reader threads.", show_default="cores, 2..8"),
+    min_tissue: float = typer.Option(0.25, "--min-tissue", help="Score tiles whose tissue fraction is at least this."),
+    slide_mpp: float | None = typer.Option(None, "--slide-mpp", help="Level-0 µm/px of the slide when metadata "
+                                           "lacks it."),
 ) -> None:
     """Read-only, model-only, pipeline and end-to-end tiles/s and peak RSS for one slide."""
     from histoeq.infer import OnnxTileModel, PredictOptions
     from histoeq.infer.bench import bench_predict
     from histoeq.infer.model_index import resolve_model
 
-    options = PredictOptions(batch_size=batch_size, tissue_threshold=tissue_threshold, mpp=mpp)
+    options = PredictOptions(batch_size=batch_size, tissue_threshold=min_tissue, mpp=slide_mpp)
     if workers is not None:
         options.workers = workers
     loaded = OnnxTileModel(resolve_model(model), device)

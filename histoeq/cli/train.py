@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from enum import Enum
 from pathlib import Path
 
 import typer
 
-from histoeq.cli import app, bench_app
+from histoeq.cli import OVERWRITE_HELP, app, bench_app, refuse_existing
 from histoeq.errors import HistoeqError
 
 _MODEL_HELP = "Model name, e.g. cnn, p4m, se2, se2_c16, se2_d8 (all in `histoeq models`)."
@@ -21,6 +22,13 @@ def refuse_orientations(orientations: int | None) -> None:
                            "C8; se2_c4, se2_c16, se2_d8; see histoeq models)")
 
 
+class Invariance(str, Enum):
+    """Values of --invariant-to (eval and export)."""
+
+    none = "none"
+    d4 = "d4"
+
+
 def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -29,17 +37,28 @@ _TRAIN_EPILOG = """\
 [bold]Examples[/bold]
 
   # p4m on 25% of the IDC train split, no augmentation, CPU
-  histoeq train --data idc --model p4m --fraction 0.25 --epochs 20 --out runs/p4m-f0.25
+  histoeq train --data idc --model p4m --fraction 0.25 --epochs 20 \\
+      --out runs/p4m-f0.25
 
   # the CNN baseline with all 8 D4 transforms and stain jitter, on a GPU
-  histoeq train --data idc --model cnn --augment rot90+stain --device cuda --out runs/cnn-rot90
+  histoeq train --data idc --model cnn --augment rot90+stain \\
+      --device cuda --out runs/cnn-rot90
 
-  # fold 2 of a 5-fold patient cross-validation over the train+val patients (test untouched)
+  # fold 2 of a 5-fold patient cross-validation over the train+val
+  # patients (test untouched)
   histoeq train --data idc --model p4m --cv-fold 2/5 --out runs/p4m-cv2
 
-  # continue an interrupted run exactly; or train on 2 GPUs
-  histoeq train --data idc --model p4m --out runs/p4m-f0.25 --fraction 0.25 --epochs 20 --resume
-  torchrun --nproc-per-node 2 -m histoeq train --data idc --model se2_c16 --out runs/se2-c16
+  # continue an interrupted run exactly
+  histoeq train --data idc --model p4m --out runs/p4m-f0.25 \\
+      --fraction 0.25 --epochs 20 --resume
+
+  # train on 2 GPUs; se2_c16 is se2 with 16 orientations
+  torchrun --nproc-per-node 2 -m histoeq train --data idc \\
+      --model se2_c16 --out runs/se2-c16
+
+  # a batch job: plain progress lines in the log, epochs as JSON lines
+  histoeq --log-json runs/p4m.jsonl train --data idc --model p4m \\
+      --out runs/p4m
 """
 
 
@@ -60,7 +79,7 @@ def train_command(
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt."),
-    num_workers: int = typer.Option(0, "--num-workers", help="Threads for per-patch (rotate/stain) augmentation."),
+    workers: int = typer.Option(0, "--workers", help="Threads for per-patch (rotate/stain) augmentation."),
     patience: int = typer.Option(5, "--patience", help="Stop after this many epochs without a better val AUC."),
     max_steps: int = typer.Option(None, "--max-steps", help="Cap on optimizer steps per epoch (smoke tests)."),
     cv_fold: str = typer.Option(None, "--cv-fold", help="i/k: validate on patient fold i of k over the train+val "
@@ -85,7 +104,7 @@ def train_command(
     config = TrainConfig(data=data, model=model, out=out, width=width, match=match,
                          fraction=fraction, augment=augment, epochs=epochs, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, seed=seed, device=device, resume=resume,
-                         num_workers=num_workers, patience=patience, max_steps=max_steps, cv_fold=cv_fold,
+                         num_workers=workers, patience=patience, max_steps=max_steps, cv_fold=cv_fold,
                          warmup_epochs=warmup_epochs, ema=ema, label_smoothing=label_smoothing, select=select)
     with rich_progress() as progress:
         result = train(config, progress=progress)
@@ -108,11 +127,13 @@ _EVAL_EPILOG = """\
 [bold]Examples[/bold]
 
   # two runs on the test split at 8 angles (45° steps) and their mirrors
-  histoeq eval runs/cnn runs/p4m --data idc --split test --rotations 8 --flips --out eval/
+  histoeq eval runs/cnn runs/p4m --data idc --split test --rotations 8 \\
+      --flips --out eval/
 
-  # a shipped ONNX model, with the CNN remedy for comparison: average over the 8 D4 transforms
-  histoeq eval models/idc-p4m.onnx --data idc --rotations 8 --out eval-onnx/
-  histoeq eval runs/cnn --data idc --tta d4 --out eval-tta/
+  # the shipped ONNX model, and the CNN remedy for comparison: average
+  # over the 8 D4 transforms
+  histoeq eval models/idc-se2.onnx --data idc --out eval-onnx/
+  histoeq eval runs/cnn --data idc --invariant-to d4 --out eval-d4/
 """
 
 
@@ -124,21 +145,27 @@ def eval_command(
     split: str = typer.Option("test", "--split", help="train, val or test."),
     rotations: int = typer.Option(8, "--rotations", help="N: evaluate at angles k*360/N."),
     flips: bool = typer.Option(False, "--flips", help="Also evaluate every angle after a mirror."),
-    tta: str = typer.Option("none", "--tta", help="none or d4 (average over the 8 dihedral transforms)."),
+    invariant_to: Invariance = typer.Option(
+        "none", "--invariant-to",
+        help="d4: average the probabilities over the 8 rotations/mirrors of D4, making every model exactly "
+        "D4-invariant."),
     slides: Path = typer.Option(None, "--slides", help="Folder with the source slides, for real rotation context."),
     context: str = typer.Option("none", "--context", help="Combine each patch's probability with its slide "
                                 "neighbours' (index x, y): none, box3, binomial3 or binomial5. Patch-only figures "
                                 "are reported beside."),
     device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
     batch_size: int = typer.Option(512, "--batch-size"),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Evaluate runs under rotations (and mirrors): metrics per angle, invariance error, label changes."""
     from histoeq.cli._render import console, print_table, rich_progress
-    from histoeq.evaluate.report import evaluate_runs
+    from histoeq.evaluate.report import EVAL_JSON, evaluate_runs
     from histoeq.lab.model_files import PREDICTOR_LOADERS
 
+    refuse_existing([out / EVAL_JSON], overwrite)
+
     with rich_progress(transient=True) as progress:
-        record = evaluate_runs(runs, data, out, split=split, rotations=rotations, flips=flips, tta=tta,
+        record = evaluate_runs(runs, data, out, split=split, rotations=rotations, flips=flips, tta=invariant_to.value,
                                slides=slides, device=device, batch_size=batch_size, context=context,
                                loaders=PREDICTOR_LOADERS, progress=progress)
     for result in record["runs"]:
@@ -185,18 +212,27 @@ def _fmt(value: float | None) -> str:
 _SWEEP_EPILOG = """\
 [bold]Examples[/bold]
 
-  # the data-efficiency experiment; rerun the same command to resume after an interruption
-  histoeq sweep --data idc --models cnn,p4m,se2 --fractions 1,0.5,0.25,0.1 --augment none,rot90 --seeds 3 \\
+  # the data-efficiency experiment; rerun the same command to resume
+  histoeq sweep --data idc --models cnn,p4m,se2 \\
+      --fractions 1,0.5,0.25,0.1 --augment none,rot90 --seeds 3 \\
       --epochs 20 --device cuda --out sweeps/idc
 
-  # a second grid into the same folder, then one summary over every finished cell of both
-  histoeq sweep --data idc --models se2 --augment rot90 --epochs 20 --device cuda --out sweeps/idc
+  # a second grid into the same folder, then one summary over every
+  # finished cell of both
+  histoeq sweep --data idc --models se2 --augment rot90 --epochs 20 \\
+      --device cuda --out sweeps/idc
   histoeq sweep --out sweeps/idc --report-only
 
-  # choose between recipes by 5-fold patient cross-validation over train+val (the "val AUC" column)
-  histoeq sweep --data idc --models p4m --augment none,stain --fractions 1 --seeds 5 --cv 5 --out sweeps/cv
-  # the same as docs/protocol.md: fixed budget, last weights, weight average; writes oof.csv
-  histoeq sweep --data idc --models p4m --width 8 --augment none --fractions 1 --seeds 5 --cv 5 --epochs 8 --select last --warmup-epochs 1 --ema 0.999 --out sweeps/cv-r1
+  # choose between recipes by 5-fold patient cross-validation over
+  # train+val (the "val AUC" column)
+  histoeq sweep --data idc --models p4m --augment none,stain \\
+      --fractions 1 --seeds 5 --cv 5 --out sweeps/cv
+
+  # the recipe of docs/protocol.md: fixed budget, last weights, weight
+  # average; writes oof.csv
+  histoeq sweep --data idc --models p4m --width 8 --augment none \\
+      --fractions 1 --seeds 5 --cv 5 --epochs 8 --select last \\
+      --warmup-epochs 1 --ema 0.999 --out sweeps/cv-r1
 """
 
 
@@ -306,13 +342,17 @@ def bench_train_command(
                 [[r["model"], r["parameters"], r["seconds"], r["patches_per_s"]] for r in rows])
 
 
-_CV_COMPARE_EPILOG = """Examples:
+_CV_COMPARE_EPILOG = """\
+[bold]Examples[/bold]
 
-  # recipe R1 against R0 (the first arm is the reference), each a histoeq sweep --cv 5 folder's oof.csv
+  # recipe R1 against R0 (the first arm is the reference), each the
+  # oof.csv of a histoeq sweep --cv 5 folder
   histoeq cv-compare r0=sweeps/cv-r0/oof.csv r1=sweeps/cv-r1/oof.csv
 
-  # spatial context on the same predictions (KERNEL after @: box3, binomial3, binomial5)
-  histoeq cv-compare patch=sweeps/cv-r1/oof.csv box3=sweeps/cv-r1/oof.csv@box3
+  # spatial context on the same predictions (KERNEL after @: box3,
+  # binomial3, binomial5)
+  histoeq cv-compare patch=sweeps/cv-r1/oof.csv \\
+      box3=sweeps/cv-r1/oof.csv@box3
 """
 
 
@@ -322,6 +362,7 @@ def cv_compare_command(
     step: float = typer.Option(50.0, "--step", help="Tile grid pitch in pixels for the context kernels."),
     n_boot: int = typer.Option(10_000, "--n-boot", help="Patient-bootstrap replicates."),
     out: Path = typer.Option(None, "--out", help="Also write the comparisons and per-patient AUCs as CSV here."),
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
 ) -> None:
     """Endpoints of out-of-fold predictions with patient-bootstrap intervals, and paired per-patient comparisons
     (Holm-adjusted over the arms given): the decision rule of docs/protocol.md."""
@@ -329,6 +370,8 @@ def cv_compare_command(
     from histoeq.errors import HistoeqError
     from histoeq.evaluate.oof import compare_arms, parse_arm
 
+    if out is not None:
+        refuse_existing([out / "comparisons.csv", out / "per_patient.csv"], overwrite)
     if n_boot < 100:
         raise HistoeqError(f"--n-boot must be at least 100, got {n_boot}")
     if not step > 0:

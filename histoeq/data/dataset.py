@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import json
 import os
+import hashlib
+import secrets
 import shutil
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -230,6 +231,7 @@ class DatasetWriter:
     skipped: dict[str, int] = field(default_factory=dict, init=False)
     meta: dict[str, Any] = field(default_factory=dict, init=False)  # filled when the dataset is complete
     _skipped_items: list[tuple[str, str]] = field(default_factory=list, init=False, repr=False)
+    _images_sha: Any = field(default_factory=hashlib.sha256, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -238,12 +240,14 @@ class DatasetWriter:
     def __enter__(self) -> DatasetWriter:
         out = self.out
         if out.exists() and not self.overwrite:
-            raise InputError(out, "output already exists (choose a new name or pass --force)")
+            raise InputError(out, "output already exists (choose a new name or pass --overwrite)")
         if out.exists() and not (out / "meta.json").is_file():
             raise InputError(out, "output exists and is not a histoeq dataset; refusing to replace it")
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
-            self._tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+            # os.mkdir rather than mkdtemp: mkdtemp makes 0700 folders, a dataset is shared like any output (umask).
+            self._tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+            os.mkdir(self._tmp)
             self._fh = open(self._tmp / "images.npy", "wb")
             self._fh.write(b"\0" * _NPY_HEADER_BYTES)
         except OSError as exc:
@@ -277,7 +281,9 @@ class DatasetWriter:
             raise HistoeqError(f"internal: batch shape {images.shape} / {len(rows)} rows does not fit "
                                f"{self.tile_px} px tiles")
         try:
-            self._fh.write(images.tobytes())
+            data = images.tobytes()
+            self._fh.write(data)
+            self._images_sha.update(data)
         except OSError as exc:
             raise InputError(self.out, f"cannot write output ({exc.strerror or exc})") from None
         is_train = np.array([r.get("split", "") == "train" for r in rows])
@@ -328,6 +334,7 @@ class DatasetWriter:
                               "computed_on": "train" if self._sums[True][0] > 0 else "all"},
             "skipped": dict(self.skipped),
         }
+        meta["content_sha256"] = _content_hash(self._images_sha.hexdigest(), self._tmp / "index.csv", meta)
         (self._tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         try:
             if self.out.exists():  # overwrite=True, checked in __enter__ to be a dataset
@@ -349,3 +356,29 @@ class DatasetWriter:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
+
+
+def content_hash(path: str | Path) -> str:
+    """sha256 identifying a dataset by what it holds: pixels, index rows (less where each patch was read from) and
+    metadata (less provenance). Two imports of the same data through different paths share it, and it does not
+    change when the folder moves. Datasets written before it was recorded in meta.json are hashed from disk."""
+    path = Path(path)
+    meta = json.loads((path / "meta.json").read_text())
+    if "content_sha256" in meta:
+        return str(meta["content_sha256"])
+    images = hashlib.sha256()
+    with open(path / "images.npy", "rb") as fh:
+        np.lib.format.read_magic(fh)
+        np.lib.format.read_array_header_1_0(fh)  # leaves fh at the first pixel
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            images.update(chunk)
+    return _content_hash(images.hexdigest(), path / "index.csv", meta)
+
+
+def _content_hash(images_sha256: str, index_csv: Path, meta: dict[str, Any]) -> str:
+    index = pd.read_csv(index_csv, keep_default_na=False, dtype=str).drop(columns=["source"], errors="ignore")
+    described = {k: v for k, v in meta.items() if k not in ("provenance", "content_sha256")}
+    digest = hashlib.sha256(images_sha256.encode())
+    digest.update(index.to_csv(index=False).encode())
+    digest.update(json.dumps(described, sort_keys=True).encode())
+    return digest.hexdigest()

@@ -105,7 +105,7 @@ def bench_predict(
     slide_path = Path(slide_path)
     meter = PeakMemory()
     baseline = rss_bytes()
-    with open_slide(slide_path, options.mpp, mpp_option="--mpp") as slide:
+    with open_slide(slide_path, options.mpp, mpp_option="--slide-mpp") as slide:
         grid, keep, _, _ = select_tiles(slide, model, options)
         total = int(keep.sum())
         result = PredictBenchResult(
@@ -147,7 +147,7 @@ def bench_predict(
 
         with tempfile.TemporaryDirectory(prefix="histoeq-bench-") as tmp, meter.watch():
             start = time.perf_counter()
-            with open_slide(slide_path, options.mpp, mpp_option="--mpp") as fresh:  # as predict: open, then predict
+            with open_slide(slide_path, options.mpp, mpp_option="--slide-mpp") as fresh:  # as predict: open, then predict
                 outcome = predict_slide(fresh, model, Path(tmp), options, progress)
             record("end-to-end", outcome.tiles, time.perf_counter() - start)
     return result

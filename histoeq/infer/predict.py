@@ -219,7 +219,7 @@ def predict_slides(
     out = check_output_dir(out_dir)
     check_distinct_stems([Path(s) for s in slides])
     mine = shard_slides([Path(s) for s in slides], shard)
-    with KeptOpen(lambda path: open_slide(path, options.mpp, mpp_option="--mpp")) as kept:
+    with KeptOpen(lambda path: open_slide(path, options.mpp, mpp_option="--slide-mpp")) as kept:
         # Fail fast: every problem found here would otherwise surface only after hours of work on earlier slides.
         geometry = {}
         for path in mine:
@@ -266,7 +266,7 @@ def check_options(options: PredictOptions) -> None:
     if options.batch_size < 1:
         raise HistoeqError("--batch-size must be at least 1")
     if not 0 <= options.tissue_threshold <= 1:
-        raise HistoeqError("--tissue-threshold must be between 0 and 1")
+        raise HistoeqError("--min-tissue must be between 0 and 1")
     if options.stride_px is not None and options.stride_px < 1:
         raise HistoeqError(f"--stride must be at least 1 model pixel (got {options.stride_px})")
     if options.workers < 1:

@@ -7,7 +7,6 @@ written atomically (temp name + rename) so an interrupted run never leaves a tru
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import platform
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from histoeq.atomic import write_text_atomic
+from histoeq.data.dataset import content_hash
 from histoeq.errors import InputError
 
 RUN_JSON = "run.json"
@@ -84,11 +84,6 @@ def git_commit() -> dict[str, Any]:
 
 
 def dataset_hash(dataset_path: Path) -> str:
-    """sha256 of the dataset's index.csv and meta.json: identifies rows, labels, splits and normalisation
-    without reading the whole image array (meta.json carries the pixel statistics)."""
-    digest = hashlib.sha256()
-    for name in ("meta.json", "index.csv"):
-        with open(Path(dataset_path) / name, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
+    """The dataset's content hash (`histoeq.data.dataset.content_hash`): the same data gives the same hash
+    whichever path it was imported through or is read from."""
+    return content_hash(dataset_path)

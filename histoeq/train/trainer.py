@@ -51,7 +51,7 @@ from histoeq.data.fractions import fraction_hash, save_fraction, select_fraction
 from histoeq.data.stain import dataset_stain
 from histoeq.errors import HistoeqError, InputError
 from histoeq.evaluate.metrics import classification_metrics
-from histoeq.progress import ProgressFn, null_progress
+from histoeq.progress import ProgressFn, emit, null_progress
 from histoeq.runs import runinfo
 from histoeq.runs.checkpoint import (BEST_NAME, KERNEL_BASIS, LAST_NAME, is_legacy_basis, load_checkpoint, load_state,
                                      save_checkpoint)
@@ -125,7 +125,7 @@ class TrainConfig:
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise HistoeqError(f"--weight-decay must be a number >= 0, got {self.weight_decay}")
         if self.num_workers < 0:
-            raise HistoeqError(f"--num-workers must be at least 0, got {self.num_workers}")
+            raise HistoeqError(f"--workers must be at least 0, got {self.num_workers}")
         if self.width is not None and self.width < 1:
             raise HistoeqError(f"--width must be at least 1, got {self.width}")
         if self.max_steps is not None and self.max_steps < 1:
@@ -350,6 +350,7 @@ class _Run:
         self._write_run_json("running")
         total_steps = cfg.epochs * self.steps_per_epoch
         seconds = self.seconds_before
+        loop_start = time.perf_counter()
         for epoch in range(self.start_epoch, cfg.epochs):
             torch.manual_seed(int(epoch_generator(cfg.seed, epoch, 3).initial_seed() % (2**63)))
             t0 = time.perf_counter()
@@ -374,6 +375,11 @@ class _Run:
             self._save(epoch, val, improved, seconds, val_probs)
             self.progress("train", (epoch + 1) * self.steps_per_epoch, total_steps,
                           f"epoch {epoch + 1}/{cfg.epochs} loss {train_loss:.4f} val AUC {val['auc']:.4f}")
+            # The ETA assumes the full epoch budget; early stopping can only make it shorter.
+            emit(self.progress, "epoch", epoch=epoch + 1, epochs=cfg.epochs, train_loss=train_loss,
+                 val_auc=val["auc"], val_balanced_accuracy=val.get("balanced_accuracy"), best=bool(improved),
+                 duration_s=round(t2 - t0, 3),
+                 eta_s=round((t2 - loop_start) / (epoch + 1 - self.start_epoch) * (cfg.epochs - epoch - 1), 3))
             if stop:
                 status = "stopped-early"
                 break

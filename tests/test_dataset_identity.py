@@ -25,7 +25,7 @@ def _image_folder(root: Path) -> Path:
 
 def test_same_data_through_two_paths_has_one_hash(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from histoeq.train.runinfo import dataset_hash
+    from histoeq.runs.runinfo import dataset_hash
 
     source = _image_folder(tmp_path / "patches")
     (tmp_path / "link").symlink_to(source)

@@ -59,8 +59,8 @@ def metric_range(values: Sequence[float], floor: float = 0.5, ceiling: float = 1
 def error_range(values: Sequence[float], min_top: float = 0.05) -> tuple[float, float]:
     """A y-range from 0 for an error or distance (the invariance error): up to the next 0.05 above the data."""
     finite = [v for v in values if v is not None and math.isfinite(v)]
-    top = max([min_top, *finite])
-    return (0.0, math.ceil(top * 20 * 1.05 - 1e-9) / 20)
+    top = max([0.0, *finite]) * 1.05  # a little headroom above the largest value
+    return (0.0, max(min_top, math.ceil(top * 20 - 1e-9) / 20))
 
 
 def _seeds_note(s: dict[str, Any]) -> str:

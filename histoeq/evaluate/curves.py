@@ -85,7 +85,8 @@ def pr_figure(runs: Sequence[ScoredRun], positive: str, title: str = "") -> Any:
            title=title or f"precision-recall, {positive}")
     ax.set_aspect("equal")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
+    if usable:
+        ax.legend(fontsize=7, loc="lower left")
     return fig
 
 

@@ -95,7 +95,7 @@ def test_regions_geojson(tmp_path) -> None:
 
 
 def test_slide_summary(tmp_path) -> None:
-    grid, indices, p = _grid_case()
+    grid, _, p = _grid_case()
     mask = np.zeros((80, 100), bool)
     mask[:40, :50] = True  # 2000 mask px at 10 level-0 px each side, 0.5 µm/px: 2000 * 25 µm² = 0.05 mm²
     summary = summarise_slide("s.svs", "m", "IDC", grid, p, mask, 10.0, 0.5, threshold=0.5)

@@ -47,7 +47,7 @@ def summarise_slide(slide: str, model: str, positive_class: str, grid: TileGrid,
     positive = int((p >= threshold).sum())
     tissue_mm2 = float(np.count_nonzero(tissue_mask)) * (mask_downsample * mpp / 1000.0) ** 2
     return SlideSummary(slide=slide, model=model, positive_class=positive_class, threshold=threshold,
-                        tiles=int(len(p)), tissue_area_mm2=tissue_mm2, positive_tiles=positive,
+                        tiles=len(p), tissue_area_mm2=tissue_mm2, positive_tiles=positive,
                         positive_area_mm2=positive * cell_area_mm2(grid, mpp),
                         positive_fraction=positive / len(p) if len(p) else 0.0,
                         mean_p=float(p.mean()) if len(p) else float("nan"))

@@ -131,7 +131,8 @@ def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path,
     record = {"data": str(data), "split": split, "rotations": rotations, "flips": flips, "tta": tta or "none",
               "context": inputs.context, "n": int(len(inputs.labels)), "stain": stain, "runs": results}
     labels = [_short_label(r["run"], r.get("model_config")) for r in results]
-    title = f"AUC vs rotation ({split}, {inputs.context.split(' (')[0]})"
+    context = inputs.context.split(" (")[0]
+    title = f"AUC vs rotation ({split}" + ("" if context == "not needed" else f", {context}") + ")"
     table = predictions_table(inputs, [r["run"] for r in results], probabilities, dataset.classes)
     positive = dataset.classes[1] if len(dataset.classes) == 2 else dataset.classes[-1]
     scored = [scored_run(label, inputs.labels, probs) for label, probs in zip(labels, probabilities)]

@@ -66,7 +66,8 @@ def test_sweep_plot_labels_every_fraction_and_marks_single_seeds() -> None:
         marker = container.lines[0]
         faces.setdefault(marker.get_markerfacecolor() == "white", []).append(container.has_yerr)
     assert faces[True] == [False] * 6 and faces[False] == [True] * 6  # hollow one-seed points have no bar
-    assert "one seed (no error bar)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[:2] == ["cnn (n=5 seeds)", "se2 (n=1 seed)"] and "one seed (no error bar)" in legend
     plt.close(fig)
 
 

@@ -125,7 +125,10 @@ def metric_vs_fraction_figure(series: Sequence[dict[str, Any]], metric: str = "a
     shown: list[float] = []
     for s in series:
         seeds = list(s.get("seeds") or [None] * len(s["fractions"]))
-        line, = ax.plot(s["fractions"], s["mean"], "-", label=s["label"])
+        counts = sorted({int(n) for n in seeds if n is not None})
+        note = "" if not counts else _seeds_note({"seeds": counts[0]}) if len(counts) == 1 \
+            else f" (n={counts[0]}–{counts[-1]} seeds)"
+        line, = ax.plot(s["fractions"], s["mean"], "-", label=s["label"] + note)
         colour = line.get_color()
         for f, m, sd, n in zip(s["fractions"], s["mean"], s["sd"], seeds):
             fractions.add(float(f))

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from histoeq.evaluate.rotations import View, exact_view, make_views, reflect_context, context_size, rotate_context
-from histoeq.train.batches import apply_d4
+from histoeq.train.batches import PatchBatches, parse_augment
 from tests.conftest import assert_one_line_error, run_cli
 from tests.test_train_helpers import small_idc_fixture_path, small_threads
 
@@ -49,12 +50,18 @@ def test_p4m_has_zero_d4_spread_cnn_does_not(small_idc: Path, tmp_path: Path,
 
 
 def test_d4_views_match_training_codes() -> None:
-    tiles = torch.randint(0, 256, (8, 50, 50, 3), dtype=torch.uint8)
+    tiles = torch.randint(0, 256, (64, 50, 50, 3), dtype=torch.uint8)
+    batches = PatchBatches(tiles.numpy(), np.zeros(64), {"mean": [0.0] * 3, "std": [1.0 / 255] * 3},
+                           torch.device("cpu"), parse_augment("rot90"), seed=1)
+    batches.start_epoch(0)
+    codes = batches.epoch_codes(0)
+    assert len(set(codes.tolist())) == 8
+    x, _ = batches.batch(torch.arange(64))  # normalisation x * 1 - 0: the augmented pixels as floats
+    got = x.round().to(torch.uint8).permute(0, 2, 3, 1)
     for code in range(8):
         view = View(90.0 * (code % 4), mirrored=code >= 4)
-        expected = exact_view(tiles, view)
-        got = apply_d4(tiles, torch.full((8,), code))
-        assert torch.equal(got, expected), code
+        sel = codes == code
+        assert torch.equal(got[sel], exact_view(tiles[sel], view)), code
 
 
 @pytest.mark.parametrize("mirrored", [False, True])

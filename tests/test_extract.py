@@ -66,16 +66,26 @@ def test_idc_all_seven_slides_match_ground_truth(idc_dir, tmp_path, capsys):
 
 
 @pytest.mark.realdata
-def test_idc_tissue_mask_grid_from_zero(idc_dir, tmp_path, capsys):
-    """Default grid (origin 0,0, --min-tissue 0.5): tiles on multiples of the stride, all inside tissue."""
-    out = tmp_path / "ds"
-    code, _, err = run_cli(["extract", idc_dir / "slides" / "9124.tiff", "--annotations", idc_dir / "slides",
-                            "--out", out], capsys)
-    assert code == 0, err
-    ds = PatchDataset.open(out)
-    index = ds.index
-    assert ds.classes == ["Tissue", "IDC"]  # by raw annotated area, even where IDC is most of the tissue
-    assert len(index) > 100 and (index["x"] % 50 == 0).all() and (index["y"] % 50 == 0).all()
+def test_idc_default_grid_is_centred_and_origin_anchors_it(idc_dir, tmp_path, capsys):
+    """Default grid (centred, --min-tissue 0.5): half the leftover strip on each side, whole tiles only, all inside
+    tissue; --origin 0,0 puts the tiles on multiples of the stride instead."""
+    from histoeq.slide import open_slide
+
+    slide = idc_dir / "slides" / "9124.tiff"
+    with open_slide(slide) as s:
+        width, height = s.dimensions
+    offsets = [int(np.floor((side % 50) / 2 + 0.5)) for side in (width, height)]
+    for origin, (ox, oy) in ((None, offsets), ("0,0", (0, 0))):
+        out = tmp_path / f"ds-{origin}"
+        code, _, err = run_cli(["extract", slide, "--annotations", idc_dir / "slides", "--out", out,
+                                *(["--origin", origin] if origin else [])], capsys)
+        assert code == 0, err
+        ds = PatchDataset.open(out)
+        index = ds.index
+        assert ds.classes == ["Tissue", "IDC"]  # by raw annotated area, even where IDC is most of the tissue
+        assert len(index) > 100 and (index["x"] % 50 == ox).all() and (index["y"] % 50 == oy).all(), origin
+        assert (index["x"] + 50 <= width).all() and (index["y"] + 50 <= height).all()
+    assert offsets != [0, 0]  # the two grids differ on this slide, so the check above tells them apart
 
 
 # ---------------------------------------------------------------- synthetic slides: label rules, points
@@ -310,7 +320,8 @@ def _blob_slide(path: Path) -> Path:
 
 @pytest.mark.parametrize("options, why", [
     (["--origin", "100000,100000"], "does not reach into the 600x400 px slide"),
-    (["--patch-size", 100000], "tissue below 0.5: 1"),
+    (["--patch-size", 100000], "the 600x400 px slide is smaller than one 100000 px tile at 1 µm/px"),
+    (["--patch-size", 100000, "--origin", "0,0"], "tissue below 0.5: 1"),
     (["--min-tissue", 0.9], "tissue below 0.9"),
 ])
 def test_no_tile_kept_names_the_slide(tmp_path, capsys, options, why):

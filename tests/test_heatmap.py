@@ -12,7 +12,7 @@ from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 from PIL import Image
 
 from histoeq.infer import heatmap
-from histoeq.infer.grid import tile_grid
+from histoeq.slide.tiler import tile_grid
 from histoeq.infer.heatmap import BAR_LABEL, blend, heatmap_cmap, heatmap_figure, nice_length_mm
 
 

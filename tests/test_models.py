@@ -9,7 +9,7 @@ from histoeq.errors import HistoeqError
 from histoeq.models import create, list_models
 from histoeq.models.equivariance import rotation_error, smoothed_noise_disk
 from histoeq.nn import dihedral, transform_image
-from histoeq.nn.functional import rotate_image
+from histoeq.nn.actions import rotate_image
 
 TILE = 50  # the IDC production tile (4 µm/px)
 
@@ -24,6 +24,24 @@ def test_registry_lists_the_models_and_rebuilds_from_config():
     clone = create(**model.config)
     clone.load_state_dict(model.state_dict())
     assert clone.config == model.config and clone.group.order == 16
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_model_rebuilds_from_its_config(name):
+    model = create(name, width=4)
+    clone = create(**model.config)
+    clone.load_state_dict(model.state_dict())
+    assert clone.config == model.config and clone.config["name"] == name
+    assert clone.group.order == model.group.order
+
+
+def test_se2_variants_name_their_group():
+    assert create("se2_c16", width=4).group.order == 16
+    d8 = create("se2_d8", width=4)
+    assert d8.group.order == 16 and d8.group.mirrors and d8.default_cfg["exact_group"] == "D4"
+    assert create("se2_c4", width=4).default_cfg["exact_group"] == "C4"
+    with pytest.raises(HistoeqError, match="se2_c16"):
+        create("se2_c16", orientations=8)
 
 
 def test_unknown_model_and_bad_arguments_are_user_errors():
@@ -102,7 +120,7 @@ def test_to_plain_equals_model_and_uses_standard_modules(name):
     assert others <= {"GroupPool"}  # a reshape + mean
 
 
-@pytest.mark.parametrize("name", ["cnn", "p4m", "se2"])
+@pytest.mark.parametrize("name", list_models())
 def test_gradients_reach_every_parameter(name):
     torch.manual_seed(0)
     model = create(name, width=8)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from histoeq.nn.functional import rotate_image, transform_image
+from histoeq.nn.actions import rotate_image, transform_image
 from histoeq.nn.groups import by_name, cyclic, dihedral, trivial
 from histoeq.nn.kernels import METHODS, kernel_transforms, permutation_matrix
 

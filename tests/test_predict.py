@@ -82,7 +82,8 @@ def test_cmu_svs_end_to_end_and_rerun(colour_model: Path, cmu_svs: Path, tmp_pat
     assert feature["properties"]["classification"]["name"] in ("non-idc", "idc")
     png = Image.open(tmp_path / f"{stem}.heatmap.png")
     assert png.size[0] > 200 and png.size[1] > 200
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+    hidden = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert hidden == [".histoeq-predict.json"]  # the folder's model and options; no temporary files left
     mtime = (tmp_path / f"{stem}.csv").stat().st_mtime_ns
     code, out, err = run_cli(args, capsys)
     assert code == 0 and "skipped" in out and (tmp_path / f"{stem}.csv").stat().st_mtime_ns == mtime
@@ -98,11 +99,12 @@ def test_shards_partition_the_slides() -> None:
 def test_default_model_missing_is_a_clear_error(cmu_svs: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("HISTOEQ_MODEL_DIR", raising=False)
-    import histoeq.infer.predict as predict_mod
+    import histoeq.infer.model_index as index_mod
 
-    monkeypatch.setattr(predict_mod, "__file__", str(tmp_path / "a" / "b" / "predict.py"))
+    monkeypatch.setattr(index_mod, "__file__", str(tmp_path / "a" / "b" / "model_index.py"))
     code, out, err = run_cli(["predict", cmu_svs, "--out", tmp_path / "o"], capsys)
-    assert code == 2 and "no model given and no *.onnx found" in err and "--model" in err
+    assert code == 2 and "no model given and no models/index.json found" in err and "--model" in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_stain_normalised_model_normalises_each_slide(colour_model: Path, idc_dir: Path, tmp_path: Path,

@@ -18,7 +18,7 @@ import torch
 
 from histoeq.export import export_model
 from histoeq.infer import OnnxTileModel, PredictOptions, predict_slides
-from histoeq.infer.grid import tile_grid
+from histoeq.slide.tiler import tile_grid
 from histoeq.slide import open_slide
 
 pytestmark = pytest.mark.realdata
@@ -30,9 +30,9 @@ def _write_tiff(path: Path, rgb: np.ndarray, mpp: float = 4.0) -> None:
                      resolution=(1e4 / mpp, 1e4 / mpp), resolutionunit="CENTIMETER")
 
 
-def _tiles(csv_path: Path) -> dict[tuple[int, int], float]:
+def _tiles(csv_path: Path, column: str = "prob_1") -> dict[tuple[int, int], float]:
     with open(csv_path, newline="") as fh:
-        return {(int(r["minx"]), int(r["miny"])): float(r["prob_1"]) for r in csv.DictReader(fh)}
+        return {(int(r["minx"]), int(r["miny"])): float(r[column]) for r in csv.DictReader(fh)}
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +55,13 @@ def test_centred_grid_is_symmetric() -> None:
     assert np.allclose(np.sort(1220 - xs - TILE), turned.origin_y + np.arange(turned.rows) * turned.step)
 
 
-@pytest.mark.parametrize(("turns", "tissue_threshold"), [(1, 0.0), (2, 0.25)])
+@pytest.mark.parametrize(("turns", "tissue_threshold", "context"),
+                         [(1, 0.0, "none"), (2, 0.25, "none"), (1, 0.0, "binomial5"), (3, 0.0, "box3")])
 def test_rotated_slide_gives_rotated_heatmap(
-    p4m_onnx: Path, idc_dir: Path, tmp_path: Path, turns: int, tissue_threshold: float
+    p4m_onnx: Path, idc_dir: Path, tmp_path: Path, turns: int, tissue_threshold: float, context: str
 ) -> None:
+    """With spatial context the combined probabilities turn with the slide too: the kernels are D4-symmetric and
+    sums are exact, so missing neighbours at the border and background are the same under every turn."""
     with open_slide(idc_dir / "slides" / "8918.tiff") as slide:
         region = slide.read_region((700, 600), (1220, 880), 4.0)  # real tissue, lossless from here on
     _write_tiff(tmp_path / "upright.tiff", region)
@@ -68,9 +71,10 @@ def test_rotated_slide_gives_rotated_heatmap(
     assert model.metadata.group["name"] == "D4"
     # Threshold 0 keeps every tile: the tile sets must then match exactly. With the default threshold the tissue
     # mask decides too; it is equivariant up to float ties of tiles exactly at the threshold.
-    options = PredictOptions(batch_size=64, tissue_threshold=tissue_threshold)
+    options = PredictOptions(batch_size=64, tissue_threshold=tissue_threshold, context=context)
     predict_slides([tmp_path / "upright.tiff", tmp_path / "turned.tiff"], model, tmp_path / "out", options=options)
-    upright, rotated = _tiles(tmp_path / "out" / "upright.csv"), _tiles(tmp_path / "out" / "turned.csv")
+    column = "prob_1" if context == "none" else f"prob_1_{context}"
+    upright, rotated = _tiles(tmp_path / "out" / "upright.csv", column), _tiles(tmp_path / "out" / "turned.csv", column)
     assert len(upright) > 100
     height, width = region.shape[:2]
 
@@ -80,8 +84,10 @@ def test_rotated_slide_gives_rotated_heatmap(
     mapped = {}
     for (x, y), p in upright.items():
         nx, ny = turn(x, y)
-        if turns == 2:  # the second turn happens on the already-turned slide (width and height swapped)
+        if turns >= 2:  # the second turn happens on the already-turned slide (width and height swapped)
             nx, ny = ny, height - nx - TILE
+        if turns == 3:  # and the third on the twice-turned one (original width and height)
+            nx, ny = ny, width - nx - TILE
         mapped[(nx, ny)] = p
     common = set(mapped) & set(rotated)
     if tissue_threshold == 0:

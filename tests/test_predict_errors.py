@@ -141,7 +141,7 @@ def test_failure_midway_keeps_earlier_slides_and_leaves_no_partial_files(
                             "--device", "cpu", "--tissue-threshold", "0"], capsys)
     assert_one_line_error(code, err, "b_bad.tiff")
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == ["a_good.csv", "a_good.geojson", "a_good.heatmap.png", "a_good.json"]
+    assert names == [".histoeq-predict.json", "a_good.csv", "a_good.geojson", "a_good.heatmap.png", "a_good.json"]
 
 
 @pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")
@@ -255,7 +255,7 @@ def test_stride_and_workers_below_one(good_model: Path, tmp_path: Path, capsys, 
 
 def test_tiles_under_one_pixel_or_too_many_are_refused(good_model: Path, tmp_path: Path, capsys) -> None:
     from histoeq.errors import InputError
-    from histoeq.infer.grid import tile_grid
+    from histoeq.slide.tiler import tile_grid
 
     slide = _tiff(tmp_path / "s.tiff")
     code, _, err = _predict(capsys, slide, good_model, tmp_path / "out", "--mpp", "10000")
@@ -306,7 +306,7 @@ def test_every_slide_is_checked_before_the_first_runs(good_model: Path, tmp_path
 def test_slide_smaller_than_one_tile_is_refused_before_any_slide_runs(good_model: Path, tmp_path: Path,
                                                                      capsys) -> None:
     from histoeq.errors import InputError
-    from histoeq.infer.grid import tile_grid
+    from histoeq.slide.tiler import tile_grid
 
     good, tiny = _tiff(tmp_path / "a.tiff"), _tiff(tmp_path / "b_tiny.tiff", size=40)  # 50 px tiles, same µm/px
     code, _, err = run_cli(["predict", good, tiny, "--model", good_model, "--out", tmp_path / "out",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,23 +13,36 @@ import shapely
 
 from histoeq.data.annotations import RegionAnnotations
 from histoeq.errors import HistoeqError
-from histoeq.infer.grid import tile_grid
 from histoeq.infer.outputs import CLASS_COLOURS, feature_ids, write_tiles_geojson
-from histoeq.infer.regions import regions_feature_collection, tumour_regions, write_regions_geojson
+from histoeq.infer.regions import (
+    regions_feature_collection,
+    tumour_regions,
+    write_regions_geojson,
+)
+from histoeq.infer.result import SlidePrediction
 from histoeq.infer.summary import SlideSummary, summarise_slide, write_summaries_csv
+from histoeq.slide.tiler import tile_grid
+
+
+def _prediction(n: int) -> SlidePrediction:
+    grid = tile_grid((50 * n, 50), 1.0, 1.0, 50)
+    p = np.linspace(0, 1, n)
+    return SlidePrediction(slide=Path("s.svs"), dimensions=(50 * n, 50), slide_mpp=1.0, grid=grid,
+                           indices=np.arange(n), probabilities=np.stack([1 - p, p], axis=1), classes=["neg", "pos"],
+                           positive_class="pos", thumbnail=np.zeros((1, n, 3), np.uint8), thumbnail_downsample=50.0,
+                           model={}, provider="cpu", options={}, outputs=("geojson",))
 
 
 def test_tile_features_have_unique_uuid_ids(tmp_path) -> None:
-    x, y = np.arange(0, 5000, 50), np.zeros(100, int)
-    probs = np.stack([np.linspace(0, 1, 100), 1 - np.linspace(0, 1, 100)], axis=1)
     path = tmp_path / "s.geojson"
-    write_tiles_geojson(path, x, y, 50, probs, ["neg", "pos"])
+    write_tiles_geojson(path, _prediction(100))
     features = json.loads(path.read_text())["features"]
     ids = [f["id"] for f in features]
     assert len(ids) == 100 and len(set(ids)) == 100
     assert all(str(uuid.UUID(i)) == i for i in ids)  # QuPath reads object ids as UUIDs
+    assert features[-1]["properties"]["classification"]["color"] == CLASS_COLOURS[1]
     base = uuid.UUID(int=7)
-    write_tiles_geojson(path, x, y, 50, probs, ["neg", "pos"], id_base=base)
+    write_tiles_geojson(path, _prediction(100), id_base=base)
     again = [f["id"] for f in json.loads(path.read_text())["features"]]
     assert again == feature_ids(100, base) and again[3] == "00000000-0000-0000-0000-000000000003"
 

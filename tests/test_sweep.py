@@ -208,3 +208,31 @@ def test_cv_sweep_writes_out_of_fold_predictions(small_idc: Path, tmp_path: Path
     assert (oof["fold"].to_numpy() == folds.loc[oof["id"]].to_numpy()).all()
     assert (oof["seed"] == oof["fold"]).all()
     assert {"model", "augment", "fraction", "patient", "x", "y", "label"} <= set(oof.columns)
+
+
+def test_claims_carry_holm_adjusted_verdicts() -> None:
+    from histoeq.evaluate.claims import claim_comparisons
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in range(5):
+        rows += [{"model": "cnn", "augment": "rot90", "fraction": f, "auc_mean_angles": 0.80 + 0.02 * rng.standard_normal()}
+                 for f in (0.25, 1.0)]
+        rows += [{"model": "p4m", "augment": "none", "fraction": 1.0, "auc_mean_angles": 0.90 + 0.001 * seed},
+                 {"model": "p4m", "augment": "none", "fraction": 0.25, "auc_mean_angles": 0.81 + 0.02 * rng.standard_normal()}]
+    claims = claim_comparisons(pd.DataFrame(rows), metrics=("auc_mean_angles",))
+    assert (claims["p_holm"] >= claims["p_value"]).all() and (claims["p_holm"] <= 1.0).all()
+    strong = claims[(claims["claim"] == "C1") & (claims["fraction"] == 1.0)].iloc[0]
+    assert strong["p_holm"] < 0.05 and strong["verdict_holm"] == "higher"
+    weak = claims[(claims["claim"] == "C1") & (claims["fraction"] == 0.25)].iloc[0]
+    assert weak["verdict_holm"] == "not separated"
+
+
+def test_welch_p_matches_scipy() -> None:
+    from scipy import stats
+
+    from histoeq.evaluate.claims import welch_p
+
+    a, b = np.array([0.81, 0.84, 0.80, 0.86]), np.array([0.78, 0.79, 0.83])
+    assert welch_p(a, b) == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    assert np.isnan(welch_p(a, b[:1]))

@@ -21,11 +21,11 @@ def small_idc(idc_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return small_idc_fixture_path(idc_dir, tmp_path_factory)
 
 
-@pytest.mark.parametrize("model", ["cnn", "p4", "p4m", "se2"])
+@pytest.mark.parametrize("model", ["cnn", "p4", "p4m", "se2_c4"])
 def test_train_then_eval_rotations(model: str, small_idc: Path, tmp_path: Path,
                                    capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
-    extra = ["--orientations", "4"] if model == "se2" else []
+    extra: list[str] = []
     code, out, err = run_cli(["train", "--data", small_idc, "--model", model, "--out", run, "--fraction", "0.5",
                               "--augment", "rot90", *FAST_TRAIN, *extra], capsys)
     assert code == 0, err
@@ -68,3 +68,12 @@ def test_albumentations_presets_train(small_idc: Path, tmp_path: Path, capsys: p
     assert code == 0, err
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["options"]["augment"] == "rotate+stain+rot90" and info["status"] == "finished"
+
+
+def test_orientations_option_points_to_the_model_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.conftest import assert_one_line_error
+
+    code, _, err = run_cli(["train", "--data", tmp_path, "--model", "se2", "--orientations", "16", "--out",
+                            tmp_path / "run"], capsys)
+    assert_one_line_error(code, err, "--orientations", "se2_c16")
+    assert not (tmp_path / "run").exists()

@@ -10,7 +10,7 @@ import torch
 
 from histoeq.infer import OnnxTileModel
 from histoeq.models.view_average import D4, ViewAveraged, averaged_group, make_invariant, missing_views
-from histoeq.nn.functional import transform_image
+from histoeq.nn.actions import transform_image
 from histoeq.nn.groups import by_name
 from tests.conftest import run_cli
 from tests.test_ensemble import NORM, TILE, _d4_views, _member, _save_run

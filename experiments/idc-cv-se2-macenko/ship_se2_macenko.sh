@@ -97,7 +97,7 @@ for seed in 3 4 5 6 7 8; do
   run="$work/local/se2-w8-s$seed"
   if ! grep -qs '"status": "finished"' "$run/run.json"; then
     resume=(); [[ -f "$run/last.pt" ]] && resume=(--resume)
-    histoeq train --data "$norm" --model se2 --orientations 8 --width 8 --augment none --fraction 1 --epochs 3 \
+    histoeq train --data "$norm" --model se2 --width 8 --augment none --fraction 1 --epochs 3 \
       --batch-size 128 --lr 1e-3 --weight-decay 1e-4 --patience 3 --seed "$seed" --device cpu --out "$run" \
       "${resume[@]}"
   fi

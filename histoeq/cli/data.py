@@ -61,7 +61,9 @@ def _csv(text: str | None) -> list[str]:
     return [part.strip() for part in (text or "").split(",") if part.strip()]
 
 
-def _origin(text: str) -> tuple[int, int]:
+def _origin(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
     parts = _csv(text)
     try:
         x, y = (int(p) for p in parts)
@@ -71,7 +73,7 @@ def _origin(text: str) -> tuple[int, int]:
 
 
 def _options(patch_size: int, mpp: float, stride: int | None, min_tissue: float, label_from: str,
-             classes: str | None, ignore: str | None, origin: str, slide_mpp: float | None, split: str,
+             classes: str | None, ignore: str | None, origin: str | None, slide_mpp: float | None, split: str,
              neg_distance: float | None, neg_ratio: float, seed: int, workers: int):
     from histoeq.data.extract import ExtractOptions
 
@@ -97,7 +99,8 @@ def extract_command(
     classes: str = typer.Option(None, "--classes", help="Comma-separated classes, label 0 first; later ones win "
                                 "overlaps (default: by annotated area, largest first)."),
     ignore: str = typer.Option(None, "--ignore", help="Comma-separated classes to leave out."),
-    origin: str = typer.Option("0,0", "--origin", help="Level-0 X,Y of the grid's first tile."),
+    origin: str = typer.Option(None, "--origin", help="Anchor the grid's first tile at level-0 X,Y (e.g. 1,1 for the "
+                               "IDC patches) instead of centring the grid on the slide."),
     slide_mpp: float = typer.Option(None, "--slide-mpp", help="Level-0 µm/px of the slides when metadata lacks it "
                                     "(or is wrong)."),
     split: str = typer.Option("", "--split", help="Mark all patches train, val or test (default: no split)."),
@@ -187,7 +190,7 @@ def bench_extract_command(
     stride: int = typer.Option(None, "--stride"),
     min_tissue: float = typer.Option(0.5, "--min-tissue"),
     label_from: str = typer.Option("centre", "--label-from"),
-    origin: str = typer.Option("0,0", "--origin"),
+    origin: str = typer.Option(None, "--origin", help="Level-0 X,Y of the grid's first tile [default: centred grid]."),
     slide_mpp: float = typer.Option(None, "--slide-mpp"),
     workers: int = typer.Option(2, "--workers"),
     repeats: int = typer.Option(3, "--repeats", help="Runs of each side (interleaved); the fastest of each counts."),

@@ -8,6 +8,7 @@ import typer
 
 from histoeq.cli import app, bench_app
 from histoeq.cli._render import console, print_table, rich_progress
+from histoeq.infer.model_index import default_model_name
 
 
 _EXPORT_EPILOG = """\
@@ -66,14 +67,23 @@ _PREDICT_EPILOG = """\
   histoeq predict /data/slides/*.svs --out predictions --device cuda
 
   # a slide without resolution metadata, with overlapping tiles, as job 2 of 4 of an array job
-  histoeq predict /data/slides/*.tiff --model idc-p4m.onnx --mpp 0.25 --stride 25 --shard 1/4 --out preds
+  histoeq predict /data/slides/*.tiff --model models/idc-se2.onnx --mpp 0.25 --stride 25 --shard 1/4 --out preds
+
+  # a cohort listed in a file (one path per line), or a folder
+  histoeq predict cohort.txt --out predictions
+  histoeq predict /data/slides --out predictions
+
+  # only the tile CSV (and the JSON record); a later run without --outputs adds the GeoJSON and heatmap
+  histoeq predict /data/slides/*.svs --outputs csv --out predictions
 """
 
 
 @app.command("predict", epilog=_PREDICT_EPILOG)
 def predict_command(
-    slides: list[Path] = typer.Argument(..., help="Whole-slide images (SVS, TIFF, NDPI, ...)."),
-    model: Path | None = typer.Option(None, "--model", "-m", help="Exported ONNX model [default: first models/*.onnx]."),
+    slides: list[str] = typer.Argument(..., help="Whole-slide images (SVS, TIFF, NDPI, ...), folders of them, "
+                                       "quoted glob patterns, or .txt lists with one path per line."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Exported ONNX model file, or a name in "
+                                     "models/index.json.", show_default=default_model_name()),
     out: Path = typer.Option(Path("predictions"), "--out", "-o", help="Output folder."),
     device: str = typer.Option("auto", "--device", help="auto, cuda or cpu (cuda without a CUDA provider: error)."),
     batch_size: int = typer.Option(256, "--batch-size", help="Tiles per model call."),
@@ -82,18 +92,29 @@ def predict_command(
     tissue_threshold: float = typer.Option(0.25, "--tissue-threshold", help="Min tissue fraction of a tile; 0 = all."),
     shard: str | None = typer.Option(None, "--shard", help="i/n: this process takes every n-th slide from the i-th (0-based)."),
     workers: int | None = typer.Option(None, "--workers", help="Reader threads [default: cores, 2..8]."),
+    outputs: str | None = typer.Option(
+        None, "--outputs", help="Comma-separated outputs per slide, from csv, geojson, heatmap [default: all]; the "
+        "JSON run record is always written. A rerun writes the ones a slide still lacks."),
+    context: str = typer.Option("none", "--context", help="Also combine each tile's probability with its grid "
+                                "neighbours' (none, box3, binomial3, binomial5): an extra prob_<class>_<kernel> "
+                                "column, and the heatmap shows it."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs in --out made with another model or "
+                                   "other options (refused without it)."),
 ) -> None:
     """Tile-level predictions for whole slides: CSV, QuPath GeoJSON, heatmap PNG and a JSON run record per slide."""
     from histoeq.infer import PredictOptions, predict_slides
-    from histoeq.infer.predict import default_model_path
+    from histoeq.infer.model_index import resolve_model
+    from histoeq.infer.outputs import parse_outputs
+    from histoeq.slide.inputs import expand_slides
 
-    options = PredictOptions(batch_size=batch_size, stride_px=stride, mpp=mpp, tissue_threshold=tissue_threshold)
+    options = PredictOptions(batch_size=batch_size, stride_px=stride, mpp=mpp, tissue_threshold=tissue_threshold,
+                             outputs=parse_outputs(outputs), context=context)
     if workers is not None:
         options.workers = workers
     with rich_progress(transient=True) as progress:
         loaded, results = predict_slides(
-            slides, model if model is not None else default_model_path(), out, device=device, options=options,
-            shard=shard, progress=progress,
+            expand_slides(slides), resolve_model(model), out, device=device, options=options,
+            shard=shard, progress=progress, overwrite=overwrite,
         )
     empty = [r for r in results if not r.skipped and r.tiles == 0]
     rows = [
@@ -112,7 +133,8 @@ def predict_command(
 @bench_app.command("predict")
 def bench_predict_command(
     slide: Path = typer.Argument(..., help="A whole-slide image."),
-    model: Path | None = typer.Option(None, "--model", "-m", help="Exported ONNX model [default: first models/*.onnx]."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Exported ONNX model file, or a name in "
+                                     "models/index.json.", show_default=default_model_name()),
     device: str = typer.Option("auto", "--device", help="auto, cuda or cpu."),
     batch_size: int = typer.Option(256, "--batch-size"),
     workers: int | None = typer.Option(None, "--workers", help="Reader threads."),
@@ -122,12 +144,12 @@ def bench_predict_command(
     """Read-only, model-only, pipeline and end-to-end tiles/s and peak RSS for one slide."""
     from histoeq.infer import OnnxTileModel, PredictOptions
     from histoeq.infer.bench import bench_predict
-    from histoeq.infer.predict import default_model_path
+    from histoeq.infer.model_index import resolve_model
 
     options = PredictOptions(batch_size=batch_size, tissue_threshold=tissue_threshold, mpp=mpp)
     if workers is not None:
         options.workers = workers
-    loaded = OnnxTileModel(model if model is not None else default_model_path(), device)
+    loaded = OnnxTileModel(resolve_model(model), device)
     with rich_progress(transient=True) as progress:
         result = bench_predict(slide, loaded, options, progress)
     rows = [

@@ -8,9 +8,17 @@ from pathlib import Path
 import typer
 
 from histoeq.cli import app, bench_app
+from histoeq.errors import HistoeqError
 
-_MODEL_HELP = "Model name: cnn, p4, p4m, se2 (see `histoeq models`)."
+_MODEL_HELP = "Model name, e.g. cnn, p4m, se2, se2_c16, se2_d8 (all in `histoeq models`)."
 _DEVICE_HELP = "auto (CUDA when available), cpu or cuda."
+
+
+def refuse_orientations(orientations: int | None) -> None:
+    """The orientation count is part of a model's name now (se2 is C8): say which name to use instead."""
+    if orientations is not None:
+        raise HistoeqError("--orientations is no longer an option: choose the group by the model's name (se2 is "
+                           "C8; se2_c4, se2_c16, se2_d8; see histoeq models)")
 
 
 def _csv(text: str) -> list[str]:
@@ -31,7 +39,7 @@ _TRAIN_EPILOG = """\
 
   # continue an interrupted run exactly; or train on 2 GPUs
   histoeq train --data idc --model p4m --out runs/p4m-f0.25 --fraction 0.25 --epochs 20 --resume
-  torchrun --nproc-per-node 2 -m histoeq train --data idc --model se2 --orientations 8 --out runs/se2
+  torchrun --nproc-per-node 2 -m histoeq train --data idc --model se2_c16 --out runs/se2-c16
 """
 
 
@@ -40,7 +48,7 @@ def train_command(
     data: Path = typer.Option(..., "--data", help="Dataset folder (histoeq import / extract)."),
     model: str = typer.Option(..., "--model", help=_MODEL_HELP),
     out: Path = typer.Option(..., "--out", help="Run folder (checkpoints, metrics.jsonl, run.json)."),
-    orientations: int = typer.Option(8, "--orientations", help="Orientations N of the se2 model."),
+    orientations: int = typer.Option(None, "--orientations", hidden=True),
     width: int = typer.Option(None, "--width", help="Baseline first-stage channels (model default when omitted)."),
     match: str = typer.Option(None, "--match", help="G-CNN sizing: params (default) or width."),
     fraction: float = typer.Option(1.0, "--fraction", help="Fraction of the train split, in (0, 1]."),
@@ -73,7 +81,8 @@ def train_command(
     from histoeq.cli._render import print_table, rich_progress
     from histoeq.train.trainer import TrainConfig, train
 
-    config = TrainConfig(data=data, model=model, out=out, orientations=orientations, width=width, match=match,
+    refuse_orientations(orientations)
+    config = TrainConfig(data=data, model=model, out=out, width=width, match=match,
                          fraction=fraction, augment=augment, epochs=epochs, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, seed=seed, device=device, resume=resume,
                          num_workers=num_workers, patience=patience, max_steps=max_steps, cv_fold=cv_fold,
@@ -117,6 +126,9 @@ def eval_command(
     flips: bool = typer.Option(False, "--flips", help="Also evaluate every angle after a mirror."),
     tta: str = typer.Option("none", "--tta", help="none or d4 (average over the 8 dihedral transforms)."),
     slides: Path = typer.Option(None, "--slides", help="Folder with the source slides, for real rotation context."),
+    context: str = typer.Option("none", "--context", help="Combine each patch's probability with its slide "
+                                "neighbours' (index x, y): none, box3, binomial3 or binomial5. Patch-only figures "
+                                "are reported beside."),
     device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
     batch_size: int = typer.Option(512, "--batch-size"),
 ) -> None:
@@ -126,11 +138,12 @@ def eval_command(
 
     with rich_progress(transient=True) as progress:
         record = evaluate_runs(runs, data, out, split=split, rotations=rotations, flips=flips, tta=tta,
-                               slides=slides, device=device, batch_size=batch_size, progress=progress)
+                               slides=slides, device=device, batch_size=batch_size, context=context,
+                               progress=progress)
     for result in record["runs"]:
         rows = [[r["view"], r["exact"], r["auc"], r["accuracy"], r["balanced_accuracy"], r["f1"],
                  r["invariance_mean"], r["invariance_max"]] for r in result["views"]]
-        print_table(f"{result['run']} on {split} (n={result['n']}, tta={record['tta']})",
+        print_table(f"{result['run']} on {split} (n={result['n']}, tta={record['tta']}, context={context})",
                     ["View (deg)", "Exact", "AUC", "Acc", "Bal. acc", "F1", "|dp| mean", "|dp| max"], rows)
         inv = result["invariance"]
         console.print(f"invariance exact: mean {_fmt(inv['exact']['mean'])} max {_fmt(inv['exact']['max'])}; "
@@ -143,6 +156,14 @@ def eval_command(
             console.print(f"patient level ({level['patients']} patients, 95 % patient-bootstrap intervals): mean "
                           f"per-patient AUC {m['value']:.4f} [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]; pooled AUC "
                           f"{pooled['value']:.4f} [{pooled['ci95'][0]:.4f}, {pooled['ci95'][1]:.4f}]")
+        patch = result.get("patch_only")
+        if patch:
+            line = (f"patch-only (without context): AUC {patch['auc']:.4f}, bal. acc {patch['balanced_accuracy']:.4f}, "
+                    f"F1 {patch['f1']:.4f}")
+            if patch.get("patient_level"):
+                m = patch["patient_level"]["mean_patient_auc"]
+                line += f"; mean per-patient AUC {m['value']:.4f} [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]"
+            console.print(line)
         patients = result.get("per_patient") or []
         if len(patients) > 1:
             print_table(f"{result['run']} per patient (unrotated)", ["Patient", "Patches", "Positives",
@@ -191,7 +212,7 @@ def sweep_command(
     epochs: int = typer.Option(20, "--epochs"),
     width: int = typer.Option(None, "--width"),
     match: str = typer.Option(None, "--match"),
-    orientations: int = typer.Option(8, "--orientations"),
+    orientations: int = typer.Option(None, "--orientations", hidden=True),
     batch_size: int = typer.Option(128, "--batch-size"),
     lr: float = typer.Option(1e-3, "--lr"),
     patience: int = typer.Option(5, "--patience"),
@@ -227,9 +248,10 @@ def sweep_command(
         fraction_values = [float(f) for f in _csv(fractions)]
     except ValueError:
         raise HistoeqError(f"--fractions must be comma-separated numbers, got {fractions!r}") from None
+    refuse_orientations(orientations)
     config = SweepConfig(data=data, out=out, models=_csv(models), fractions=fraction_values, augments=_csv(augment),
                          seeds=seeds, first_seed=first_seed, epochs=epochs, width=width, match=match,
-                         orientations=orientations, batch_size=batch_size, lr=lr, patience=patience, device=device,
+                         batch_size=batch_size, lr=lr, patience=patience, device=device,
                          rotations=rotations, flips=flips, max_steps=max_steps, cv=cv, warmup_epochs=warmup_epochs,
                          ema=ema, label_smoothing=label_smoothing, select=select)
     with rich_progress() as progress:
@@ -267,7 +289,7 @@ def bench_train_command(
     fraction: float = typer.Option(1.0, "--fraction", help="Fraction of the train split to time."),
     batch_size: int = typer.Option(128, "--batch-size"),
     width: int = typer.Option(None, "--width"),
-    orientations: int = typer.Option(8, "--orientations"),
+    orientations: int = typer.Option(None, "--orientations", hidden=True),
     augment: str = typer.Option("none", "--augment"),
     device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
 ) -> None:
@@ -275,9 +297,10 @@ def bench_train_command(
     from histoeq.cli._render import print_table, rich_progress
     from histoeq.train.bench import bench_train
 
+    refuse_orientations(orientations)
     with rich_progress(transient=True) as progress:
         rows = bench_train(data, _csv(models) or None, fraction=fraction, batch_size=batch_size, width=width,
-                           orientations=orientations, augment=augment, device=device, progress=progress)
+                           augment=augment, device=device, progress=progress)
     print_table(f"one training epoch ({rows[0]['patches']} patches, batch {batch_size}, {rows[0]['device']}, "
                 f"{rows[0]['threads']} threads)", ["Model", "Params", "Seconds/epoch", "Patches/s"],
                 [[r["model"], r["parameters"], r["seconds"], r["patches_per_s"]] for r in rows])

@@ -1,17 +1,17 @@
 """Cut labelled patches out of whole slides into a dataset (`histoeq extract`).
 
-Grid mode: tiles of `patch_size` output px at `mpp` µm/px every `stride` output px, anchored at level-0 `origin`
-(default (0, 0), so tiles fall on multiples of the stride), kept where the thumbnail tissue mask covers at least
-`min_tissue` of the tile, labelled from GeoJSON polygons by tile centre or by majority area.
+Grid mode: tiles of `patch_size` output px at `mpp` µm/px every `stride` output px on the grid of
+`histoeq.slide.tiler`: centred on the slide (so a rotated slide gives the rotated tile set), or anchored at level-0
+`origin` when one is given; kept where the thumbnail tissue mask covers at least `min_tissue` of the tile, labelled
+from GeoJSON polygons by tile centre or by majority area.
 Points mode: patches centred on cell-detection points are positive; random tissue points at least `neg_distance`
 from every detection are negative.
 
-Pixels are read in square blocks of up to 8 x 8 neighbouring grid tiles (one region read and at most one
-resampling per block, then sliced), by a small thread pool (the decoders release the GIL). One read per block
-instead of per tile, plus tifffile decoding for plain TIFF pyramids (see `histoeq.slide.backends`), is what keeps
-the whole extraction at least as fast as OpenSlide reading the same tiles alone (`histoeq bench extract`).
-The IDC slides' patches start at level-0 (1, 1) (file name x1451 = pixel column 1451), so reproducing them needs
-``origin=(1, 1)``.
+Grid tiles are read by the tiler's block reader (one region read and at most one resampling per block of up to
+8 x 8 neighbouring tiles, in a small thread pool); together with tifffile decoding for plain TIFF pyramids (see
+`histoeq.slide.backends`) this keeps the whole extraction at least as fast as OpenSlide reading the same tiles alone
+(`histoeq bench extract`). The IDC slides' patches start at level-0 (1, 1) (file name x1451 = pixel column 1451), so
+reproducing them needs ``origin=(1, 1)``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,19 +29,18 @@ from histoeq.data.dataset import DatasetWriter
 from histoeq.errors import InputError
 from histoeq.progress import ProgressFn, null_progress
 from histoeq.slide import Slide, open_slide
+from histoeq.slide.kept import KEEP_OPEN, KeptOpen
+from histoeq.slide.tiler import TileGrid, iter_blocks, ordered_map, tile_grid
 from histoeq.slide.tissue import tissue_fraction, tissue_mask
 
 GEOJSON_SUFFIXES = (".geojson", ".json")
 POINT_SUFFIXES = (".csv", ".geojson", ".json")
-KEEP_OPEN = 16  # slides kept open between the check pass and the extraction pass (file handles are finite)
-BLOCK = 8  # grid tiles per block side: one region read serves up to 64 tiles
 MIN_DOWNSAMPLE = 0.25  # reading finer than the scan by more than 4x invents pixels: a wrong --mpp, not a request
-MAX_TILES = 100_000_000  # grid positions of one slide; beyond this the coordinate arrays alone need GiBs
 
 
 @dataclass
 class ExtractOptions:
-    """How to cut patches; output sizes in output px (at `mpp`), `origin` in level-0 px."""
+    """How to cut patches; output sizes in output px (at `mpp`), `origin` in level-0 px (None: centred grid)."""
 
     patch_size: int = 50
     mpp: float = 4.0
@@ -51,7 +49,7 @@ class ExtractOptions:
     label_from: str = "centre"  # or "area"
     classes: list[str] | None = None  # label order; later classes win overlaps; None: by area
     ignore: set[str] = field(default_factory=set)
-    origin: tuple[int, int] = (0, 0)
+    origin: tuple[int, int] | None = None
     slide_mpp: float | None = None  # override the slides' metadata resolution
     split: str = ""
     neg_distance: float | None = None  # points mode, output px; default: patch_size
@@ -92,15 +90,19 @@ class ExtractOptions:
 
 @dataclass
 class TilePlan:
-    """Tiles chosen on one slide: level-0 top-left corners (float, exact), labels, and the scale."""
+    """Tiles chosen on one slide: level-0 top-left corners where their pixels are read, labels, and the scale.
+
+    Grid mode also has the `grid` and the kept cells (`keep`, rows x cols); the tiles are then in the grid's
+    row-major order."""
 
     slide: Slide
     xs: np.ndarray
     ys: np.ndarray
     labels: np.ndarray
     downsample: float  # output px -> level-0 px
-    grid: bool
     skipped: dict[str, int]
+    grid: TileGrid | None = None
+    keep: np.ndarray | None = None
 
 
 def _count(d: dict[str, int], key: str, n: int) -> None:
@@ -131,31 +133,26 @@ def _downsample(slide: Slide, opts: ExtractOptions) -> float:
 
 def plan_grid(slide: Slide, regions: RegionAnnotations | None, opts: ExtractOptions) -> TilePlan:
     ds = _downsample(slide, opts)
-    tile0, stride0 = opts.patch_size * ds, opts.stride * ds
-    w, h = slide.dimensions
-    ox, oy = opts.origin
-    cols, rows = max(0, math.ceil((w - ox) / stride0)), max(0, math.ceil((h - oy) / stride0))
-    if cols * rows > MAX_TILES:
-        raise InputError(slide.path, f"{cols * rows:,} grid positions at --mpp {opts.mpp:g} and --stride "
-                                     f"{opts.stride}, more than {MAX_TILES:,} (is the µm/px right?)")
-    gx = ox + stride0 * np.arange(cols)
-    gy = oy + stride0 * np.arange(rows)
-    ys, xs = (a.ravel() for a in np.meshgrid(gy, gx, indexing="ij"))
+    grid = tile_grid(slide.dimensions, slide.mpp, opts.mpp, opts.patch_size, opts.stride, slide.path,
+                     origin=opts.origin, allow_empty=True)
+    rects = grid.rects()
+    keep = np.ones(grid.count, dtype=bool)
     skipped: dict[str, int] = {}
-    if opts.min_tissue > 0:
-        mask, mask_ds = tissue_of(slide, tile0)
-        frac = tissue_fraction(mask, mask_ds, np.stack([xs, ys, np.full_like(xs, tile0), np.full_like(xs, tile0)], 1))
-        keep = frac >= opts.min_tissue
+    if opts.min_tissue > 0 and grid.count:
+        mask, mask_ds = tissue_of(slide, grid.footprint)
+        keep = tissue_fraction(mask, mask_ds, rects) >= opts.min_tissue
         _count(skipped, f"tissue below {opts.min_tissue:g}", (~keep).sum())
-        xs, ys = xs[keep], ys[keep]
+    kept = np.flatnonzero(keep)
     if regions is not None:
-        labels = regions.label_tiles(xs, ys, tile0, "area" if opts.label_from == "area" else "centre")
-        keep = labels >= 0
-        _count(skipped, "outside annotations", (~keep).sum())
-        xs, ys, labels = xs[keep], ys[keep], labels[keep]
+        labels = regions.label_tiles(rects[kept, 0], rects[kept, 1], grid.footprint,
+                                     "area" if opts.label_from == "area" else "centre")
+        _count(skipped, "outside annotations", (labels < 0).sum())
+        keep[kept[labels < 0]] = False
+        kept, labels = kept[labels >= 0], labels[labels >= 0]
     else:
-        labels = np.zeros(len(xs), np.int64)
-    return TilePlan(slide, xs, ys, labels, ds, True, skipped)
+        labels = np.zeros(len(kept), np.int64)
+    xs, ys = grid.top_left_of(kept)
+    return TilePlan(slide, xs, ys, labels, ds, skipped, grid, keep.reshape(grid.rows, grid.cols))
 
 
 def plan_points(slide: Slide, points: np.ndarray, opts: ExtractOptions) -> TilePlan:
@@ -188,59 +185,26 @@ def plan_points(slide: Slide, points: np.ndarray, opts: ExtractOptions) -> TileP
     _count(skipped, "negatives not found (tissue too crowded)", n_neg - len(negatives))
     centres = np.concatenate([negatives, pos])
     labels = np.concatenate([np.zeros(len(negatives), np.int64), np.ones(len(pos), np.int64)])
-    return TilePlan(slide, centres[:, 0] - tile0 / 2, centres[:, 1] - tile0 / 2, labels, ds, False, skipped)
-
-
-def _blocks(plan: TilePlan, opts: ExtractOptions) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Grid tiles grouped into square blocks of up to BLOCK x BLOCK neighbours (one region read each).
-
-    Returns (tile indices, column offsets, row offsets) per block, offsets in grid steps from the block's
-    top-left. Points-mode tiles are read one by one.
-    """
-    if len(plan.xs) == 0:
-        return []
-    if not plan.grid:
-        zero = np.zeros(1, np.int64)
-        return [(np.array([i]), zero, zero) for i in range(len(plan.xs))]
-    stride0 = opts.stride * plan.downsample
-    col = np.rint((plan.xs - opts.origin[0]) / stride0).astype(np.int64)
-    row = np.rint((plan.ys - opts.origin[1]) / stride0).astype(np.int64)
-    key = (row // BLOCK) * (col.max(initial=0) // BLOCK + 1) + col // BLOCK
-    order = np.argsort(key, kind="stable")
-    bounds = np.flatnonzero(np.diff(key[order])) + 1
-    out = []
-    for idx in np.split(order, bounds):
-        c, r = col[idx], row[idx]
-        out.append((idx, c - c.min(), r - r.min()))
-    return out
+    return TilePlan(slide, centres[:, 0] - tile0 / 2, centres[:, 1] - tile0 / 2, labels, ds, skipped)
 
 
 def read_plan(plan: TilePlan, opts: ExtractOptions) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield (tile indices, uint8 tiles) block by block, in order, reading with a thread pool."""
-    p, s = opts.patch_size, opts.stride
+    """Yield (tile numbers in the plan, uint8 tiles) in the plan's order, read by a thread pool: grid tiles block
+    by block with the tiler's block reader, points-mode tiles one by one."""
+    if plan.grid is not None:
+        # Plan tile k is the k-th kept cell in row-major order; the block reader yields cell indices block by block.
+        number = np.full(plan.grid.count, -1, np.int64)
+        number[np.flatnonzero(plan.keep)] = np.arange(len(plan.xs))
+        for indices, tiles in iter_blocks(plan.slide, plan.grid, plan.keep, workers=opts.workers):
+            yield number[indices], tiles
+        return
+    p = opts.patch_size
 
-    def read(block: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        idx, dc, dr = block
-        # Top-left of the block's bounding box in level-0 px (grid tiles: exact multiples of the stride).
-        x0 = plan.xs[idx].min() if plan.grid else plan.xs[idx[0]]
-        y0 = plan.ys[idx].min() if plan.grid else plan.ys[idx[0]]
-        size = (p + int(dc.max()) * s, p + int(dr.max()) * s)
-        region = plan.slide.read_region_at((int(round(x0)), int(round(y0))), size, plan.downsample)
-        tiles = np.stack([region[r * s:r * s + p, c * s:c * s + p] for c, r in zip(dc, dr)])
-        return idx, tiles
+    def read(i: int) -> tuple[np.ndarray, np.ndarray]:
+        region = plan.slide.read_region_at((int(round(plan.xs[i])), int(round(plan.ys[i]))), (p, p), plan.downsample)
+        return np.array([i]), region[None]
 
-    blocks = _blocks(plan, opts)
-    with ThreadPoolExecutor(max_workers=max(1, opts.workers)) as pool:
-        # Bounded look-ahead so memory stays small on big slides.
-        window = 4 * max(1, opts.workers)
-        futures = [pool.submit(read, b) for b in blocks[:window]]
-        nxt = window
-        while futures:
-            block, tiles = futures.pop(0).result()
-            if nxt < len(blocks):
-                futures.append(pool.submit(read, blocks[nxt]))
-                nxt += 1
-            yield block, tiles
+    yield from ordered_map(read, range(len(plan.xs)), opts.workers, 4 * max(1, opts.workers))
 
 
 def _class_order(paths: list[Path], opts: ExtractOptions) -> list[str]:
@@ -303,30 +267,36 @@ def extract_dataset(slides: list[Path], out: Path, annotations: Path | None = No
     # Cheap checks of every slide first (opens, has a resolution, annotations parse and overlap), so a bad file
     # late in the list fails in seconds, before any pixel is read. Each slide is then planned and read in turn, so
     # only one slide's decoded pixels are in memory at a time; the first KEEP_OPEN stay open in between.
-    kept_open: dict[int, Slide] = {}
     regions_of: dict[int, RegionAnnotations] = {}
-    try:
+
+    def opener(path: Path) -> Slide:
+        return open_slide(path, mpp=opts.slide_mpp, mpp_option="--slide-mpp")
+
+    with KeptOpen(opener) as kept:
         for number, (slide_path, ann) in enumerate(zip(slides, ann_paths)):
-            slide = open_slide(slide_path, mpp=opts.slide_mpp, mpp_option="--slide-mpp")
-            kept_open[number] = slide
-            slide.mpp  # noqa: B018  (no µm/px in metadata nor --slide-mpp: the InputError naming it comes here)
-            if points is not None:
-                load_points(ann)
-            elif ann is not None:
-                regions_of[number] = RegionAnnotations.load(ann, classes, opts.ignore)
-                regions_of[number].check_inside(*slide.dimensions)
-            if number >= KEEP_OPEN:
-                kept_open.pop(number).close()
-                regions_of.pop(number, None)
-        return _extract_checked(slides, ann_paths, points, classes, kept_open, regions_of, out, opts, overwrite,
+            regions = kept.check(slide_path, lambda slide, ann=ann: _check_slide(slide, ann, points, classes, opts))
+            if regions is not None and number < KEEP_OPEN:
+                regions_of[number] = regions
+        return _extract_checked(slides, ann_paths, points, classes, kept, regions_of, out, opts, overwrite,
                                 progress, start)
-    finally:
-        for slide in kept_open.values():
-            slide.close()
+
+
+def _check_slide(slide: Slide, ann: Path | None, points: Path | None, classes: list[str],
+                 opts: ExtractOptions) -> RegionAnnotations | None:
+    """The up-front check of one slide and its labels; returns its region annotations (grid mode with labels)."""
+    slide.mpp  # noqa: B018  (no µm/px in metadata nor --slide-mpp: the InputError naming it comes here)
+    if points is not None:
+        load_points(ann)
+        return None
+    if ann is None:
+        return None
+    regions = RegionAnnotations.load(ann, classes, opts.ignore)
+    regions.check_inside(*slide.dimensions)
+    return regions
 
 
 def _extract_checked(slides: list[Path], ann_paths: list[Path | None], points: Path | None, classes: list[str],
-                     kept_open: dict[int, Slide], regions_of: dict[int, RegionAnnotations], out: Path,
+                     kept: KeptOpen, regions_of: dict[int, RegionAnnotations], out: Path,
                      opts: ExtractOptions, overwrite: bool, progress: ProgressFn, start: float) -> dict:
     """The extraction pass of `extract_dataset`, after every input was checked."""
     provenance = {"command": "extract", "slides": [str(s) for s in slides],
@@ -341,9 +311,7 @@ def _extract_checked(slides: list[Path], ann_paths: list[Path | None], points: P
                        overwrite=overwrite) as writer:
         for number, (slide_path, ann) in enumerate(zip(slides, ann_paths)):
             progress("slides", number, len(slides), slide_path.name)
-            slide = kept_open.pop(number, None) or open_slide(slide_path, mpp=opts.slide_mpp,
-                                                              mpp_option="--slide-mpp")
-            with slide:
+            with kept.take(slide_path) as slide:
                 if points is not None:
                     plan = plan_points(slide, load_points(ann), opts)
                 else:
@@ -390,4 +358,8 @@ def _why_empty(plan: TilePlan, opts: ExtractOptions) -> str:
     if plan.skipped:
         return ", ".join(f"{reason}: {n}" for reason, n in plan.skipped.items())
     w, h = plan.slide.dimensions
-    return (f"the grid from --origin {opts.origin[0]},{opts.origin[1]} does not reach into the {w}x{h} px slide")
+    if opts.origin is not None:
+        return f"the grid from --origin {opts.origin[0]},{opts.origin[1]} does not reach into the {w}x{h} px slide"
+    footprint = plan.grid.footprint if plan.grid is not None else opts.patch_size * plan.downsample
+    return (f"the {w}x{h} px slide is smaller than one {opts.patch_size} px tile at {opts.mpp:g} µm/px "
+            f"({footprint:.4g} px square)")

@@ -6,8 +6,9 @@
 
 C1 and C2 are differences of means over seeds with a Welch 95 % interval (the seeds of two cells are independent
 and their variances differ: a G-CNN's spread over seeds is not the CNN's), so a claim reads "higher", "lower" or
-"not separated" (the interval holds 0) instead of a bare ranking of two means. C3 is a per-cell property and is
-averaged over seeds.
+"not separated" (the interval holds 0) instead of a bare ranking of two means. A sweep tests many such differences
+at once, so each row also carries its Welch p-value and Holm's adjustment over all rows of one metric, with the
+verdict that survives it (``verdict_holm``). C3 is a per-cell property and is averaged over seeds.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from histoeq.evaluate.patients import holm
+
 CLAIM_METRICS = ("auc_mean_angles", "balanced_accuracy_mean_angles", "f1_mean_angles")
 CLAIM_COLUMNS = ["claim", "model", "augment", "fraction", "versus", "metric", "seeds", "seeds_versus", "mean",
-                 "mean_versus", "difference", "ci95_low", "ci95_high", "verdict"]
+                 "mean_versus", "difference", "ci95_low", "ci95_high", "verdict", "p_value", "p_holm", "verdict_holm"]
 
 
-def welch_interval(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean of ``a`` minus mean of ``b`` and its Welch t-interval; NaN bounds when either side has < 2 values."""
+def _welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """(mean(a) - mean(b), its standard error, Welch-Satterthwaite degrees of freedom); NaN se below 2 values."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     diff = float(a.mean() - b.mean())
     if len(a) < 2 or len(b) < 2:
@@ -32,10 +35,29 @@ def welch_interval(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[f
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     se = math.sqrt(va + vb)
     if se == 0.0:
+        return diff, 0.0, math.nan
+    return diff, se, (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+
+
+def welch_interval(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of ``a`` minus mean of ``b`` and its Welch t-interval; NaN bounds when either side has < 2 values."""
+    diff, se, dof = _welch(a, b)
+    if math.isnan(se):
+        return diff, math.nan, math.nan
+    if se == 0.0:
         return diff, diff, diff
-    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     half = float(stats.t.ppf(0.5 + level / 2, dof)) * se
     return diff, diff - half, diff + half
+
+
+def welch_p(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided Welch t-test p-value of mean(a) == mean(b); NaN when either side has < 2 values."""
+    diff, se, dof = _welch(a, b)
+    if math.isnan(se):
+        return math.nan
+    if se == 0.0:
+        return 1.0 if diff == 0.0 else 0.0
+    return float(2.0 * stats.t.sf(abs(diff) / se, dof))
 
 
 def _verdict(low: float, high: float) -> str:
@@ -62,7 +84,7 @@ def _comparison(claim: str, cells: pd.DataFrame, a: tuple[str, str, float], b: t
     return {"claim": claim, "model": a[0], "augment": a[1], "fraction": a[2],
             "versus": f"{b[0]} / {b[1]} @ {b[2]:g}", "metric": metric, "seeds": len(va), "seeds_versus": len(vb),
             "mean": float(va.mean()), "mean_versus": float(vb.mean()), "difference": diff, "ci95_low": low,
-            "ci95_high": high, "verdict": _verdict(low, high)}
+            "ci95_high": high, "verdict": _verdict(low, high), "p_value": welch_p(va, vb)}
 
 
 def claim_comparisons(cells: pd.DataFrame, baseline: str = "cnn", augmented: str = "rot90",
@@ -81,7 +103,23 @@ def claim_comparisons(cells: pd.DataFrame, baseline: str = "cnn", augmented: str
                     for base_aug in (augmented, "none"):
                         rows.append(_comparison("C2", cells, (model, "none", fraction), (baseline, base_aug, full),
                                                 metric))
-    return pd.DataFrame.from_records([r for r in rows if r is not None], columns=CLAIM_COLUMNS)
+    table = pd.DataFrame.from_records([r for r in rows if r is not None], columns=CLAIM_COLUMNS)
+    return with_holm(table)
+
+
+def with_holm(table: pd.DataFrame, level: float = 0.05) -> pd.DataFrame:
+    """Holm-adjusted p-values over the rows of each metric (rows without a p-value are left out of the family),
+    and the verdict that holds after the adjustment: the direction when ``p_holm < level``, else "not separated"."""
+    table = table.copy()
+    table["p_holm"] = math.nan
+    for _, part in table.groupby("metric", sort=False):
+        tested = part["p_value"].notna()
+        if tested.any():
+            table.loc[part.index[tested], "p_holm"] = holm(part.loc[tested, "p_value"].tolist())
+    direction = np.where(table["difference"] > 0, "higher", "lower")
+    table["verdict_holm"] = np.where(table["p_holm"].isna(), "too few seeds",
+                                     np.where(table["p_holm"] < level, direction, "not separated"))
+    return table
 
 
 def angle_spread(cells: pd.DataFrame) -> pd.DataFrame:

@@ -20,8 +20,8 @@ import torch
 from histoeq.errors import InputError
 from histoeq.evaluate.rotations import context_size, reflect_context
 from histoeq.progress import ProgressFn, null_progress
+from histoeq.slide.backends import SLIDE_SUFFIXES
 
-SLIDE_SUFFIXES = ("", ".tiff", ".tif", ".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".bif", ".png", ".jpg")
 
 
 def candidate_slide_dirs(meta: dict[str, Any], dataset_path: Path, slides: Path | None) -> list[Path]:
@@ -50,7 +50,7 @@ def find_slide(name: str, dirs: list[Path]) -> Path | None:
     if direct.is_file():
         return direct
     for folder in dirs:
-        for suffix in SLIDE_SUFFIXES:
+        for suffix in ("", *SLIDE_SUFFIXES):  # "": the name already has its suffix
             path = folder / f"{name}{suffix}"
             if path.is_file():
                 return path

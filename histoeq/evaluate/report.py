@@ -26,6 +26,7 @@ from histoeq.evaluate.predictors import Predictor, load_predictor
 from histoeq.evaluate.rotation_eval import (TTA_CHOICES, EvalInputs, NonFiniteOutput, evaluate_predictor,
                                            prepare_inputs)
 from histoeq.progress import ProgressFn, null_progress
+from histoeq.slide.context import NO_CONTEXT, context_kernel
 
 EVAL_JSON = "eval.json"
 PLOT_NAME = "auc_vs_angle.png"
@@ -83,9 +84,12 @@ def replicate_key(run: str | Path) -> str | None:
 
 def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path, *, split: str = "test",
                   rotations: int = 8, flips: bool = False, tta: str | None = None, slides: Path | None = None,
-                  device: str = "auto", batch_size: int = 512, limit: int | None = None,
+                  device: str = "auto", batch_size: int = 512, limit: int | None = None, context: str = NO_CONTEXT,
                   progress: ProgressFn = null_progress) -> dict[str, Any]:
-    """Evaluate each run on `split` of `data` at N rotations (and mirrors); write eval.json and the plot."""
+    """Evaluate each run on `split` of `data` at N rotations (and mirrors); write eval.json and the plot.
+
+    With a ``context`` kernel, metrics are of each patch's probability combined with its slide neighbours'
+    (`histoeq.slide.context`), with the patch-only figures kept beside them."""
     from histoeq.data.dataset import PatchDataset
     from histoeq.train.distributed import resolve_device
     from histoeq.train.runinfo import write_json
@@ -98,6 +102,8 @@ def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path,
         raise HistoeqError(f"--rotations must be at least 1, got {rotations}")
     if batch_size < 1:
         raise HistoeqError(f"--batch-size must be at least 1, got {batch_size}")
+    if context != NO_CONTEXT:
+        context_kernel(context)
     if slides is not None and not Path(slides).is_dir():  # a typo would go unnoticed when every view is exact
         raise InputError(slides, "--slides is not a folder" if Path(slides).exists() else "no such --slides folder")
     out = Path(out)
@@ -118,22 +124,27 @@ def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path,
                                      f"has {len(dataset.classes)} ({', '.join(dataset.classes)})")
     inputs = prepare_inputs(dataset, split=split, rotations=rotations, flips=flips, slides=slides, limit=limit,
                             progress=progress)
+    if context != NO_CONTEXT:
+        _check_positions(inputs, data, context)
     stain = _normalise_stain(inputs, predictors, dataset.meta)
-    results, probabilities = [], []
+    results, probabilities, context_probabilities = [], [], []
     for i, p in enumerate(predictors):
         try:
             result = evaluate_predictor(p.predict, inputs, tta=tta, batch_size=batch_size, progress=progress,
-                                        task=f"eval {i + 1}/{len(predictors)}", keep_probabilities=True)
+                                        task=f"eval {i + 1}/{len(predictors)}", keep_probabilities=True,
+                                        context=context)
         except NonFiniteOutput as exc:
             raise InputError(p.name, f"model {exc}") from None
         probabilities.append(result.pop("probabilities"))
+        context_probabilities.append(result.pop("context_probabilities", None))
         results.append({"run": p.name, **p.info, **result})
     record = {"data": str(data), "split": split, "rotations": rotations, "flips": flips, "tta": tta or "none",
-              "context": inputs.context, "n": int(len(inputs.labels)), "stain": stain, "runs": results}
+              "context": inputs.context, "spatial_context": context, "n": int(len(inputs.labels)), "stain": stain, "runs": results}
     labels = [_short_label(r["run"], r.get("model_config")) for r in results]
     context = inputs.context.split(" (")[0]
     title = f"AUC vs rotation ({split}" + ("" if context == "not needed" else f", {context}") + ")"
-    table = predictions_table(inputs, [r["run"] for r in results], probabilities, dataset.classes)
+    table = predictions_table(inputs, [r["run"] for r in results], probabilities, dataset.classes,
+                              context_probabilities, context)
     positive = dataset.classes[1] if len(dataset.classes) == 2 else dataset.classes[-1]
     scored = [scored_run(label, inputs.labels, probs) for label, probs in zip(labels, probabilities)]
     figures = {PLOT_NAME: lambda: metric_vs_angle_figure(
@@ -165,10 +176,25 @@ def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path,
     return record
 
 
+def _check_positions(inputs: EvalInputs, data: str | Path, context: str) -> None:
+    """Spatial context needs each patch's x, y, distinct within its slide: refused before any model runs."""
+    import pandas as pd
+
+    if inputs.positions is None or inputs.slides is None:
+        raise InputError(data, f"--context {context} needs tile positions x, y and the dataset index has none")
+    keys = pd.DataFrame({"slide": inputs.slides, "x": inputs.positions[:, 0], "y": inputs.positions[:, 1]})
+    if keys.duplicated().any():
+        raise InputError(data, f"--context {context} needs tile positions x, y, and several patches of one slide "
+                               "share a position (an index without positions?)")
+
+
 def predictions_table(inputs: EvalInputs, runs: Sequence[str], probabilities: Sequence[Any],
-                      classes: Sequence[str]) -> Any:
+                      classes: Sequence[str], context_probabilities: Sequence[Any] | None = None,
+                      context: str = NO_CONTEXT) -> Any:
     """One row per run and patch of the unrotated view: run, id, patient, label, prob_<class>..., so any other
-    metric (another threshold, a per-slide figure) can be computed from the file without rerunning the models."""
+    metric (another threshold, a per-slide figure) can be computed from the file without rerunning the models.
+    prob_<class> is always the model's patch-only output; with a context kernel, prob_<class>_<kernel> holds the
+    probabilities combined with the neighbours'."""
     import numpy as np
     import pandas as pd
 
@@ -182,6 +208,13 @@ def predictions_table(inputs: EvalInputs, runs: Sequence[str], probabilities: Se
                               "label": inputs.labels})
         for j, name in enumerate(classes[:probs.shape[1]]):
             frame[f"prob_{name}"] = probs[:, j]
+        combined = None if context_probabilities is None else context_probabilities[len(frames)]
+        if combined is not None:
+            combined = np.asarray(combined).reshape(len(inputs.labels), -1)
+            if combined.shape[1] == 1 and len(classes) == 2:
+                combined = np.concatenate([1.0 - combined, combined], axis=1)
+            for j, name in enumerate(classes[:combined.shape[1]]):
+                frame[f"prob_{name}_{context}"] = combined[:, j]
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 

@@ -29,11 +29,12 @@ from histoeq.evaluate.context import build_contexts, describe_context
 from histoeq.evaluate.metrics import (
     METRIC_NAMES, classification_metrics, nan_summary, positive_score, predicted_labels,
 )
-from histoeq.evaluate.rotations import View, apply_view, exact_view, make_views
+from histoeq.evaluate.rotations import View, apply_view, make_views
+from histoeq.nn.actions import D4, transform_array
 from histoeq.progress import ProgressFn, null_progress
+from histoeq.slide.context import NO_CONTEXT, grid_step, smooth_by_group
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
-D4_VIEWS = make_views(4, flips=True)
 TTA_CHOICES = ("none", "d4")
 
 
@@ -51,6 +52,8 @@ class EvalInputs:
     dataset: str = ""
     patients: np.ndarray | None = None  # patient of each patch: per-patient metrics and stain normalisation
     ids: np.ndarray | None = None  # dataset ids of the patches (predictions.csv)
+    positions: np.ndarray | None = None  # (N, 2) x, y of each patch on its slide, when the index has them
+    slides: np.ndarray | None = None  # the slide (else patient) each position refers to
 
     @property
     def context(self) -> str:
@@ -77,6 +80,11 @@ def prepare_inputs(dataset: Any, split: str = "test", rotations: int = 8, flips:
     inputs = EvalInputs(images=images, labels=dataset.labels[ids], views=views, split=split,
                         tile_px=dataset.tile_px, dataset=str(dataset.path),
                         patients=rows["patient"].astype(str).to_numpy(), ids=np.asarray(ids))
+    if {"x", "y"} <= set(rows.columns) and rows[["x", "y"]].notna().all().all():
+        inputs.positions = rows[["x", "y"]].to_numpy(dtype=np.float64)
+        slide = rows["slide"].fillna("").astype(str) if "slide" in rows else None
+        inputs.slides = np.where(slide.to_numpy() != "", slide.to_numpy(), inputs.patients) \
+            if slide is not None else inputs.patients
     if not all(v.exact for v in views):
         inputs.contexts, inputs.context_counts = build_contexts(images, rows, dataset.meta, Path(dataset.path),
                                                                 slides, progress)
@@ -84,11 +92,14 @@ def prepare_inputs(dataset: Any, split: str = "test", rotations: int = 8, flips:
 
 
 def d4_tta(predict_fn: PredictFn) -> PredictFn:
-    """Test-time augmentation: the mean prediction over the 8 exact dihedral transforms of each patch."""
+    """Test-time augmentation: the mean prediction over the 8 exact dihedral transforms of each patch.
+
+    The numpy twin of `histoeq.models.view_average` (which averages inside a torch model): this one wraps any
+    uint8-batch predictor, an ONNX file's included."""
 
     def predict(batch: np.ndarray) -> np.ndarray:
-        tiles = torch.from_numpy(np.ascontiguousarray(batch))
-        outs = [np.asarray(predict_fn(exact_view(tiles, v).numpy()), dtype=np.float64) for v in D4_VIEWS]
+        outs = [np.asarray(predict_fn(np.ascontiguousarray(transform_array(batch, D4, g))), dtype=np.float64)
+                for g in range(D4.order)]
         return np.mean(outs, axis=0)
 
     return predict
@@ -103,16 +114,38 @@ def _predict_view(predict_fn: PredictFn, inputs: EvalInputs, view: View, batch_s
     return np.concatenate(chunks)
 
 
+def with_context(inputs: EvalInputs, probs: np.ndarray, kernel: str) -> np.ndarray:
+    """Binary class probabilities after averaging each patch's positive-class probability with its neighbours' on
+    its slide's tile grid (`histoeq.slide.context`); the patches themselves are rotated one by one, so the grid
+    does not move with the view."""
+    from histoeq.errors import HistoeqError
+
+    if kernel == NO_CONTEXT:
+        return probs
+    if inputs.positions is None or inputs.slides is None:
+        raise HistoeqError(f"--context {kernel} needs tile positions: the dataset index has no x, y columns")
+    if not (probs.ndim == 1 or probs.shape[1] == 2):
+        raise HistoeqError(f"--context {kernel} is defined for two classes, the model has {probs.shape[1]}")
+    x, y = inputs.positions[:, 0], inputs.positions[:, 1]
+    step = grid_step(x, y, inputs.slides)
+    smoothed = smooth_by_group(x, y, positive_score(probs), inputs.slides, step, kernel)
+    return smoothed if probs.ndim == 1 else np.stack([1.0 - smoothed, smoothed], axis=1)
+
+
 class NonFiniteOutput(ValueError):
     """The model's probabilities hold NaN or inf; the caller, who knows which model it is, reports it."""
 
 
 def evaluate_predictor(predict_fn: PredictFn, inputs: Any, *, tta: str | None = None, batch_size: int = 512,
                        progress: ProgressFn = null_progress, task: str = "eval", keep_probabilities: bool = False,
-                       **prepare_kw: Any) -> dict[str, Any]:
+                       context: str = NO_CONTEXT, **prepare_kw: Any) -> dict[str, Any]:
     """Score `predict_fn` on every view of `inputs` (an `EvalInputs`, or a `PatchDataset` plus `prepare_inputs`
     keyword arguments: split, rotations, flips, slides). Returns a JSON-able dict (see module docstring), plus the
-    unrotated view's class probabilities under "probabilities" (a numpy array) with `keep_probabilities`."""
+    unrotated view's class probabilities under "probabilities" (a numpy array) with `keep_probabilities`, and with
+    a context its combined probabilities under "context_probabilities".
+
+    With a ``context`` kernel every view's probabilities are first combined with their grid neighbours'
+    (`with_context`); the unrotated view's patch-only metrics are kept beside them under "patch_only"."""
     from histoeq.errors import HistoeqError
 
     if batch_size < 1:
@@ -127,12 +160,16 @@ def evaluate_predictor(predict_fn: PredictFn, inputs: Any, *, tta: str | None = 
     scores, labels_per_view, rows = [], [], []
     reference: np.ndarray | None = None
     identity_probs: np.ndarray | None = None
+    patch_only: np.ndarray | None = None
     for i, view in enumerate(inputs.views):
         probs = _predict_view(predict_fn, inputs, view, batch_size)
         bad = int((~np.isfinite(probs.reshape(len(probs), -1))).any(axis=1).sum())  # (n, classes) or (n,)
         if bad:
             raise NonFiniteOutput(f"produced non-finite probabilities (NaN or inf) for {bad} of {len(probs)} "
                                   f"patches at view {view.name}: broken weights or a diverged training run")
+        if patch_only is None:
+            patch_only = probs
+        probs = with_context(inputs, probs, context)
         score = positive_score(probs)
         if reference is None:
             reference, identity_probs = score, probs
@@ -146,8 +183,14 @@ def evaluate_predictor(predict_fn: PredictFn, inputs: Any, *, tta: str | None = 
     result = _summarise(inputs, rows, scores, labels_per_view, tta)
     result["per_patient"] = per_patient_metrics(inputs, identity_probs)
     result["patient_level"] = patient_level(inputs, identity_probs)
-    if keep_probabilities:
-        result["probabilities"] = identity_probs
+    result["spatial_context"] = context
+    if context != NO_CONTEXT and patch_only is not None:
+        result["patch_only"] = {**classification_metrics(inputs.labels, patch_only),
+                                "patient_level": patient_level(inputs, patch_only)}
+    if keep_probabilities:  # the model's own output, and the combined one when there is a context
+        result["probabilities"] = patch_only
+        if context != NO_CONTEXT:
+            result["context_probabilities"] = identity_probs
     return result
 
 

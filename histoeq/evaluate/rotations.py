@@ -6,9 +6,9 @@ need pixels from outside the tile: we rotate a larger *context* square centred o
 context comes from the slide when it is reachable (real tissue around the patch) and otherwise from reflect-padding
 the tile (which the evaluation report says, as it is a small artefact of its own).
 
-Conventions shared with training augmentation (`histoeq.train.batches`): a view is (angle, mirrored); the mirror
-(a flip of the width axis) is applied first, then a counter-clockwise rotation, the same direction as
-``torch.rot90(x, k, dims=(H, W))``.
+The views of ``--rotations N [--flips]`` are the elements of C_N (D_N), in the group's index order, acting as
+`histoeq.nn.actions` says (the convention training augmentation and export share): mirror the width axis first,
+then rotate counter-clockwise as displayed.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from histoeq.nn.actions import D4, degrees, rotate_image, transform_image
+from histoeq.nn.groups import Group
 
 
 @dataclass(frozen=True)
@@ -37,19 +40,21 @@ class View:
         return int(round(self.angle / 90.0)) % 4
 
     @property
+    def d4_element(self) -> int:
+        """The element of D4 (`histoeq.nn.actions.D4`) an exact view is."""
+        return D4.index(self.quarter_turns, int(self.mirrored))
+
+    @property
     def name(self) -> str:
         return f"{'m' if self.mirrored else ''}{self.angle:g}"
 
 
 def make_views(rotations: int, flips: bool) -> list[View]:
-    """N angles k * 360/N (k = 0..N-1), each also mirrored when `flips`; identity first."""
+    """The elements of C_N, or D_N with `flips` (angles k * 360/N, then the same mirrored); identity first."""
     if rotations < 1:
         raise ValueError(f"rotations must be at least 1, got {rotations}")
-    angles = [k * 360.0 / rotations for k in range(rotations)]
-    views = [View(a, False) for a in angles]
-    if flips:
-        views += [View(a, True) for a in angles]
-    return views
+    group = Group(rotations, flips)
+    return [View(degrees(group, g), group.is_mirrored(g)) for g in range(group.order)]
 
 
 def context_size(tile_px: int) -> int:
@@ -72,21 +77,15 @@ def reflect_context(tiles: torch.Tensor, size: int) -> torch.Tensor:
 
 def exact_view(tiles: torch.Tensor, view: View) -> torch.Tensor:
     """uint8 (B,H,W,3) -> the view, by pixel permutation only (requires `view.exact`)."""
-    x = tiles.flip(2) if view.mirrored else tiles
-    return torch.rot90(x, view.quarter_turns, dims=(1, 2)).contiguous()
+    return transform_image(tiles.permute(0, 3, 1, 2), D4, view.d4_element).permute(0, 2, 3, 1).contiguous()
 
 
 def rotate_context(context: torch.Tensor, view: View, tile_px: int) -> torch.Tensor:
     """Rotate uint8 (B,S,S,3) context squares about their centre (bilinear) and crop the central tile_px square."""
-    x = context.flip(2) if view.mirrored else context
-    x = x.permute(0, 3, 1, 2).float()
-    theta = math.radians(view.angle)
-    c, s = math.cos(theta), math.sin(theta)
-    # affine_grid maps output coordinates to input coordinates (x right, y down). A counter-clockwise rotation of
-    # the image as torch.rot90 does on (H, W) (checked against it in the tests) samples the input at R(-theta).
-    matrix = torch.tensor([[c, -s, 0.0], [s, c, 0.0]], dtype=torch.float32).expand(x.shape[0], 2, 3)
-    grid = F.affine_grid(matrix, list(x.shape), align_corners=False)
-    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    x = context.permute(0, 3, 1, 2).float()
+    if view.mirrored:
+        x = x.flip(-1)
+    out = rotate_image(x, view.angle, padding_mode="reflection")
     off = (out.shape[-1] - tile_px) // 2
     out = out[:, :, off:off + tile_px, off:off + tile_px]
     return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()

@@ -132,7 +132,7 @@ def export_model(
     tiles, patches_source = check_patches(meta.tile_px, idc_dir=idc_dir)
     _set_metadata(proto, meta)
     verification = verify_onnx(
-        proto.SerializeToString(), model, tiles, patches_source, mean, std, meta.group["name"], meta.model_name, fp16
+        proto.SerializeToString(), model, tiles, patches_source, mean, std, meta.group["name"], fp16
     )
     if not verification.passed:
         raise InputError(source, f"export refused, the ONNX model fails verification: {verification.failure()}")

@@ -4,21 +4,26 @@ Two checks, both in onnxruntime on the file's bytes (what ships, not the torch m
 
 * agreement: max |ORT - torch| over the class probabilities of real tiles, against the *original* model (so the
   `to_plain()` conversion is checked too), <= 1e-4 for fp32;
-* invariance: for a model on p4m the 8 exact D4 transforms (90° rotations x mirror), for p4/se2 the 4 exact 90°
-  rotations, give the same probabilities as the untransformed tile in ORT, <= 1e-5 for fp32.
+* invariance: every grid-exact element of the group the metadata names (`histoeq.nn.actions.exact_subgroup`: D4
+  for p4m and a view-averaged model, C4 for p4 and se2 with N a multiple of 4, nothing for a CNN) gives the same
+  probabilities as the untransformed tile in ORT, <= 1e-5 for fp32.
 
 fp16 files get their own, looser tolerance (half precision has ~3 decimal digits): 1e-2 on probabilities for both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import numpy as np
 import onnxruntime as ort
 import torch
 from torch import nn
+
+from histoeq.nn.actions import exact_subgroup, transform_array
+from histoeq.nn.groups import by_name
 
 FP32_AGREEMENT = 1e-4
 FP32_INVARIANCE = 1e-5
@@ -62,18 +67,15 @@ class Verification:
         return {**asdict(self), "passed": self.passed}
 
 
-def exact_transforms(group_name: str | None, model_name: str | None = None) -> tuple[str | None, list]:
-    """The pixel-exact transforms a model claims invariance under: D4 for mirror groups, C4 for rotation groups."""
-    name = (group_name or "").upper()
-    model = (model_name or "").lower()
-    rotations = [lambda x, k=k: np.rot90(x, k, axes=(1, 2)) for k in range(1, 4)]
-    mirrored = [lambda x, k=k: np.rot90(x[:, :, ::-1], k, axes=(1, 2)) for k in range(4)]
-    rot_order = int(name[1:]) if name[1:].isdigit() else 0
-    if model == "p4m" or (name.startswith("D") and rot_order % 4 == 0 and rot_order > 0):
-        return "D4", rotations + mirrored
-    if model in ("p4", "se2") or (name.startswith("C") and rot_order % 4 == 0 and rot_order > 0):
-        return "C4", rotations
-    return None, []
+def exact_transforms(group_name: str | None) -> tuple[str | None, list[Callable[[np.ndarray], np.ndarray]]]:
+    """The name of the exact subgroup of the group the metadata names, and its elements other than the identity as
+    transforms of NHWC uint8 batches; (None, []) when there are none (C1, or a name that is no group)."""
+    try:
+        group = exact_subgroup(by_name(group_name or "C1"))
+    except ValueError:
+        return None, []
+    transforms = [partial(transform_array, group=group, element=g) for g in range(1, group.order)]
+    return (group.name if transforms else None), transforms
 
 
 def torch_probabilities(model: nn.Module, tiles: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> tuple:
@@ -93,10 +95,10 @@ def verify_onnx(
     mean: Sequence[float],
     std: Sequence[float],
     group_name: str | None,
-    model_name: str | None,
     fp16: bool,
 ) -> Verification:
-    """Run both checks on the serialised model with ORT's CPU provider (deterministic and always present)."""
+    """Run both checks on the serialised model with ORT's CPU provider (deterministic and always present);
+    `group_name` is the metadata's (``ModelMetadata.group["name"]``)."""
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
 
     def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +107,7 @@ def verify_onnx(
 
     ort_logits, ort_probs = run(tiles)
     ref_logits, ref_probs = torch_probabilities(model, tiles, mean, std)
-    group, transforms = exact_transforms(group_name, model_name)
+    group, transforms = exact_transforms(group_name)
     invariance = None
     if transforms:
         invariance = max(float(np.abs(run(t(tiles))[1] - ort_probs).max()) for t in transforms)

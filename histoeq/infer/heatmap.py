@@ -27,8 +27,8 @@ from matplotlib.figure import Figure
 from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 from PIL import Image, PngImagePlugin
 
-from histoeq.infer.grid import TileGrid
-from histoeq.infer.outputs import write_atomically
+from histoeq.atomic import atomic_open
+from histoeq.slide.tiler import TileGrid
 
 HEATMAP_CMAP = "viridis"
 CMAP_START = 0.25  # where in viridis p = 0 starts (#3b528b, blue); below it viridis turns violet
@@ -141,7 +141,8 @@ def write_heatmap_png(
     """Write `heatmap_figure` as a PNG (see there for the arguments)."""
     fig = heatmap_figure(thumb, downsample, grid, heat, label, slide_name=slide_name, model_name=model_name,
                          mpp=mpp)
-    write_atomically(path, lambda fh: fig.savefig(fh, format="png", dpi=fig.dpi), binary=True)
+    with atomic_open(path, binary=True) as fh:
+        fig.savefig(fh, format="png", dpi=fig.dpi)
 
 
 def write_tissue_mask_png(path: Path, mask: np.ndarray, downsample: float, mpp: float | None = None) -> None:
@@ -153,4 +154,5 @@ def write_tissue_mask_png(path: Path, mask: np.ndarray, downsample: float, mpp: 
     if mpp is not None:
         info.add_text("histoeq:mpp", f"{float(mpp):.6g}")
     image = Image.fromarray(np.asarray(mask, dtype=bool).astype(np.uint8) * 255, mode="L")
-    write_atomically(path, lambda fh: image.save(fh, format="PNG", pnginfo=info), binary=True)
+    with atomic_open(path, binary=True) as fh:
+        image.save(fh, format="PNG", pnginfo=info)

@@ -1,10 +1,14 @@
-"""Per-slide result files, each written atomically (temporary name in the same folder, then `os.replace`).
+"""Per-slide result files: a registry of output writers, each a function of one `SlidePrediction`.
 
-* ``<stem>.csv``: one row per tile, ``minx,miny,width,height,prob_<class>...`` in level-0 pixels, as WSInfer writes.
-* ``<stem>.geojson``: the same tiles as QuPath-ready objects (id, polygon, classification = most likely class with its
-  colour, measurements = probabilities); streamed, so a 400k-tile slide needs no big buffer.
-* ``<stem>.heatmap.png``: the positive-class probability over the thumbnail (see `heatmap`).
-* ``<stem>.json``: run metadata, written last: its presence with all listed outputs marks the slide complete.
+* ``csv`` -> ``<stem>.csv``: one row per tile, ``minx,miny,width,height,prob_<class>...`` in level-0 pixels, as
+  WSInfer writes.
+* ``geojson`` -> ``<stem>.geojson``: the same tiles as QuPath-ready objects (id, polygon, classification = most likely
+  class with its colour, measurements = probabilities); streamed, so a 400k-tile slide needs no big buffer.
+* ``heatmap`` -> ``<stem>.heatmap.png``: the positive-class probability over the thumbnail (see `heatmap`).
+* ``<stem>.json``: the run record, always written, last: it lists the output files of the slide, and a slide is
+  complete for a run when every output that run asks for is listed there and exists.
+
+Each file is written atomically (temporary name in the same folder, then `os.replace`).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -19,8 +24,11 @@ import numpy as np
 import pandas as pd
 
 from histoeq.atomic import atomic_open
+from histoeq.errors import HistoeqError
+from histoeq.infer.heatmap import probability_grid, write_heatmap_png
+from histoeq.infer.result import SlidePrediction
 
-SUFFIXES = (".csv", ".geojson", ".heatmap.png", ".json")
+RECORD_SUFFIX = ".json"
 # Okabe & Ito's colour-blind-safe palette (blue, orange, sky blue, bluish green, reddish purple, yellow): the first
 # two classes (negative, positive in a binary model) never meet as red against green.
 CLASS_COLOURS = [[0, 114, 178], [230, 159, 0], [86, 180, 233], [0, 158, 115], [204, 121, 167], [240, 228, 66]]
@@ -38,33 +46,29 @@ def feature_ids(count: int, base: uuid.UUID | None = None) -> list[str]:
     return [f"{prefix}{i:012x}" for i in range(count)]
 
 
-def output_paths(out_dir: Path, stem: str) -> dict[str, Path]:
-    return {suffix: out_dir / f"{stem}{suffix}" for suffix in SUFFIXES}
-
-
 def write_atomically(path: Path, write: Callable[[IO[Any]], None], binary: bool = False) -> None:
     """Call `write` on a temporary file next to `path`, then rename it over `path` (never a half-written file)."""
     with atomic_open(path, binary=binary) as fh:
         write(fh)
 
 
-def write_tiles_csv(
-    path: Path, x: np.ndarray, y: np.ndarray, size: int, probs: np.ndarray, classes: Sequence[str]
-) -> None:
+def write_tiles_csv(path: Path, pred: SlidePrediction) -> None:
     """WSInfer's layout; pandas' C writer keeps 400k rows well under a second."""
-    frame = pd.DataFrame({"minx": x, "miny": y, "width": size, "height": size})
-    for i, name in enumerate(classes):
-        frame[f"prob_{name}"] = probs[:, i]
+    x, y = pred.top_left
+    frame = pd.DataFrame({"minx": x, "miny": y, "width": pred.tile_size, "height": pred.tile_size})
+    for i, name in enumerate(pred.classes):
+        frame[f"prob_{name}"] = pred.probabilities[:, i]
+    if pred.context_scores is not None:
+        frame[pred.context_column] = pred.context_scores
     write_atomically(path, lambda fh: frame.to_csv(fh, index=False, float_format="%.6f", lineterminator="\n"))
 
 
-def write_tiles_geojson(
-    path: Path, x: np.ndarray, y: np.ndarray, size: int, probs: np.ndarray, classes: Sequence[str],
-    id_base: uuid.UUID | None = None,
-) -> None:
+def write_tiles_geojson(path: Path, pred: SlidePrediction, id_base: uuid.UUID | None = None) -> None:
     """QuPath detection tiles, each with its own object id (`feature_ids`; `id_base` fixes them for a reproducible
     file). Features are formatted from a template (json.dumps per feature was 5x slower); class names and
     measurement keys are JSON-escaped once."""
+    probs, classes, size = pred.probabilities, pred.classes, pred.tile_size
+    x, y = pred.top_left
     best = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int)
     heads = [
         '{"type":"Feature","id":"%s","geometry":{"type":"Polygon","coordinates":[[[%d,%d],[%d,%d],[%d,%d],[%d,%d],[%d,%d]]]},'
@@ -73,6 +77,10 @@ def write_tiles_geojson(
         for i, name in enumerate(classes)
     ]
     keys = [json.dumps(f"prob_{name}") + ":%.6f" for name in classes]
+    columns = probs
+    if pred.context_scores is not None:
+        keys.append(json.dumps(pred.context_column) + ":%.6f")
+        columns = np.column_stack([probs, pred.context_scores])
     tail = ",".join(keys) + "}}}"
 
     def write(fh: IO[str]) -> None:
@@ -83,23 +91,91 @@ def write_tiles_geojson(
             x0, y0 = xs[i], ys[i]
             x1, y1 = x0 + size, y0 + size
             feature = (heads[best[i]] % (ids[i], x0, y0, x1, y0, x1, y1, x0, y1, x0, y0)
-                       + tail % tuple(probs[i].tolist()))
+                       + tail % tuple(columns[i].tolist()))
             fh.write(("," if i else "") + feature + "\n")
         fh.write("]}\n")
 
     write_atomically(path, write)
 
 
+def write_heatmap(path: Path, pred: SlidePrediction) -> None:
+    heat = probability_grid(pred.grid, pred.indices, pred.scores)
+    label = pred.positive_class if pred.context_scores is None else f"{pred.positive_class}, context {pred.context}"
+    write_heatmap_png(path, pred.thumbnail, pred.thumbnail_downsample, pred.grid, heat, label)
+
+
+@dataclass(frozen=True)
+class OutputWriter:
+    """One output format: its name (for ``--outputs``), the file suffix after the slide's stem, and the writer."""
+
+    name: str
+    suffix: str
+    write: Callable[[Path, SlidePrediction], None]
+
+    def path(self, out_dir: Path, stem: str) -> Path:
+        return out_dir / f"{stem}{self.suffix}"
+
+
+WRITERS: dict[str, OutputWriter] = {w.name: w for w in (
+    OutputWriter("csv", ".csv", write_tiles_csv),
+    OutputWriter("geojson", ".geojson", write_tiles_geojson),
+    OutputWriter("heatmap", ".heatmap.png", write_heatmap),
+)}
+DEFAULT_OUTPUTS: tuple[str, ...] = tuple(WRITERS)
+
+
+def parse_outputs(text: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``"csv,geojson"`` (or a list of names) -> the writers' names, in registry order; None -> all of them.
+
+    An unknown or missing name is a `HistoeqError` listing the choices."""
+    if text is None:
+        return DEFAULT_OUTPUTS
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text)]
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in WRITERS]
+    if unknown or not names:
+        what = f"unknown output {', '.join(map(repr, unknown))}" if unknown else "no output named"
+        raise HistoeqError(f"--outputs: {what} (choose from {', '.join(WRITERS)}; the JSON record is always written)")
+    return tuple(n for n in WRITERS if n in names)
+
+
+def record_path(out_dir: Path, stem: str) -> Path:
+    return out_dir / f"{stem}{RECORD_SUFFIX}"
+
+
+def output_paths(out_dir: Path, stem: str, outputs: Sequence[str] = DEFAULT_OUTPUTS) -> dict[str, Path]:
+    """The files of `outputs` (writer names) for one slide, plus its JSON record under ``"json"``."""
+    return {**{name: WRITERS[name].path(out_dir, stem) for name in outputs}, "json": record_path(out_dir, stem)}
+
+
+def written_outputs(out_dir: Path, stem: str) -> dict[str, str]:
+    """The outputs a previous run recorded for this slide whose files still exist (name -> file name); empty when
+    there is no readable record."""
+    try:
+        record = json.loads(record_path(out_dir, stem).read_text())
+    except (OSError, ValueError):
+        return {}
+    listed = record.get("outputs") if isinstance(record, dict) else None
+    if not isinstance(listed, dict):
+        return {}
+    files = {str(f) for f in listed.values() if isinstance(f, str)}
+    return {name: w.path(out_dir, stem).name for name, w in WRITERS.items()
+            if w.path(out_dir, stem).name in files and w.path(out_dir, stem).is_file()}
+
+
+def missing_outputs(out_dir: Path, stem: str, outputs: Sequence[str]) -> tuple[str, ...]:
+    """Which of `outputs` this slide still lacks: all of them unless its record lists them and their files exist.
+    An empty answer means the slide is complete for this run."""
+    done = written_outputs(out_dir, stem)
+    return tuple(name for name in outputs if name not in done)
+
+
+def remove_outputs(out_dir: Path, stem: str) -> None:
+    """Delete a slide's record first (so it no longer claims anything), then every output file it may have."""
+    record_path(out_dir, stem).unlink(missing_ok=True)
+    for writer in WRITERS.values():
+        writer.path(out_dir, stem).unlink(missing_ok=True)
+
+
 def write_run_json(path: Path, record: dict[str, Any]) -> None:
     write_atomically(path, lambda fh: json.dump(record, fh, indent=2, sort_keys=True))
-
-
-def is_complete(out_dir: Path, stem: str) -> bool:
-    """Whether a previous run finished this slide: the JSON record exists, parses and its outputs all exist."""
-    paths = output_paths(out_dir, stem)
-    try:
-        record = json.loads(paths[".json"].read_text())
-    except (OSError, ValueError):
-        return False
-    listed = record.get("outputs", {}) if isinstance(record, dict) else {}
-    return all((out_dir / Path(name).name).is_file() for name in listed.values()) and len(listed) >= 3

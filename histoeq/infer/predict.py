@@ -1,10 +1,12 @@
 """`histoeq predict`: classify the tissue tiles of whole slides with an exported ONNX model.
 
-Per slide: open it, lay the centred tile grid at the model's µm/px (`grid`), keep tiles on the tissue mask of the
-thumbnail, read them in a thread pool while the model runs (`reader`), and write the four result files atomically,
-as one set (`outputs`, `heatmap`). One ONNX Runtime session serves all slides of the process. Slides whose results
-are already complete are skipped, so an interrupted or sharded job can simply be run again. Everything that can be
-checked without running the model (options, output folder, every slide and its µm/px) is checked first.
+Per slide: lay the centred tile grid at the model's µm/px (`histoeq.slide.tiler`), keep tiles on the tissue mask of
+the thumbnail, read them in a thread pool while the model runs (the tiler's block reader), gather the result in one
+`SlidePrediction`, and hand it to the output writers asked for (`outputs`), writing their files and the JSON run
+record atomically, as one set. One ONNX Runtime session serves all slides of the process. Slides that already have
+every output asked for are skipped, and a slide missing some gets just those, so an interrupted or sharded job can
+simply be run again. Everything that can be checked without running the model (options, output folder, every slide
+and its µm/px) is checked first; those slides are kept open for the run (up to `KEEP_OPEN`), so each is opened once.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -23,15 +24,19 @@ from histoeq import __version__
 from histoeq.atomic import atomic_paths, check_output_dir
 from histoeq.data.stain import StainTransform, sample_evenly
 from histoeq.errors import HistoeqError, InputError
-from histoeq.infer.grid import TileGrid, tile_grid, tile_rects
-from histoeq.infer.heatmap import probability_grid, write_heatmap_png
+from histoeq.infer.model_index import resolve_model
 from histoeq.infer.onnx_model import OnnxTileModel
 from histoeq.infer.outputs import (
-    SUFFIXES, is_complete, output_paths, write_run_json, write_tiles_csv, write_tiles_geojson,
+    DEFAULT_OUTPUTS, WRITERS, missing_outputs, output_paths, parse_outputs, record_path, remove_outputs,
+    write_run_json, written_outputs,
 )
-from histoeq.infer.reader import iter_batches
+from histoeq.infer.rerun import PredictSettings, claim_folder, slide_differences
+from histoeq.infer.result import SlidePrediction
 from histoeq.progress import ProgressFn, null_progress
-from histoeq.slide import open_slide
+from histoeq.slide import Slide, open_slide
+from histoeq.slide.kept import KeptOpen
+from histoeq.slide.tiler import TileGrid, iter_batches, tile_grid
+from histoeq.slide.context import NO_CONTEXT, context_kernel, smooth_on_grid
 from histoeq.slide.tissue import tissue_fraction, tissue_mask
 
 THUMBNAIL_PX = 1024  # tissue mask and heatmap background; 50 px tiles of a 32k slide are still 1.6 px here
@@ -46,6 +51,8 @@ class PredictOptions:
     tissue_threshold: float = 0.25  # minimum tissue fraction of a tile; 0 keeps every tile
     block: int = 8  # tiles per side of one region read
     workers: int = max(2, min(8, os.cpu_count() or 2))
+    outputs: tuple[str, ...] = DEFAULT_OUTPUTS  # writer names (see `histoeq.infer.outputs.WRITERS`)
+    context: str = NO_CONTEXT  # spatial context kernel over the tile grid (histoeq.slide.context)
 
 
 @dataclass
@@ -59,23 +66,6 @@ class SlideResult:
     @property
     def tiles_per_s(self) -> float:
         return self.tiles / self.seconds if self.seconds else 0.0
-
-
-def default_model_path(search: Sequence[Path] | None = None) -> Path:
-    """The shipped model: the first ``*.onnx`` in ``$HISTOEQ_MODEL_DIR`` (the Docker image sets it), ``./models``
-    or the project checkout's ``models/``."""
-    if search is not None:
-        folders = list(search)
-    else:
-        folders = [Path.cwd() / "models", Path(__file__).resolve().parents[2] / "models"]
-        if os.environ.get("HISTOEQ_MODEL_DIR"):
-            folders.insert(0, Path(os.environ["HISTOEQ_MODEL_DIR"]))
-    for folder in folders:
-        found = sorted(folder.glob("*.onnx")) if folder.is_dir() else []
-        if found:
-            return found[0]
-    where = ", ".join(str(f) for f in folders)
-    raise HistoeqError(f"no model given and no *.onnx found (looked in {where}); pass --model model.onnx")
 
 
 def parse_shard(shard: str | None) -> tuple[int, int]:
@@ -98,7 +88,8 @@ def shard_slides(slides: Sequence[Path], shard: str | None) -> list[Path]:
     return ordered[i::n]
 
 
-def select_tiles(slide: Any, model: OnnxTileModel, options: PredictOptions) -> tuple[TileGrid, np.ndarray, np.ndarray, float]:
+def select_tiles(slide: Slide, model: OnnxTileModel,
+                 options: PredictOptions) -> tuple[TileGrid, np.ndarray, np.ndarray, float]:
     """(grid, keep mask (rows, cols), thumbnail, thumbnail downsample) for one slide."""
     meta = model.metadata
     grid = tile_grid(slide.dimensions, float(slide.mpp), meta.mpp, meta.tile_px, options.stride_px, slide.path)
@@ -107,12 +98,12 @@ def select_tiles(slide: Any, model: OnnxTileModel, options: PredictOptions) -> t
     if options.tissue_threshold <= 0:
         keep = np.ones((grid.rows, grid.cols), dtype=bool)
     else:
-        fraction = tissue_fraction(tissue_mask(thumb), float(downsample), tile_rects(grid))
+        fraction = tissue_fraction(tissue_mask(thumb), float(downsample), grid.rects())
         keep = fraction.reshape(grid.rows, grid.cols) >= options.tissue_threshold
     return grid, keep, thumb, float(downsample)
 
 
-def slide_stain_transform(slide: Any, grid: TileGrid, keep: np.ndarray, model: OnnxTileModel,
+def slide_stain_transform(slide: Slide, grid: TileGrid, keep: np.ndarray, model: OnnxTileModel,
                           options: PredictOptions) -> StainTransform | None:
     """For a model trained on stain-normalised patches (metadata ``stain``): the slide's colour statistics, from up
     to `STAIN_SAMPLE_TILES` of its kept tiles spread over the whole slide, and the map to the model's reference.
@@ -123,13 +114,13 @@ def slide_stain_transform(slide: Any, grid: TileGrid, keep: np.ndarray, model: O
     kept = np.flatnonzero(keep.ravel())
     sample = np.zeros(keep.size, dtype=bool)
     sample[kept[sample_evenly(len(kept), STAIN_SAMPLE_TILES)]] = True
-    batches = iter_batches(slide, grid, sample.reshape(keep.shape), model.metadata.mpp, options.batch_size,
-                           options.block, options.workers)
+    batches = iter_batches(slide, grid, sample.reshape(keep.shape), options.batch_size, options.block,
+                           options.workers)
     return StainTransform.measure(stain, (tiles for _, tiles in batches))
 
 
 def run_tiles(
-    slide: Any, grid: TileGrid, keep: np.ndarray, model: OnnxTileModel, options: PredictOptions,
+    slide: Slide, grid: TileGrid, keep: np.ndarray, model: OnnxTileModel, options: PredictOptions,
     progress: ProgressFn = null_progress, task: str = "predict", transform: StainTransform | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(flat grid indices, probabilities) of the kept tiles, in reading order; `transform` (the slide's stain
@@ -138,9 +129,7 @@ def run_tiles(
     indices = np.empty(total, dtype=np.int64)
     probs = np.empty((total, len(model.classes)), dtype=np.float32)
     done, start = 0, time.perf_counter()
-    for idx, tiles in iter_batches(
-        slide, grid, keep, model.metadata.mpp, options.batch_size, options.block, options.workers
-    ):
+    for idx, tiles in iter_batches(slide, grid, keep, options.batch_size, options.block, options.workers):
         n = len(idx)
         indices[done : done + n] = idx
         probs[done : done + n] = model(tiles if transform is None else transform(tiles))
@@ -150,54 +139,64 @@ def run_tiles(
     return indices[:done], probs[:done]
 
 
-def predict_slide(
-    path: Path, model: OnnxTileModel, out_dir: Path, options: PredictOptions, progress: ProgressFn = null_progress
-) -> SlideResult:
-    """Predict one slide and write its four outputs; returns what was done."""
+def predict_tiles(slide: Slide, model: OnnxTileModel, options: PredictOptions,
+                  progress: ProgressFn = null_progress) -> SlidePrediction:
+    """Run the model over the tissue tiles of one open slide; the result record every output is written from."""
     start = time.perf_counter()
-    slide = open_slide(path, options.mpp, mpp_option="--mpp")
     grid, keep, thumb, downsample = select_tiles(slide, model, options)
     transform = slide_stain_transform(slide, grid, keep, model, options)
-    indices, probs = run_tiles(slide, grid, keep, model, options, progress, task=path.name, transform=transform)
-    infer_s = time.perf_counter() - start
-    rows, cols = np.divmod(indices, grid.cols)
-    x, y = grid.top_left(rows, cols)
-    size = int(round(grid.footprint))
-    classes = model.classes
-    paths = output_paths(out_dir, path.stem)
-    outputs = {k.lstrip("."): p.name for k, p in paths.items() if k != ".json"}
+    indices, probs = run_tiles(slide, grid, keep, model, options, progress, task=slide.path.name,
+                               transform=transform)
     meta = model.metadata
-    # All four files or none: the .json, renamed last, marks the slide complete.
-    with atomic_paths([paths[suffix] for suffix in SUFFIXES]) as (csv, geojson, png, record_json):
-        write_tiles_csv(csv, x, y, size, probs, classes)
-        write_tiles_geojson(geojson, x, y, size, probs, classes)
-        heat = probability_grid(grid, indices, probs[:, -1])
-        write_heatmap_png(png, thumb, downsample, grid, heat, meta.positive_class)
-        seconds = time.perf_counter() - start
-        record = {
-            "slide": str(path),
-            "slide_dimensions": list(slide.dimensions),
-            "slide_mpp": float(slide.mpp),
-            "model": {
-                "path": str(model.path), "name": meta.model_name, "group": meta.group, "classes": classes,
-                "tile_px": meta.tile_px, "mpp": meta.mpp, "precision": meta.precision, "data_hash": meta.data_hash,
-                "metrics": meta.metrics, "histoeq_version": meta.histoeq_version,
-            },
-            "stain": None if transform is None else transform.record(),
-            "provider": model.provider,
-            "grid": {k: v for k, v in asdict(grid).items()},
-            "options": asdict(options),
-            "tile_count": int(len(indices)),
-            "grid_tiles": grid.count,
-            "timing": {"inference_s": round(infer_s, 3), "total_s": round(seconds, 3),
-                       "tiles_per_s": round(len(indices) / infer_s, 1) if infer_s else None},
-            "outputs": outputs,
-            "histoeq_version": __version__,
-            "host": socket.gethostname(),
-            "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        write_run_json(record_json, record)
-    return SlideResult(str(path), False, int(len(indices)), seconds, {**outputs, "json": paths[".json"].name})
+    context_scores = None
+    if options.context != NO_CONTEXT and len(indices):
+        rows, cols = np.divmod(indices, grid.cols)  # grid cells: the centred grid turns with the slide
+        context_scores = smooth_on_grid(cols, rows, probs[:, -1], 1.0, options.context).astype(np.float32)
+    return SlidePrediction(
+        slide=slide.path, dimensions=tuple(slide.dimensions), slide_mpp=float(slide.mpp), grid=grid,
+        indices=indices, probabilities=probs, classes=list(model.classes), positive_class=meta.positive_class,
+        thumbnail=thumb, thumbnail_downsample=downsample,
+        model={"path": str(model.path), "name": meta.model_name, "group": meta.group, "classes": model.classes,
+               "tile_px": meta.tile_px, "mpp": meta.mpp, "precision": meta.precision, "data_hash": meta.data_hash,
+               "metrics": meta.metrics, "histoeq_version": meta.histoeq_version},
+        provider=model.provider, options=asdict(options), outputs=tuple(options.outputs),
+        stain=None if transform is None else transform.record(), inference_s=time.perf_counter() - start,
+        context=options.context, context_scores=context_scores,
+    )
+
+
+def write_prediction(pred: SlidePrediction, out_dir: Path, outputs: Sequence[str], started: float,
+                     settings: PredictSettings | None = None) -> dict[str, str]:
+    """Write `outputs` (writer names) of one slide and its JSON record, all or none; returns name -> file name.
+
+    The record lists these outputs and those an earlier run wrote for this slide and that still exist, and is
+    renamed last: its presence marks the listed outputs complete."""
+    stem = pred.slide.stem
+    paths = output_paths(out_dir, stem, outputs)
+    kept = written_outputs(out_dir, stem)
+    files = {name: WRITERS[name].path(out_dir, stem).name for name in WRITERS if name in outputs or name in kept}
+    with atomic_paths([paths[name] for name in outputs] + [paths["json"]]) as tmps:
+        for name, tmp in zip(outputs, tmps):
+            WRITERS[name].write(tmp, pred)
+        record = pred.record(files, time.perf_counter() - started, histoeq_version=__version__,
+                             settings=None if settings is None else asdict(settings),
+                             host=socket.gethostname(),
+                             finished_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        write_run_json(tmps[-1], record)
+    return {**{name: paths[name].name for name in outputs}, "json": paths["json"].name}
+
+
+def predict_slide(
+    slide: Slide, model: OnnxTileModel, out_dir: Path, options: PredictOptions, progress: ProgressFn = null_progress,
+    outputs: Sequence[str] | None = None, settings: PredictSettings | None = None,
+) -> SlideResult:
+    """Predict one open slide and write `outputs` (default: those of `options`) and its JSON record."""
+    start = time.perf_counter()
+    pred = predict_tiles(slide, model, options, progress)
+    settings = settings or PredictSettings.of(model.path, options)
+    written = write_prediction(pred, Path(out_dir), tuple(options.outputs if outputs is None else outputs), start,
+                               settings)
+    return SlideResult(str(slide.path), False, pred.tile_count, time.perf_counter() - start, written)
 
 
 def predict_slides(
@@ -209,27 +208,57 @@ def predict_slides(
     options: PredictOptions | None = None,
     shard: str | None = None,
     progress: ProgressFn = null_progress,
+    overwrite: bool = False,
 ) -> tuple[OnnxTileModel, list[SlideResult]]:
-    """Predict this shard's slides with one ONNX Runtime session; returns (model with its provider, results)."""
+    """Predict this shard's slides with one ONNX Runtime session; returns (model with its provider, results).
+
+    A slide whose outputs exist is skipped when they were made with this model (sha256) and these options
+    (`histoeq.infer.rerun`); made otherwise, the run refuses before any work unless ``overwrite``."""
     options = options or PredictOptions()
     check_options(options)
     out = check_output_dir(out_dir)
     check_distinct_stems([Path(s) for s in slides])
     mine = shard_slides([Path(s) for s in slides], shard)
-    # Fail fast: every problem found here would otherwise surface only after hours of work on earlier slides.
-    geometry = {path: _check_slide(path, out, options) for path in mine}
-    if not isinstance(model, OnnxTileModel):
-        model = OnnxTileModel(model if model is not None else default_model_path(), device)
-    meta = model.metadata
-    for path, (dimensions, mpp) in geometry.items():
-        tile_grid(dimensions, mpp, meta.mpp, meta.tile_px, options.stride_px, path)
-    results = []
-    for path in mine:
-        if is_complete(out, path.stem):
-            results.append(SlideResult(str(path), True))
-            continue
-        results.append(predict_slide(path, model, out, options, progress))
+    with KeptOpen(lambda path: open_slide(path, options.mpp, mpp_option="--mpp")) as kept:
+        # Fail fast: every problem found here would otherwise surface only after hours of work on earlier slides.
+        geometry = {}
+        for path in mine:
+            _check_paths(path, out, options)
+            geometry[path] = kept.check(path, lambda slide: (tuple(slide.dimensions), float(slide.mpp)))
+        if not isinstance(model, OnnxTileModel):
+            model = OnnxTileModel(resolve_model(model), device)
+        meta = model.metadata
+        for path, (dimensions, mpp) in geometry.items():
+            tile_grid(dimensions, mpp, meta.mpp, meta.tile_px, options.stride_px, path)
+        settings = PredictSettings.of(model.path, options)
+        stale = _stale_slides(out, mine, settings, overwrite)
+        claim_folder(out, settings, overwrite)
+        results = []
+        for path in mine:
+            if path in stale:
+                remove_outputs(out, path.stem)
+            missing = missing_outputs(out, path.stem, options.outputs)
+            if not missing:
+                results.append(SlideResult(str(path), True))
+                continue
+            with kept.take(path) as slide:
+                results.append(predict_slide(slide, model, out, options, progress, outputs=missing,
+                                             settings=settings))
     return model, results
+
+
+def _stale_slides(out: Path, slides: Sequence[Path], settings: PredictSettings, overwrite: bool) -> set[Path]:
+    """Slides whose existing outputs were made with another model or options: refused up front, before any work,
+    unless ``overwrite`` (then they are predicted again)."""
+    stale = set()
+    for path in slides:
+        differs = slide_differences(record_path(out, path.stem), settings)
+        if differs and not overwrite:
+            raise InputError(record_path(out, path.stem), f"was made with {', '.join(differs)}; pass --overwrite to "
+                                                          "replace it, or choose another --out")
+        if differs:
+            stale.add(path)
+    return stale
 
 
 def check_options(options: PredictOptions) -> None:
@@ -242,6 +271,9 @@ def check_options(options: PredictOptions) -> None:
         raise HistoeqError(f"--stride must be at least 1 model pixel (got {options.stride_px})")
     if options.workers < 1:
         raise HistoeqError(f"--workers must be at least 1 (got {options.workers})")
+    options.outputs = parse_outputs(options.outputs)
+    if options.context != NO_CONTEXT:
+        context_kernel(options.context)
 
 
 def check_distinct_stems(slides: Sequence[Path]) -> None:
@@ -255,14 +287,12 @@ def check_distinct_stems(slides: Sequence[Path]) -> None:
                                    "would collide, so predict them into different --out folders")
 
 
-def _check_slide(path: Path, out: Path, options: PredictOptions) -> tuple[tuple[int, int], float]:
-    """Open `path` and resolve its µm/px (the up-front check of `predict_slides`); returns (dimensions, µm/px)."""
+def _check_paths(path: Path, out: Path, options: PredictOptions) -> None:
+    """The slide is a file and none of its outputs is taken by a folder (part of the up-front check)."""
     if path.is_dir():
         raise InputError(path, "is a directory, not a slide file")
     if not path.is_file():
         raise InputError(path, "slide not found")
-    for target in output_paths(out, path.stem).values():
+    for target in output_paths(out, path.stem, options.outputs).values():
         if target.is_dir():
             raise InputError(target, "cannot write the output: is a directory")
-    with open_slide(path, options.mpp, mpp_option="--mpp") as slide:
-        return tuple(slide.dimensions), float(slide.mpp)  # no µm/px in metadata or --mpp: InputError naming --mpp

@@ -22,7 +22,7 @@ import shapely
 from shapely import affinity
 
 from histoeq.errors import HistoeqError
-from histoeq.infer.grid import TileGrid
+from histoeq.slide.tiler import TileGrid
 from histoeq.infer.outputs import class_colour, feature_ids, write_atomically
 
 

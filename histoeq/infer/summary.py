@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from histoeq.errors import HistoeqError
-from histoeq.infer.grid import TileGrid
+from histoeq.slide.tiler import TileGrid
 from histoeq.infer.outputs import write_atomically
 from histoeq.infer.regions import cell_area_mm2
 

@@ -1,4 +1,4 @@
-"""Measuring invariance of a model's logits: the exact-element check and the 45° protocol of the core issue."""
+"""Measuring invariance of a model's logits under rotations off the pixel grid: the 45° protocol."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-from histoeq.nn.functional import rotate_image, transform_image
-from histoeq.nn.groups import Group
+from histoeq.nn.actions import rotate_image
 
 
 def smoothed_noise_disk(n: int, tile_px: int, sigma: float = 2.0, seed: int = 0, channels: int = 3) -> torch.Tensor:
@@ -44,11 +43,3 @@ def rotation_error(model: nn.Module, angle_deg: float = 45.0, tile_px: int = 50,
     fx, frx = model(x), model(rx)
     return ((fx - frx).norm(dim=1) / fx.norm(dim=1)).mean().item()
 
-
-@torch.no_grad()
-def exact_invariance_error(model: nn.Module, group: Group, x: torch.Tensor) -> float:
-    """Max relative logit error over the group's 90°-multiple / mirror elements."""
-    model.eval()
-    fx = model(x)
-    errs = [((model(transform_image(x, group, g)) - fx).norm() / fx.norm()).item() for g in group.grid_exact_elements()]
-    return max(errs)

@@ -17,27 +17,19 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from histoeq.models.ensemble import log_mean_probability
-from histoeq.nn.functional import transform_image
+from histoeq.nn.actions import D4, element_in, transform_image
 from histoeq.nn.groups import Group, dihedral, trivial
 
-D4 = dihedral(4)
 TARGETS = ("d4",)
-
-
-def _contains(group: Group, d4_element: int) -> bool:
-    """Whether the model's group holds the D4 element (compared by their action on the plane)."""
-    target = D4.plane_matrix(d4_element)
-    return any(np.allclose(group.plane_matrix(g), target, atol=1e-9) for g in range(group.order))
 
 
 def missing_views(group: Group) -> list[int]:
     """D4 elements, one per right coset H·r of H = group ∩ D4: the views to average over (identity first)."""
-    inside = [h for h in range(D4.order) if _contains(group, h)]
+    inside = [h for h in range(D4.order) if element_in(group, D4, h) is not None]
     views: list[int] = []
     covered: set[int] = set()
     for r in range(D4.order):

@@ -14,6 +14,7 @@ from functools import lru_cache
 from histoeq.errors import HistoeqError
 from histoeq.models.histonet import HistoNet
 from histoeq.models.registry import register_model
+from histoeq.nn.actions import exact_subgroup
 from histoeq.nn.groups import Group, cyclic, dihedral, trivial
 from histoeq.nn.kernels import DEFAULT_ROTATION_METHOD
 
@@ -61,7 +62,7 @@ def _build(name: str, group: Group, method: str, *, num_classes: int, in_channel
                    in_channels=in_channels, dropout=dropout)
     net.config = {"name": name, "num_classes": num_classes, "in_channels": in_channels, "width": width,
                   "match": match, "dropout": dropout, **extra_config}
-    exact = [g for g in range(group.order) if group.is_grid_exact(g)]
+    exact = exact_subgroup(group)
     net.default_cfg = {
         "tile_px": DEFAULT_TILE_PX,
         "mpp": DEFAULT_MPP,
@@ -69,8 +70,8 @@ def _build(name: str, group: Group, method: str, *, num_classes: int, in_channel
         "group_order": group.order,
         "kernel_method": method,
         # Invariant exactly (to float rounding) under these elements at every tile size.
-        "exact_group": "none" if group.order == 1 else f"{'D' if group.mirrors else 'C'}{len(exact) // (2 if group.mirrors else 1)}",
-        "exact_elements": len(exact) if group.order > 1 else 1,
+        "exact_group": "none" if group.order == 1 else exact.name,
+        "exact_elements": exact.order,
     }
     return net
 
@@ -109,7 +110,29 @@ def se2(*, orientations: int = 8, mirrors: bool = False, kernel_method: str = DE
     if orientations < 1:
         raise HistoeqError(f"orientations must be positive, got {orientations}")
     group = dihedral(orientations) if mirrors else cyclic(orientations)
-    method = "pixel" if all(group.is_grid_exact(g) for g in range(group.order)) and kernel_method == "pixel" else kernel_method
-    return _build("se2", group, method, num_classes=num_classes, in_channels=in_channels, width=width, match=match,
-                  extra_config={"orientations": orientations, "mirrors": mirrors, "kernel_method": kernel_method},
-                  dropout=dropout)
+    return _build("se2", group, kernel_method, num_classes=num_classes, in_channels=in_channels, width=width,
+                  match=match, dropout=dropout,
+                  extra_config={"orientations": orientations, "mirrors": mirrors, "kernel_method": kernel_method})
+
+
+def _register_se2_variant(name: str, orientations: int, mirrors: bool, summary: str) -> None:
+    """A named preset of `se2` (timm style: one name per variant, so the CLI, run records and sweeps name the
+    group instead of threading an orientation count through every layer). Its config keeps the preset's values,
+    so ``create(**model.config)`` rebuilds it; other values for them are refused."""
+
+    def build(**kwargs: object) -> HistoNet:
+        for key, fixed in (("orientations", orientations), ("mirrors", mirrors)):
+            if kwargs.pop(key, fixed) != fixed:
+                raise HistoeqError(f"model {name!r} has {key}={fixed}; choose another variant (histoeq models)")
+        net = se2(orientations=orientations, mirrors=mirrors, **kwargs)  # type: ignore[arg-type]
+        net.config["name"] = name
+        return net
+
+    build.__name__ = name
+    build.__doc__ = summary
+    register_model(build)
+
+
+_register_se2_variant("se2_c4", 4, False, "SE(2) G-CNN with 4 orientations (C4): se2's layers on the 90° rotations.")
+_register_se2_variant("se2_c16", 16, False, "SE(2) G-CNN with 16 orientations (C16), filters rotated by resampling.")
+_register_se2_variant("se2_d8", 8, True, "SE(2) G-CNN with 8 orientations and mirrors (D8).")

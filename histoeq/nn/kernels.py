@@ -73,8 +73,9 @@ STEERABLE_FREQ_PER_RADIUS = 1.0
 
 
 def _steerable_basis(size: int, rotation: np.ndarray) -> np.ndarray:
-    """Circular-harmonic basis sampled at ``rotation^{-1} p``: Gaussian rings of radius 0..size//2, frequencies
-    ``m <= ceil(2r)`` capped at 1 below the ring's sampling limit (escnn's rule of thumb). Shape (size², n)."""
+    """Circular-harmonic basis sampled at ``rotation^{-1} p``: Gaussian rings of radius r = 0..size//2, each with
+    the frequencies ``m <= floor(STEERABLE_FREQ_PER_RADIUS · r)`` (floor(r)): a ring of radius r has about 2πr
+    pixels, so it resolves such frequencies. Shape (size², n)."""
     coords = grid_coordinates(size) @ np.linalg.inv(rotation).T
     rho = np.linalg.norm(coords, axis=1)
     phi = np.arctan2(coords[:, 0], coords[:, 1])

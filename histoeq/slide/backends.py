@@ -1,9 +1,10 @@
 """Pixel sources behind `Slide`: OpenSlide, tifffile and PIL, each reading one rectangle of one pyramid level.
 
-Every backend returns RGB uint8 with the part outside the level painted white, so `Slide` does the µm/px
-arithmetic once for all formats. OpenSlide covers the vendor formats (SVS, NDPI, MRXS, SCN, generic tiled TIFF);
-tifffile covers the TIFFs OpenSlide refuses (OME-TIFF, strip TIFF, JPEG 2000 / 16-bit / grey tiles via
-imagecodecs); PIL reads PNG/JPEG as one-level slides.
+Every backend follows the `SlideBackend` protocol and returns RGB uint8 with the part outside the level painted
+white, so `Slide` does the µm/px arithmetic once for all formats. OpenSlide covers the vendor formats (SVS, NDPI,
+MRXS, SCN, generic tiled TIFF); tifffile covers the TIFFs OpenSlide refuses (OME-TIFF, strip TIFF, JPEG 2000 / 16-bit
+/ grey tiles via imagecodecs); PIL reads PNG/JPEG as one-level slides. `BACKENDS` is the probe order of
+`open_backend`, and `SLIDE_SUFFIXES` (the file suffixes of slides, for finding a slide by name) comes from it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import ClassVar, Protocol
 
 import numpy as np
 
@@ -35,8 +37,50 @@ class TruncatedTiff(ValueError):
     """The TIFF's directory points past the end of the file."""
 
 
+class SlideBackend(Protocol):
+    """What `Slide` needs from a pixel source, and what `open_backend` needs to pick one.
+
+    Class attributes: `name` (reported as the slide's backend), `suffixes` (file suffixes of the slides it is for),
+    `unreadable` (the problem reported when it was the last backend tried on a file and failed). `claims(path,
+    head)` says whether to try it on a file (`head`: its first bytes, empty for a folder); the constructor opens
+    the file and raises on anything it cannot read. Levels are listed finest first; `read` takes level pixels and
+    paints what lies outside the level white; `close` releases the file."""
+
+    name: ClassVar[str]
+    suffixes: ClassVar[tuple[str, ...]]
+    unreadable: ClassVar[str]
+    vendor: str
+    level_dimensions: list[tuple[int, int]]
+    level_downsamples: list[float]
+    mpp: float | None
+    properties: dict[str, str]
+
+    def __init__(self, path: Path) -> None: ...
+
+    @classmethod
+    def claims(cls, path: Path, head: bytes) -> bool: ...
+
+    def overview(self) -> np.ndarray | None:
+        """The scanner's own downsampled copy of the whole image, or None."""
+
+    def read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+
+
 class OpenSlideBackend:
     name = "openslide"
+    suffixes = (".svs", ".tiff", ".tif", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
+    unreadable = "not a readable slide (unknown format)"
+
+    @classmethod
+    def claims(cls, path: Path, head: bytes) -> bool:
+        """Every file but the plain images (OpenSlide recognises its formats by content)."""
+        return path.suffix.lower() not in PIL_SUFFIXES
 
     def __init__(self, path: Path) -> None:
         import openslide
@@ -75,7 +119,13 @@ class TiffFileBackend:
     """Tiled or stripped TIFF pyramids via tifffile; tiles decoded on demand (imagecodecs) with a small LRU cache."""
 
     name = "tifffile"
+    suffixes = (".tiff", ".tif")
+    unreadable = "truncated or corrupt TIFF"
     _CACHE_TILES = 256
+
+    @classmethod
+    def claims(cls, path: Path, head: bytes) -> bool:
+        return head in TIFF_MAGIC and path.suffix.lower() not in PIL_SUFFIXES
 
     def __init__(self, path: Path) -> None:
         import tifffile
@@ -257,6 +307,12 @@ class PilBackend:
     """PNG/JPEG (and other PIL formats) as a one-level slide, decoded once."""
 
     name = "pil"
+    suffixes = PIL_SUFFIXES
+    unreadable = "not a readable image"
+
+    @classmethod
+    def claims(cls, path: Path, head: bytes) -> bool:
+        return path.suffix.lower() in PIL_SUFFIXES
 
     def __init__(self, path: Path) -> None:
         from PIL import Image
@@ -292,16 +348,18 @@ TIFFFILE_FAST_VENDORS = {"generic-tiff", "aperio"}
 # none, LZW, JPEG, deflate (x2): decoded identically to OpenSlide. Aperio's JPEG 2000 (33003/33005) carries YCbCr
 # that only OpenSlide converts, so those stay with OpenSlide.
 TIFFFILE_SAFE_COMPRESSIONS = {1, 5, 7, 8, 32946}
-PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
-TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+BACKENDS: list[type[SlideBackend]] = [OpenSlideBackend, TiffFileBackend, PilBackend]
+# Slide file suffixes, for finding a slide by its name: whole-slide formats first, plain images last.
+SLIDE_SUFFIXES: tuple[str, ...] = tuple(dict.fromkeys(sfx for backend in BACKENDS for sfx in backend.suffixes))
 
 
-def open_backend(path: Path, prefer: str | None = None) -> OpenSlideBackend | TiffFileBackend | PilBackend:
-    """Pick the backend for `path`: PIL for PNG/JPEG, else OpenSlide, else tifffile for TIFFs OpenSlide refuses.
+def open_backend(path: Path, prefer: str | None = None) -> SlideBackend:
+    """Open `path` with the first backend of `BACKENDS` that claims it and can read it.
 
-    Plain TIFF pyramids that OpenSlide recognises (generic-tiff, aperio) are then read by tifffile when its levels
-    are exactly OpenSlide's: same pixels at native levels (checked in tests), about 5x faster decoding here, and
-    no sub-pixel shift at levels with inexact downsamples. `prefer="openslide"` keeps OpenSlide for pixels.
+    In practice: PIL for PNG/JPEG, else OpenSlide, else tifffile for TIFFs OpenSlide refuses. Plain TIFF pyramids
+    that OpenSlide recognises (generic-tiff, aperio) are then read by tifffile when its levels are exactly
+    OpenSlide's: same pixels at native levels (checked in tests), about 5x faster decoding here, and no sub-pixel
+    shift at levels with inexact downsamples. `prefer="openslide"` keeps OpenSlide for pixels.
     """
     if not path.exists():
         raise InputError(path, "no such file")
@@ -309,32 +367,30 @@ def open_backend(path: Path, prefer: str | None = None) -> OpenSlideBackend | Ti
         raise InputError(path, "is a folder, not a slide")
     if path.is_file() and path.stat().st_size == 0:
         raise InputError(path, "not a readable slide (zero-byte file)")
-    if path.suffix.lower() in PIL_SUFFIXES:
+    head = b""
+    if path.is_file():
         try:
-            return PilBackend(path)
-        except Exception as exc:  # PIL raises many types for broken files
-            raise InputError(path, f"not a readable image ({_short(exc)})") from None
-    errors = []
-    try:
-        osb = OpenSlideBackend(path)
-    except Exception as exc:  # openslide raises OpenSlideError/UnsupportedFormat and OSError
-        errors.append(f"openslide: {_short(exc)}")
-    else:
-        return osb if prefer == "openslide" else _tifffile_pixels_for(osb, path)
-    try:
-        with open(path, "rb") as fh:
-            magic = fh.read(4)
-    except OSError as exc:
-        raise InputError(path, f"cannot read ({exc.strerror or exc})") from None
-    if magic in TIFF_MAGIC:
+            with open(path, "rb") as fh:
+                head = fh.read(4)
+        except OSError as exc:
+            raise InputError(path, f"cannot read ({exc.strerror or exc})") from None
+    errors: list[str] = []
+    unreadable = OpenSlideBackend.unreadable
+    for backend_type in BACKENDS:
+        if not backend_type.claims(path, head):
+            continue
+        unreadable = backend_type.unreadable
         try:
-            return TiffFileBackend(path)
-        except UnsupportedTiff as exc:
+            backend = backend_type(path)
+        except UnsupportedTiff as exc:  # a file the backend understands and refuses, with the reason
             raise InputError(path, str(exc)) from None
-        except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct errors on truncated files
-            errors.append(f"tifffile: {_short(exc)}")
-        return _raise_unreadable(path, "truncated or corrupt TIFF", errors)
-    return _raise_unreadable(path, "not a readable slide (unknown format)", errors)
+        except Exception as exc:  # each library raises its own types (and OSError, struct errors) for broken files
+            errors.append(f"{backend_type.name}: {_short(exc)}")
+            continue
+        if isinstance(backend, OpenSlideBackend) and prefer != "openslide":
+            return _tifffile_pixels_for(backend, path)
+        return backend
+    raise InputError(path, f"{unreadable} ({'; '.join(errors)})")
 
 
 def _tifffile_pixels_for(osb: OpenSlideBackend, path: Path) -> OpenSlideBackend | TiffFileBackend:
@@ -372,10 +428,6 @@ def _tifffile_pixels_for(osb: OpenSlideBackend, path: Path) -> OpenSlideBackend 
         tfb.level_downsamples = list(osb.level_downsamples)
     osb.close()
     return tfb
-
-
-def _raise_unreadable(path: Path, what: str, errors: list[str]) -> None:
-    raise InputError(path, f"{what} ({'; '.join(errors)})")
 
 
 def _short(exc: Exception) -> str:

@@ -73,3 +73,19 @@ def smooth_by_group(table_x: np.ndarray, table_y: np.ndarray, values: np.ndarray
         sel = groups == g
         out[sel] = smooth_on_grid(np.asarray(table_x)[sel], np.asarray(table_y)[sel], values[sel], step, kernel)
     return out
+
+
+def grid_step(x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> float:
+    """The pitch of the tile grid: the greatest common divisor of every tile's offset from its group's first tile
+    (integer positions, as in tile indices and IDC patch names). One pitch for all groups, so a sparse group
+    cannot mistake tiles two steps apart for neighbours."""
+    x, y, groups = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64), np.asarray(groups)
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and np.allclose(x, np.rint(x))
+            and np.allclose(y, np.rint(y))):
+        raise HistoeqError("tile positions x, y must be integers to place tiles on a grid")
+    step = 0
+    for g in np.unique(groups):
+        sel = groups == g
+        offsets = np.concatenate([np.rint(x[sel] - x[sel].min()), np.rint(y[sel] - y[sel].min())]).astype(np.int64)
+        step = int(np.gcd.reduce(np.append(offsets, step)))
+    return float(step) if step > 0 else 1.0

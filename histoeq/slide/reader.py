@@ -16,7 +16,7 @@ import cv2  # opencv-python-headless comes with albumentations; fastest area/lin
 import numpy as np
 
 from histoeq.errors import InputError
-from histoeq.slide.backends import _paste, open_backend
+from histoeq.slide.backends import SlideBackend, _paste, open_backend
 
 _LEVEL_TOLERANCE = 1e-2  # pyramid downsamples are reported inexactly (2.0008 for 2)
 KEEP_LEVEL_MAX_PX = 32_000_000  # a level this small (<= 96 MB RGB) decoded for a thumbnail is kept in memory
@@ -36,7 +36,7 @@ class Slide:
         self.mpp_option = mpp_option
         if mpp is not None and not (mpp > 0 and math.isfinite(mpp)):
             raise InputError(self.path, f"{mpp_option or 'mpp'} must be a positive number, got {mpp}")
-        self._backend = open_backend(self.path, prefer=reader)
+        self._backend: SlideBackend = open_backend(self.path, prefer=reader)
         self.backend: str = self._backend.name
         self.vendor: str = self._backend.vendor
         self.level_dimensions: list[tuple[int, int]] = list(self._backend.level_dimensions)

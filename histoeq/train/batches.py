@@ -2,9 +2,9 @@
 
 Why not a `DataLoader` over PIL images: IDC train is 20k x 50 x 50 x 3 uint8 = 150 MB, so the whole selection is
 copied into one tensor once (on CUDA: onto the GPU once) and a batch is a single index operation. Dihedral (D4)
-augmentation (presets ``rot90`` and ``flip``) is exact and done with `torch.rot90` / `torch.flip` on the whole
-array once per epoch, grouped by transform; only presets that need interpolation or colour work (``rotate``, ``stain``) go through the
-data engineer's albumentations transform, per patch, on the CPU.
+augmentation (presets ``rot90`` and ``flip``) is exact, the group action of `histoeq.nn.actions` on the whole
+array once per epoch, grouped by element; only presets that need interpolation or colour work (``rotate``,
+``stain``) go through the data engineer's albumentations transform, per patch, on the CPU.
 
 Randomness is drawn per *sample and epoch* from generators seeded with (seed, epoch), not per batch position: the
 same patch gets the same transform in epoch e whatever the batch size or the number of DDP processes, which is what
@@ -21,6 +21,8 @@ import numpy as np
 import torch
 
 from histoeq.errors import HistoeqError
+from histoeq.nn.actions import D4, subgroup_elements, transform_image
+from histoeq.nn.groups import dihedral
 
 KNOWN_PRESETS = ("none", "flip", "rot90", "rotate", "stain", "hed")
 BATCH_PRESETS = ("flip", "rot90", "hed")  # done on the batch with torch (flip, rot90: exact)
@@ -30,8 +32,8 @@ BATCH_PRESETS = ("flip", "rot90", "hed")  # done on the batch with torch (flip, 
 HED_SCALE, HED_SHIFT = 0.05, 0.05
 # Ruifrok & Johnston (2001) stain vectors (rows: haematoxylin, eosin, DAB), as in scikit-image's rgb2hed.
 RGB_FROM_HED = ((0.65, 0.70, 0.29), (0.07, 0.99, 0.11), (0.27, 0.57, 0.78))
-# D4 element `code` = flip (code // 4) first, then rotate by 90 degrees (code % 4) times, counter-clockwise.
-FLIP_CODES = (0, 2, 4, 6)  # identity, 180 degrees, horizontal flip, vertical flip (= h-flip then 180)
+# Preset ``flip``: the elements of D4 in its subgroup D2, identity, 180 degrees, horizontal and vertical flip.
+FLIP_CODES = tuple(subgroup_elements(D4, dihedral(2)))
 
 
 @dataclass(frozen=True)
@@ -46,9 +48,10 @@ class AugmentPlan:
 
     @property
     def d4_codes(self) -> tuple[int, ...]:
+        """Elements of `histoeq.nn.actions.D4` a patch may get."""
         # `rot90` is all of D4 (the 8 symmetries a P4M model is invariant to), as in histoeq.data.transforms.
         if self.rot90:
-            return tuple(range(8))
+            return tuple(range(D4.order))
         if self.flip:
             return FLIP_CODES
         return (0,)
@@ -64,25 +67,6 @@ def parse_augment(preset: str) -> AugmentPlan:
     pixel = tuple(p for p in parts if p not in BATCH_PRESETS and p != "none")
     return AugmentPlan(preset="+".join(parts), rot90="rot90" in parts, flip="flip" in parts, pixel_parts=pixel,
                        hed="hed" in parts)
-
-
-def d4_permutations(size: int, device: torch.device | None = None) -> torch.Tensor:
-    """(8, size*size) pixel indices: row `code` lists, for each output pixel, the input pixel of D4 element `code`.
-
-    Any D4 element is a permutation of a square tile's pixels, so augmenting a batch is one gather with these."""
-    grid = torch.arange(size * size, device=device).view(size, size)
-    rows = [torch.rot90(grid.flip(1) if code >= 4 else grid, code % 4, (0, 1)).reshape(-1) for code in range(8)]
-    return torch.stack(rows)
-
-
-def apply_d4(images: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    """Apply D4 element ``codes[i]`` to square ``images[i]`` (B,H,W,C) exactly (a pixel gather, no interpolation)."""
-    b, h, w, c = images.shape
-    if h != w:
-        raise ValueError(f"D4 augmentation needs square tiles, got {h}x{w}")
-    perms = d4_permutations(h, images.device)[codes.to(images.device)]  # (B, H*W)
-    flat = images.reshape(b, h * w, c)
-    return flat.gather(1, perms.unsqueeze(-1).expand(-1, -1, c)).view(b, h, w, c)
 
 
 def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
@@ -153,7 +137,7 @@ class PatchBatches:
         return int(self.images.shape[0])
 
     def epoch_codes(self, epoch: int) -> torch.Tensor:
-        """The D4 element (see `apply_d4`) each patch gets in `epoch`: a function of (seed, epoch) only."""
+        """The D4 element each patch gets in `epoch`: a function of (seed, epoch) only."""
         choices = torch.tensor(self.plan.d4_codes)
         pick = torch.randint(len(choices), (len(self),), generator=epoch_generator(self.seed, epoch, 1))
         return choices[pick]
@@ -164,14 +148,12 @@ class PatchBatches:
         if len(self.plan.d4_codes) > 1:
             codes = self.epoch_codes(epoch).to(self.device)
             out = torch.empty_like(self.images)
-            for code in range(8):
+            for code in range(D4.order):
                 idx = (codes == code).nonzero().squeeze(1)
                 if idx.numel() == 0:
                     continue
-                part = self.images.index_select(0, idx)
-                if code >= 4:
-                    part = part.flip(3)
-                out.index_copy_(0, idx, torch.rot90(part, code % 4, (2, 3)).contiguous())
+                part = transform_image(self.images.index_select(0, idx), D4, code)
+                out.index_copy_(0, idx, part.contiguous())
             self._epoch_images = out
         self._hed = None
         if self.plan.hed:

@@ -22,14 +22,13 @@ from histoeq.train.models import available_models, create_model
 
 
 def bench_train(data: str | Path, models: list[str] | None = None, *, fraction: float = 1.0, batch_size: int = 128,
-                width: int | None = None, orientations: int = 8, augment: str = "none", device: str = "auto",
+                width: int | None = None, augment: str = "none", device: str = "auto",
                 seed: int = 0, progress: ProgressFn = null_progress) -> list[dict[str, Any]]:
     """One timed epoch per model (after one untimed warm-up step); returns rows with seconds and patches/s."""
     from histoeq.data.dataset import PatchDataset
     from histoeq.data.fractions import select_fraction
 
     check_int("--batch-size", batch_size)
-    check_int("--orientations", orientations)
     if width is not None:
         check_int("--width", width)
     torch_device = resolve_device(device)
@@ -45,7 +44,7 @@ def bench_train(data: str | Path, models: list[str] | None = None, *, fraction: 
     rows = []
     for name in names:
         torch.manual_seed(seed)
-        model = create_model(name, num_classes=len(dataset.classes), orientations=orientations, width=width)
+        model = create_model(name, num_classes=len(dataset.classes), width=width)
         model = model.to(torch_device).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
         batches.start_epoch(0)

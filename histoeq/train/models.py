@@ -1,7 +1,7 @@
 """The training side's adapter to `histoeq.models`: build a model from CLI options, read its config, unwrap DDP.
 
-Kept separate so the trainer, the benchmark and the sweep build models the same way (only `se2` takes
-``orientations``; width/match are passed only when given, so each model keeps its own defaults).
+Kept separate so the trainer, the benchmark and the sweep build models the same way (width/match are passed only
+when given, so each model keeps its own defaults; variants of a model are registered names such as ``se2_c16``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def available_models() -> list[str]:
     return list(models.list_models())
 
 
-def create_model(name: str, *, num_classes: int, orientations: int = 8, width: int | None = None,
+def create_model(name: str, *, num_classes: int, width: int | None = None,
                  match: str | None = None, **extra: Any) -> nn.Module:
     """`histoeq.models.create` with the CLI's options; an unknown name is a one-line `HistoeqError`."""
     from histoeq import models
@@ -32,8 +32,6 @@ def create_model(name: str, *, num_classes: int, orientations: int = 8, width: i
         kwargs["width"] = width
     if match is not None:
         kwargs["match"] = match
-    if name == "se2":
-        kwargs["orientations"] = orientations
     return models.create(name, **kwargs)
 
 

@@ -5,7 +5,7 @@ trained *and* evaluated, so a rerun skips finished cells and resumes an interrup
 split and its rotated views are prepared once and shared by all cells. Outputs:
 
 * ``summary.csv``: one row per cell (test metrics at 0 degrees, averaged and worst over angles, invariance errors,
-  AUC per angle, and ``label_change_d4``: the share of patches whose label is not the same under all 8 D4
+  AUC per angle, mean per-patient AUC and pooled AUC with patient-bootstrap 95 % intervals, and ``label_change_d4``: the share of patches whose label is not the same under all 8 D4
   transforms, 4 rotations with and without a mirror; a rerun with ``--data`` adds it to cells finished without it);
 * ``summary_groups.csv``: per (model, augment, fraction): number of seeds, mean, sd and 95 % t-interval of each
   metric, including ``val_auc`` (the best epoch's validation AUC; with ``--cv K`` seed s validates on patient
@@ -14,7 +14,8 @@ split and its rotated views are prepared once and shared by all cells. Outputs:
 * ``oof.csv`` (with ``--cv K``): the out-of-fold predictions, one row per train+val patch and cell (model,
   augment, fraction, seed, fold, id, patient, x, y, label, class probabilities): each fold model's predictions on
   the patients it did not see, which every later choice reads (docs/protocol.md);
-* ``claims.csv``: the claims C1/C2 as differences of means over seeds with Welch 95 % intervals and
+* ``claims.csv``: the claims C1/C2 as differences of means over seeds with Welch 95 % intervals, p-values and
+  Holm-adjusted verdicts, and
   ``angle_spread.csv`` (C3), see :mod:`histoeq.evaluate.claims`;
 * ``metric_vs_fraction.png`` (mean +- sd over seeds, one line per model and augmentation) and
   ``metric_vs_angle.png`` (at the largest fraction, mean +- sd over seeds).
@@ -48,7 +49,7 @@ CELL_JSON = "cell.json"
 OOF_CSV = "oof.csv"
 GROUP_KEYS = ["model", "augment", "fraction"]
 D4_LABEL_CHANGE = "label_change_d4"
-GROUP_METRICS = ["val_auc", "auc_identity", "auc_mean_angles", "auc_min_angles", "balanced_accuracy_mean_angles",
+GROUP_METRICS = ["val_auc", "auc_identity", "mean_patient_auc", "auc_mean_angles", "auc_min_angles", "balanced_accuracy_mean_angles",
                  "f1_mean_angles", "invariance_exact_mean", "invariance_interpolated_mean", "label_change_fraction",
                  D4_LABEL_CHANGE]
 
@@ -65,7 +66,6 @@ class SweepConfig:
     epochs: int = 20
     width: int | None = None
     match: str | None = None
-    orientations: int = 8
     batch_size: int = 128
     lr: float = 1e-3
     patience: int = 5
@@ -126,7 +126,7 @@ def run_sweep(config: SweepConfig, progress: ProgressFn = null_progress) -> dict
     for i, (model, augment, fraction, seed) in enumerate(cells):
         run_dir = out / "runs" / cell_name(model, augment, fraction, seed)
         progress("sweep", i, len(cells), f"{run_dir.name}")
-        train_config = TrainConfig(data=Path(config.data), model=model, out=run_dir, orientations=config.orientations,
+        train_config = TrainConfig(data=Path(config.data), model=model, out=run_dir,
                                    width=config.width, match=config.match, fraction=fraction, augment=augment,
                                    epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=seed,
                                    device=config.device, resume=True, patience=config.patience,
@@ -227,6 +227,11 @@ def cell_row(model: str, augment: str, fraction: float, seed: int, run_json: dic
         "spread_exact": result["spread"]["exact"],
         "label_change_fraction": result["label_change_fraction"],
     }
+    level = result.get("patient_level") or {}  # absent for multi-class tasks or a single test patient
+    for name in ("mean_patient_auc", "pooled_auc"):
+        estimate = level.get(name, {"value": None, "ci95": [None, None]})
+        row[name] = estimate["value"]
+        row[f"{name}_ci95_low"], row[f"{name}_ci95_high"] = estimate["ci95"]
     for view in result["views"]:
         row[f"auc_{view['view']}"] = view["auc"]
     return row

@@ -55,7 +55,7 @@ from histoeq.train.distributed import DistInfo, barrier, init_distributed, shutd
 from histoeq.train.models import create_model, model_config, unwrap
 
 # Options that must not change when a run is resumed (device, workers and patience may).
-RESUME_KEYS = ("data", "model", "orientations", "width", "match", "fraction", "augment", "epochs", "batch_size",
+RESUME_KEYS = ("data", "model", "width", "match", "fraction", "augment", "epochs", "batch_size",
                "lr", "weight_decay", "seed", "max_steps", "cv_fold", "warmup_epochs", "ema", "label_smoothing",
                "select")
 SELECT_CHOICES = ("best", "last")
@@ -77,7 +77,6 @@ class TrainConfig:
     data: Path
     model: str
     out: Path
-    orientations: int = 8
     width: int | None = None
     match: str | None = None
     fraction: float = 1.0
@@ -191,7 +190,7 @@ class _Run:
         labels = dataset.labels
         num_classes = len(dataset.classes)
         torch.manual_seed(config.seed)
-        self.model = create_model(config.model, num_classes=num_classes, orientations=config.orientations,
+        self.model = create_model(config.model, num_classes=num_classes,
                                   width=config.width, match=config.match, **config.model_kwargs).to(device)
         self.train_data = PatchBatches(dataset.images[chosen], labels[chosen], dataset.normalisation, device,
                                        self.plan, config.seed, config.num_workers)

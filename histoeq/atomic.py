@@ -1,12 +1,20 @@
 """Atomic output files: every result is written to a temporary name in the target folder and renamed over the
 target, so an interrupted or failed command never leaves a half-written file (a reader sees the old file or the
-new one)."""
+new one).
+
+A process killed mid-write (SIGKILL, power loss) cannot remove its temporary, so temporaries carry a recognisable
+name, ``.<target>.<host>.<pid>-<random>.histoeq-tmp[<suffix>]``, and the next command that checks the folder
+(`check_output_dir` / `check_output_file`) removes those whose process is gone, or that are over a day old."""
 
 from __future__ import annotations
 
 import errno
 import os
+import re
+import socket
 import tempfile
+import time
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,10 +24,15 @@ from histoeq.errors import InputError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+TEMP_MARK = ".histoeq-tmp"
+# A folder may be shared between machines: a process id means something only on the host that wrote it.
+_HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"
+_TEMP_NAME = re.compile(r"^\..+\.(?P<host>[0-9a-f]{8})\.(?P<pid>\d+)-[^.]+" + re.escape(TEMP_MARK) + r"(\..*)?$")
+STALE_TEMP_S = 24 * 3600  # older than this, a temporary is stale on any host (and its pid possibly reused)
 
 
 @contextmanager
-def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path``, on error it is removed.
 
     For writers that want a file name (matplotlib's savefig, ``np.save``). ``suffix`` keeps the extension a writer
@@ -56,7 +69,8 @@ def _temp_beside(path: Path, suffix: str) -> Path:
     """An empty temporary file in `path`'s folder (created if needed), so the final rename stays on one file system."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}.{os.getpid()}-", suffix=TEMP_MARK + suffix,
+                                   dir=path.parent)
     except OSError as exc:
         raise _write_error(path, exc) from None
     os.close(fd)
@@ -73,7 +87,7 @@ def _publish(tmp: Path, path: Path) -> None:
 
 
 @contextmanager
-def atomic_paths(paths: Sequence[str | Path], suffix: str = ".tmp") -> Iterator[list[Path]]:
+def atomic_paths(paths: Sequence[str | Path], suffix: str = "") -> Iterator[list[Path]]:
     """`atomic_path` for files that only make sense together (one slide's results): yield a temporary path per
     target; on success they are renamed in the given order (put a completion marker last), on error none of the
     targets is left, neither a temporary nor one already renamed, so no reader sees a partial set."""
@@ -130,7 +144,43 @@ def check_output_file(path: str | Path) -> Path:
     return path
 
 
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Remove this program's temporaries in `folder` left by killed processes: those of this host whose process no
+    longer runs, and any over a day old. Returns what was removed; a folder that cannot be listed is left alone."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        match = _TEMP_NAME.match(entry.name)
+        if match is None:
+            continue
+        try:
+            old = now - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMP_S
+            dead = match["host"] == _HOST and not _running(int(match["pid"]))
+            if (old or dead) and entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:  # removed meanwhile, or not ours to remove
+            continue
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _check_folder(folder: Path, named: Path) -> Path:
+    if folder.is_dir():
+        remove_stale_temps(folder)
     probe = folder
     while not probe.exists() and probe != probe.parent:
         if probe.is_symlink():  # a dangling link: mkdir would fail on it

@@ -7,6 +7,7 @@ and exits with code 2, without a traceback. Messages name the file and the probl
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
@@ -23,3 +24,26 @@ class InputError(HistoeqError):
         self.path = None if path is None else str(path)
         self.problem = problem
         super().__init__(problem if path is None else f"{path}: {problem}")
+
+
+# Terminal control sequences (CSI such as colours, OSC such as window titles) and other control characters: a file
+# name or a library's message carrying them must not restyle or rewrite the user's terminal.
+_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b.?|[\x00-\x1f\x7f-\x9f]")
+
+
+def one_line(text: str) -> str:
+    """`text` as one printable line: control sequences removed, whitespace runs (newlines too) made one space."""
+    return " ".join(_CONTROL.sub(" ", text).split())
+
+
+def clip(text: str, limit: int = 160) -> str:
+    """The first line of a library's message, printable, cut at a word boundary to at most `limit` characters
+    (with an ellipsis when cut), for quoting inside a one-line error."""
+    first = next((line for line in _CONTROL.sub(lambda m: "\n" if m.group() == "\n" else " ", text).splitlines()
+                  if line.strip()), "")
+    first = " ".join(first.split())
+    if len(first) <= limit:
+        return first
+    cut = first[: limit - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:") + "…"

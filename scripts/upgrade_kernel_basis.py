@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from histoeq.train.checkpoint import upgrade_kernel_basis
+from histoeq.runs.checkpoint import upgrade_kernel_basis
 
 if __name__ == "__main__":
     for arg in sys.argv[1:]:

@@ -116,7 +116,7 @@ def test_bench_extract_bad_options(tmp_path: Path, args: list[str], fragments: l
 
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from histoeq.export import export_model
+    from histoeq.export.exporter import export_model
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),

@@ -33,7 +33,7 @@ def _member(name: str, seed: int, **kw) -> nn.Module:
 
 
 def _save_run(folder, model: nn.Module, tile_px: int = TILE, **overrides) -> None:
-    from histoeq.train.checkpoint import save_checkpoint
+    from histoeq.runs.checkpoint import save_checkpoint
 
     info = {"model_config": dict(model.config), "classes": ["non-idc", "idc"], "tile_px": tile_px, "mpp": 4.0,
             "normalisation": NORM, "data_hash": "d" * 16, "fraction_hash": "f" * 16,
@@ -141,7 +141,7 @@ def test_cli_refuses_members_of_different_groups(ensemble_runs, tmp_path, capsys
 
 def test_export_at_a_tile_size_other_than_50(tmp_path) -> None:
     """The plain twin's pool windows follow the tile size: a 48 px model exports, verified and D4-invariant."""
-    from histoeq.export import export_run
+    from histoeq.export.exporter import export_run
 
     member = _member("p4m", 8)
     _save_run(tmp_path, member, tile_px=48)

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from histoeq.data.dataset import DatasetWriter
-from histoeq.evaluate import predictors
 from histoeq.evaluate.predictors import Predictor
+from histoeq.lab import model_files
 from tests.conftest import assert_one_line_error, run_cli
 
 
@@ -21,8 +21,9 @@ def _darkness(batch: np.ndarray) -> np.ndarray:
 
 @pytest.fixture
 def model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setitem(predictors.PREDICTOR_LOADERS, ".fake",
-                        lambda path, device: Predictor(name=str(path), predict=_darkness, tile_px=8))
+    monkeypatch.setattr(model_files, "PREDICTOR_LOADERS", {
+        **model_files.PREDICTOR_LOADERS,
+        ".fake": lambda path, device: Predictor(name=str(path), predict=_darkness, tile_px=8)})
     path = tmp_path / "model.fake"
     path.write_text("stand-in")
     return path

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from histoeq.data.dataset import DatasetWriter
-from histoeq.evaluate import predictors
 from histoeq.evaluate.predictors import Predictor
+from histoeq.lab import model_files
 from tests.conftest import assert_one_line_error, run_cli
 
 
@@ -24,8 +24,9 @@ def _darkness(batch: np.ndarray) -> np.ndarray:
 @pytest.fixture
 def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     """(model file, dataset): 12 test patches of 8 px, the positives darker."""
-    monkeypatch.setitem(predictors.PREDICTOR_LOADERS, ".fake",
-                        lambda path, device: Predictor(name=str(path), predict=_darkness, tile_px=8))
+    monkeypatch.setattr(model_files, "PREDICTOR_LOADERS", {
+        **model_files.PREDICTOR_LOADERS,
+        ".fake": lambda path, device: Predictor(name=str(path), predict=_darkness, tile_px=8)})
     model = tmp_path / "model.fake"
     model.write_text("stand-in")
     rng = np.random.default_rng(0)
@@ -138,7 +139,7 @@ def _never_called(batch: np.ndarray) -> np.ndarray:
 
 
 def test_model_with_other_class_count_is_refused_before_any_work(setup, tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(predictors.PREDICTOR_LOADERS, ".three",
+    monkeypatch.setitem(model_files.PREDICTOR_LOADERS, ".three",
                         lambda path, device: Predictor(name=str(path), predict=_never_called, tile_px=8,
                                                        info={"classes": ["a", "b", "c"]}))
     model = tmp_path / "model.three"
@@ -151,7 +152,7 @@ def test_model_with_other_class_count_is_refused_before_any_work(setup, tmp_path
 def test_onnx_model_with_other_class_count_is_refused(setup, tmp_path, capsys):
     import torch
 
-    from histoeq.export import export_model
+    from histoeq.export.exporter import export_model
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from histoeq.errors import InputError
-from histoeq.export import export_model, parse_metadata
+from histoeq.export.exporter import export_model
+from histoeq.export.metadata import parse_metadata
 from histoeq.infer import OnnxTileModel
 from tests.conftest import run_cli
 
@@ -142,7 +143,7 @@ def test_refuses_a_model_that_fails_verification(tmp_path) -> None:
 
 def test_cli_export_from_checkpoint(tmp_path, capsys) -> None:
     from histoeq import models
-    from histoeq.train.checkpoint import save_checkpoint
+    from histoeq.runs.checkpoint import save_checkpoint
 
     torch.manual_seed(1)
     model = models.create("cnn", width=8).eval()
@@ -162,11 +163,12 @@ def test_cli_export_bad_run(tmp_path, capsys) -> None:
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_eval_loads_onnx_through_its_hook(p4m_onnx) -> None:
-    """`histoeq eval model.onnx` uses the loader that importing histoeq.export registers."""
+def test_eval_loads_onnx_through_the_loader_table(p4m_onnx) -> None:
+    """`histoeq eval model.onnx` finds the ONNX Runtime loader in the table of model files by its suffix."""
     from histoeq.evaluate.predictors import load_predictor
+    from histoeq.lab.model_files import PREDICTOR_LOADERS
 
-    predictor = load_predictor(p4m_onnx.path, torch.device("cpu"))
+    predictor = load_predictor(p4m_onnx.path, torch.device("cpu"), PREDICTOR_LOADERS)
     assert predictor.tile_px == 50 and predictor.info["provider"] == "CPUExecutionProvider"
     tiles = np.random.default_rng(0).integers(0, 256, (5, 50, 50, 3), dtype=np.uint8)
     probs = predictor.predict(tiles)
@@ -216,7 +218,7 @@ def test_shipped_model_is_d4_invariant_on_real_patches(shared_data, name: str) -
 def test_cli_export_stores_test_metrics_from_eval(idc_dir, tmp_path, tmp_path_factory, capsys) -> None:
     """`histoeq eval` on held-out data, then `histoeq export --test-metrics` puts those figures in the metadata."""
     from histoeq import models
-    from histoeq.train.checkpoint import save_checkpoint
+    from histoeq.runs.checkpoint import save_checkpoint
     from tests.test_train_helpers import small_idc_fixture_path
 
     data = small_idc_fixture_path(idc_dir, tmp_path_factory)  # a few hundred real IDC patches with splits

@@ -40,7 +40,7 @@ _BROKEN = {
 
 @pytest.mark.parametrize("case", sorted(_BROKEN))
 def test_broken_checkpoint_is_one_line_naming_it(payload: dict, tmp_path: Path, capsys, case: str) -> None:
-    from histoeq.train.checkpoint import save_checkpoint
+    from histoeq.runs.checkpoint import save_checkpoint
 
     change, fragment = _BROKEN[case]
     ckpt = save_checkpoint(tmp_path / f"{case}.pt", {**payload, **change})
@@ -50,8 +50,8 @@ def test_broken_checkpoint_is_one_line_naming_it(payload: dict, tmp_path: Path, 
 
 
 def test_unusable_output_is_refused_before_loading(payload: dict, tmp_path: Path, capsys, monkeypatch) -> None:
-    from histoeq.train import checkpoint
-    from histoeq.train.checkpoint import save_checkpoint
+    from histoeq.runs import checkpoint
+    from histoeq.runs.checkpoint import save_checkpoint
 
     save_checkpoint(tmp_path / "run" / "best.pt", payload)
 
@@ -69,7 +69,7 @@ def test_unusable_output_is_refused_before_loading(payload: dict, tmp_path: Path
 
 def test_mpp_option_exports_a_run_without_one_and_refuses_a_contradiction(payload: dict, tmp_path: Path, capsys) -> None:
     from histoeq.infer import OnnxTileModel
-    from histoeq.train.checkpoint import save_checkpoint
+    from histoeq.runs.checkpoint import save_checkpoint
 
     no_mpp = save_checkpoint(tmp_path / "no_mpp.pt", {**payload, "mpp": None})
     code, _, err = run_cli(["export", no_mpp, "--mpp", "2.0", "--out", tmp_path / "m.onnx"], capsys)
@@ -88,7 +88,7 @@ def test_mpp_option_exports_a_run_without_one_and_refuses_a_contradiction(payloa
 def test_opset_the_exporter_cannot_write_is_refused(payload: dict, tmp_path: Path, capsys, opset: str) -> None:
     """Below 18 the exporter's version converter fails on this graph and silently keeps opset 18 (printing a
     traceback); above onnx's newest it cannot exist. Either way: one line, no file."""
-    from histoeq.train.checkpoint import save_checkpoint
+    from histoeq.runs.checkpoint import save_checkpoint
 
     ckpt = save_checkpoint(tmp_path / "run" / "best.pt", payload)
     code, _, err = run_cli(["export", ckpt, "--out", tmp_path / "m.onnx", "--opset", opset], capsys)

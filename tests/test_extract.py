@@ -449,4 +449,4 @@ def test_geojson_nested_too_deeply_is_an_error(tmp_path, capsys):
     geo = tmp_path / "s.geojson"
     geo.write_text("[" * 100_000 + "]" * 100_000)
     code, _, err = run_cli(["extract", slide, "--annotations", geo, "--out", tmp_path / "ds", "--mpp", 1.0], capsys)
-    assert code == 2 and err == f"error: {geo}: not a GeoJSON file (nested too deeply)\n", err
+    assert code == 2 and err == f"error: {geo}: annotation file nests 100000 levels deep, over the budget of 64\n", err

@@ -18,7 +18,7 @@ from histoeq.errors import InputError
 from histoeq.nn import kernels
 from histoeq.nn.conv import LiftingConv2d, migrate_legacy_steerable
 from histoeq.nn.groups import cyclic
-from histoeq.train.checkpoint import KERNEL_BASIS, load_model, save_checkpoint, upgrade_kernel_basis
+from histoeq.runs.checkpoint import KERNEL_BASIS, load_model, save_checkpoint, upgrade_kernel_basis
 from tests.test_train_helpers import small_idc_fixture_path, small_threads
 
 

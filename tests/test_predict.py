@@ -14,7 +14,7 @@ from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from histoeq.export import export_model
+from histoeq.export.exporter import export_model
 from histoeq.infer.predict import shard_slides
 from tests.conftest import run_cli
 

@@ -16,7 +16,7 @@ import pytest
 import tifffile
 import torch
 
-from histoeq.export import export_model
+from histoeq.export.exporter import export_model
 from histoeq.infer import OnnxTileModel, PredictOptions, predict_slides
 from histoeq.slide.tiler import tile_grid
 from histoeq.slide import open_slide

@@ -12,7 +12,7 @@ import tifffile
 import torch
 from onnx import TensorProto, helper
 
-from histoeq.export import export_model
+from histoeq.export.exporter import export_model
 from tests.conftest import assert_one_line_error, run_cli
 
 INFO = {"model_config": {"name": "tiny"}, "classes": ["a", "b"], "tile_px": 50, "mpp": 4.0,
@@ -300,7 +300,7 @@ def test_every_slide_is_checked_before_the_first_runs(good_model: Path, tmp_path
     assert _nothing_written(tmp_path / "out")
     (tmp_path / "folder.svs").mkdir()
     code, _, err = _predict(capsys, tmp_path / "folder.svs", good_model, tmp_path / "out")
-    assert_one_line_error(code, err, "folder.svs", "is a directory, not a slide file")
+    assert_one_line_error(code, err, "folder.svs", "folder holds no slide file")
 
 
 def test_slide_smaller_than_one_tile_is_refused_before_any_slide_runs(good_model: Path, tmp_path: Path,

@@ -10,7 +10,7 @@ import pytest
 import tifffile
 import torch
 
-from histoeq.export import export_model
+from histoeq.export.exporter import export_model
 from tests.conftest import assert_one_line_error, run_cli
 
 INFO = {"model_config": {"name": "tiny"}, "classes": ["a", "b"], "tile_px": 50, "mpp": 4.0,

@@ -415,9 +415,7 @@ def test_camera_jpeg_is_turned_upright(tmp_path):
 
 
 def test_slide_without_a_level_small_enough_for_an_overview(tmp_path, monkeypatch):
-    from histoeq.slide import reader
-
-    monkeypatch.setattr(reader, "MAX_OVERVIEW_SOURCE_PX", 100_000)  # stands in for a 10^6 px square, one level
+    monkeypatch.setenv("HISTOEQ_DECODE_BUDGET_GB", str(300_000 / 2**30))  # stands in for a 10^6 px square, one level
     tifffile.imwrite(tmp_path / "flat.tif", _levels()[0], photometric="rgb", tile=(128, 128), **_res(0.5))
     with open_slide(tmp_path / "flat.tif") as s, pytest.raises(InputError, match="no pyramid level small enough"):
         s.thumbnail(64)

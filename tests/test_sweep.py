@@ -116,7 +116,7 @@ def test_sweep_with_flips_takes_the_d4_share_from_its_own_evaluation(
     from histoeq.evaluate.rotation_eval import prepare_inputs
     import torch
 
-    from histoeq.train.sweep import d4_label_change
+    from histoeq.lab.sweep import d4_label_change
 
     sweep = tmp_path / "sweep"
     args = ["sweep", "--data", small_idc, "--out", sweep, "--models", "cnn", "--augment", "none", "--fractions", "1",

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from histoeq.errors import InputError
-from histoeq.train.checkpoint import load_checkpoint, load_state, resolve_checkpoint, save_checkpoint
+from histoeq.runs.checkpoint import load_checkpoint, load_state, resolve_checkpoint, save_checkpoint
 
 
 def _payload(model: nn.Module) -> dict:

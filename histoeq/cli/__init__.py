@@ -2,7 +2,8 @@
 
 Each area registers its commands from its own file (core, data, train, infer) so the layer stays small; every
 command parses options, calls one library function and prints its result. `main()` turns `HistoeqError` into a
-one-line message on stderr and exit code 2.
+one-line message on stderr and exit code 2. Commands import their library code when they run, so that ``--help``
+stays fast and `histoeq predict` never loads torch.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import typer  # noqa: E402
 
 from histoeq import __version__  # noqa: E402
-from histoeq.errors import HistoeqError  # noqa: E402
+from histoeq.errors import HistoeqError, one_line  # noqa: E402
 
 app = typer.Typer(
     name="histoeq",
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         result = app(args=argv, prog_name="histoeq", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except HistoeqError as exc:  # one line even when a library's message (pandas, OS) carries a newline
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
         ctx = getattr(exc, "ctx", None)
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-        print(f"error: {' '.join(message.split())}{hint}", file=sys.stderr)
+        print(f"error: {one_line(message)}{hint}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -37,7 +37,7 @@ def bench_layers_command(
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Train step and eval forward of p4m / se2 vs a plain CNN of equal expanded width and the matched cnn."""
-    from histoeq.bench.layers import bench_layers
+    from histoeq.lab.bench_layers import bench_layers
 
     with rich_progress(transient=True) as progress:
         rows = bench_layers(batch=batch_size, tile_px=tile_px, repeats=repeats, device=device, progress=progress)
@@ -58,7 +58,7 @@ def bench_equivariance_command(
     tile_px: int = typer.Option(50, "--tile-px"),
 ) -> None:
     """The 45° protocol: random-weight models, σ=2 px noise in the disk, relative logit error."""
-    from histoeq.bench.equivariance import bench_angle_error
+    from histoeq.lab.bench_equivariance import bench_angle_error
 
     with rich_progress(transient=True) as progress:
         rows = bench_angle_error(angle, tile_px, seeds, orientations, progress=progress)

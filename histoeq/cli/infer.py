@@ -44,7 +44,7 @@ def export_command(
 ) -> None:
     """Export a trained model (or a seed ensemble) to ONNX (plain operators, uint8 tiles in), verified in onnxruntime
     before writing."""
-    from histoeq.export import export_run
+    from histoeq.export.exporter import export_run
 
     with rich_progress(transient=True) as progress:
         result = export_run(runs, out, opset=opset, fp16=fp16, val_metrics=val_metrics, test_metrics=test_metrics,

@@ -135,11 +135,12 @@ def eval_command(
     """Evaluate runs under rotations (and mirrors): metrics per angle, invariance error, label changes."""
     from histoeq.cli._render import console, print_table, rich_progress
     from histoeq.evaluate.report import evaluate_runs
+    from histoeq.lab.model_files import PREDICTOR_LOADERS
 
     with rich_progress(transient=True) as progress:
         record = evaluate_runs(runs, data, out, split=split, rotations=rotations, flips=flips, tta=tta,
                                slides=slides, device=device, batch_size=batch_size, context=context,
-                               progress=progress)
+                               loaders=PREDICTOR_LOADERS, progress=progress)
     for result in record["runs"]:
         rows = [[r["view"], r["exact"], r["auc"], r["accuracy"], r["balanced_accuracy"], r["f1"],
                  r["invariance_mean"], r["invariance_max"]] for r in result["views"]]
@@ -237,7 +238,7 @@ def sweep_command(
     """Train and rotation-evaluate every (model, fraction, augmentation, seed) cell; finished cells are skipped."""
     from histoeq.cli._render import rich_progress
     from histoeq.errors import HistoeqError
-    from histoeq.train.sweep import SweepConfig, run_sweep, summarize_sweep
+    from histoeq.lab.sweep import SweepConfig, run_sweep, summarize_sweep
 
     if report_only:
         _print_sweep(out, summarize_sweep(out))
@@ -295,7 +296,7 @@ def bench_train_command(
 ) -> None:
     """Time one training epoch per model on the train split."""
     from histoeq.cli._render import print_table, rich_progress
-    from histoeq.train.bench import bench_train
+    from histoeq.lab.bench_train import bench_train
 
     refuse_orientations(orientations)
     with rich_progress(transient=True) as progress:

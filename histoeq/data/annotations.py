@@ -21,7 +21,15 @@ import shapely
 from shapely.geometry import shape
 from shapely.ops import unary_union
 
-from histoeq.errors import InputError
+from histoeq.errors import InputError, clip
+from histoeq.slide.budget import check_json_text
+
+# What an annotation file may ask of memory and of GEOS. QuPath exports of a whole slide's regions are a few MB with
+# 10^5-10^6 vertices; JSON numbers become Python objects of ~10x their text size, so these keep parsing under ~3 GB.
+MAX_ANNOTATION_BYTES = 256 << 20
+MAX_ANNOTATION_VERTICES = 10_000_000
+# GeoJSON nests ~8 levels (collection, feature, geometry, polygon rings, positions) plus QuPath's properties.
+MAX_ANNOTATION_DEPTH = 64
 
 
 def find_for_slide(source: Path, slide: Path, suffixes: tuple[str, ...]) -> Path | None:
@@ -54,13 +62,17 @@ def _class_name(props: dict | None) -> str | None:
 
 def _load_features(path: Path) -> list[dict]:
     try:
-        data = json.loads(path.read_text())
+        size = path.stat().st_size
+        if size > MAX_ANNOTATION_BYTES:  # refused before reading it
+            raise InputError(path, f"annotation file is {size / 2**20:.0f} MiB, over the "
+                                   f"{MAX_ANNOTATION_BYTES >> 20} MiB budget")
+        raw = path.read_bytes()
+        check_json_text(path, raw, "annotation file", MAX_ANNOTATION_BYTES, MAX_ANNOTATION_DEPTH)
+        data = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise InputError(path, "not a GeoJSON file (not text)") from None
     except json.JSONDecodeError as exc:
         raise InputError(path, f"not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    except RecursionError:
-        raise InputError(path, "not a GeoJSON file (nested too deeply)") from None
     except OSError as exc:
         raise InputError(path, f"cannot read ({exc.strerror or exc})") from None
     if isinstance(data, dict) and data.get("type") == "FeatureCollection":
@@ -73,10 +85,32 @@ def _load_features(path: Path) -> list[dict]:
         raise InputError(path, "not a GeoJSON FeatureCollection")
     if not isinstance(feats, list):
         raise InputError(path, "GeoJSON 'features' is not a list")
+    vertices = 0
     for i, feat in enumerate(feats):
         if not isinstance(feat, dict):
             raise InputError(path, f"features[{i}] is not a GeoJSON Feature object")
+        vertices += _count_positions(feat.get("geometry"))
+        if vertices > MAX_ANNOTATION_VERTICES:
+            raise InputError(path, f"annotations have more than {MAX_ANNOTATION_VERTICES:,} vertices (the budget); "
+                                   "simplify the polygons or split the file")
     return feats
+
+
+def _count_positions(geometry: object) -> int:
+    """Coordinate positions in a GeoJSON geometry (lists of numbers), without building shapes; the nesting was
+    bounded when the file was read."""
+    count, stack = 0, [geometry]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            parts = item.get("geometries")
+            stack += [item.get("coordinates"), *(parts if isinstance(parts, list) else [])]
+        elif isinstance(item, list):
+            if item and not isinstance(item[0], list | dict):
+                count += 1
+            else:
+                stack += item
+    return count
 
 
 _GEOMETRY_TYPES = {"Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon",
@@ -96,7 +130,7 @@ def _geometry(feat: dict, path: Path, i: int) -> shapely.Geometry:
         with np.errstate(invalid="ignore"):  # NaN coordinates: reported below as one error, not a warning
             geom = shape(raw)
     except Exception as exc:  # shapely raises several types on malformed coordinates
-        why = str(exc)[:80] or type(exc).__name__
+        why = clip(str(exc), 80) or type(exc).__name__
         raise InputError(path, f"features[{i}] has a malformed {kind} ({why})") from None
     if geom.is_empty:
         raise InputError(path, f"features[{i}] has an empty {kind}")
@@ -122,7 +156,7 @@ class RegionAnnotations:
             with np.errstate(all="ignore"):  # the overflow below is reported as one error, not also as a warning
                 return cls._load(path, classes, ignore or set())
         except shapely.errors.GEOSException as exc:  # e.g. coordinates near 1e308 overflow GEOS's arithmetic
-            raise InputError(path, f"polygons GEOS cannot process ({str(exc).strip()[:100]})") from None
+            raise InputError(path, f"polygons GEOS cannot process ({clip(str(exc), 100)})") from None
 
     @classmethod
     def _load(cls, path: Path, classes: list[str] | None, ignore: set[str]) -> RegionAnnotations:
@@ -218,7 +252,7 @@ def load_points(path: Path) -> np.ndarray:
     except pd.errors.ParserWarning:
         raise InputError(path, "a row has more fields than the header") from None
     except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"not a readable CSV ({str(exc).strip()[:100]})") from None
+        raise InputError(path, f"not a readable CSV ({clip(str(exc), 100)})") from None
     cols = {c.lower().strip(): c for c in table.columns}
     if "x" not in cols or "y" not in cols:
         raise InputError(path, "points CSV needs columns x and y")

@@ -24,7 +24,7 @@ from histoeq.slide import open_slide
 
 
 def _openslide_read_all(path: Path, xs: np.ndarray, ys: np.ndarray, level: int, size: int) -> float:
-    import openslide
+    import openslide  # loads the OpenSlide C library; only this comparison needs it directly
 
     slide = openslide.OpenSlide(str(path))
     try:

@@ -31,7 +31,7 @@ from histoeq.progress import ProgressFn, null_progress
 from histoeq.slide import Slide, open_slide
 from histoeq.slide.kept import KEEP_OPEN, KeptOpen
 from histoeq.slide.tiler import TileGrid, iter_blocks, ordered_map, tile_grid
-from histoeq.slide.tissue import tissue_fraction, tissue_mask
+from histoeq.slide.tissue import no_tissue_reason, tissue_fraction, tissue_mask
 
 GEOJSON_SUFFIXES = (".geojson", ".json")
 POINT_SUFFIXES = (".csv", ".geojson", ".json")
@@ -117,7 +117,7 @@ def tissue_of(slide: Slide, tile0: float) -> tuple[np.ndarray, float]:
     thumb, ds = slide.thumbnail(max_size)
     mask = tissue_mask(thumb)
     if not mask.any():
-        raise InputError(slide.path, "no tissue found (the tissue mask is empty; --min-tissue 0 keeps all tiles)")
+        raise InputError(slide.path, f"no tissue found ({no_tissue_reason(thumb)})")
     return mask, ds
 
 

@@ -29,7 +29,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from histoeq.data.dataset import DatasetWriter
+from histoeq.data.dataset import DatasetWriter, PatchDataset
+from histoeq.data.pcam import find_pcam, import_pcam
 from histoeq.errors import InputError
 from histoeq.progress import ProgressFn, null_progress
 from histoeq.slide.pixels import to_rgb8
@@ -192,8 +193,6 @@ def import_folder(folder: Path, out: Path, pad: bool = False, overwrite: bool = 
     if not folder.is_dir():
         raise InputError(folder, "no such folder" if not folder.exists() else "not a folder")
     start = time.perf_counter()
-    from histoeq.data.pcam import find_pcam, import_pcam
-
     if find_pcam(folder):
         return import_pcam(folder, out, overwrite=overwrite, mpp=mpp, progress=progress)
     labels_csv = folder / "labels.csv"
@@ -248,8 +247,6 @@ def import_folder(folder: Path, out: Path, pad: bool = False, overwrite: bool = 
 
 
 def _split_counts(out: Path) -> dict[str, dict[str, int]]:
-    from histoeq.data.dataset import PatchDataset
-
     ds = PatchDataset.open(out)
     table = ds.index.assign(split=ds.index["split"].replace("", "none"))
     return {split: {ds.classes[k]: int(n) for k, n in grp["label"].value_counts().sort_index().items()}

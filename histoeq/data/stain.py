@@ -31,7 +31,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from histoeq.errors import HistoeqError
+from histoeq.data.dataset import DatasetWriter, PatchDataset
+from histoeq.errors import HistoeqError, InputError
 from histoeq.progress import ProgressFn, null_progress
 
 # Optical density above which a pixel counts as tissue (Macenko et al. 2009 use 0.15); below it is glass or fat.
@@ -247,8 +248,6 @@ def normalise_dataset(data: str | Path, out: str | Path, *, method: str = "reinh
                       progress: ProgressFn = null_progress) -> dict[str, Any]:
     """Write a copy of dataset `data` with every patient's patches normalised by `method` to a reference made
     from the training patients. A patient with too little tissue to measure is copied unchanged (and listed)."""
-    from histoeq.data.dataset import DatasetWriter, PatchDataset
-
     normaliser = get_method(method)
     ds = PatchDataset.open(data)
     index = ds.index
@@ -261,8 +260,6 @@ def normalise_dataset(data: str | Path, out: str | Path, *, method: str = "reinh
     train = set(patient_of_row[index["split"].eq("train").to_numpy()]) or set(patients)
     measured = [s for p, s in per_patient.items() if p in train and s is not None]
     if not measured:
-        from histoeq.errors import InputError
-
         raise InputError(data, "no training patient has enough tissue to make a stain reference")
     stain = {"method": normaliser.name, "reference": normaliser.reference(measured)}
     provenance = {**ds.meta.get("provenance", {}), "stain": {

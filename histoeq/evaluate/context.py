@@ -20,6 +20,7 @@ import torch
 from histoeq.errors import InputError
 from histoeq.evaluate.rotations import context_size, reflect_context
 from histoeq.progress import ProgressFn, null_progress
+from histoeq.slide import open_slide
 from histoeq.slide.backends import SLIDE_SUFFIXES
 
 
@@ -70,8 +71,6 @@ def build_contexts(images: torch.Tensor, rows: pd.DataFrame, meta: dict[str, Any
     dirs = candidate_slide_dirs(meta, dataset_path, slides)
     from_slide = np.zeros(len(rows), dtype=bool)
     if dirs:
-        from histoeq.slide import open_slide
-
         rows = rows.reset_index(drop=True)
         # No slide recorded (e.g. IDC imported from patch PNGs): one slide per patient, named by the patient id.
         names = rows["slide"].astype(str).where(rows["slide"].astype(str).ne(""), rows["patient"].astype(str))

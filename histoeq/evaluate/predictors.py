@@ -1,15 +1,17 @@
 """Turn something on disk (a run folder, a checkpoint, an exported model) into a `PredictFn` for evaluation.
 
-Loaders are looked up by file suffix in `PREDICTOR_LOADERS`; a run folder or ``.pt`` file is a PyTorch checkpoint.
-Another format (the export engineer's ``.onnx``) registers itself with `register_predictor_loader` and then works in
-`histoeq eval` unchanged. A loader returns a `Predictor`: the callable plus what evaluation checks (tile size).
+`load_predictor` looks a file's loader up by suffix in the table it is given; a run folder is always a PyTorch
+checkpoint. Evaluation itself only knows checkpoints (`CHECKPOINT_LOADERS`); the table that also opens exported
+``.onnx`` models is `histoeq.lab.model_files.PREDICTOR_LOADERS`, above both evaluation and inference, so that this
+package never imports the later stages. A loader returns a `Predictor`: the callable plus what evaluation checks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,8 @@ import torch
 from torch import nn
 
 from histoeq.errors import InputError
+from histoeq.runs.checkpoint import load_model, resolve_checkpoint
+from histoeq.runs.normalisation import normalise
 
 
 @dataclass
@@ -29,19 +33,11 @@ class Predictor:
 
 
 PredictorLoader = Callable[[Path, torch.device], Predictor]
-PREDICTOR_LOADERS: dict[str, PredictorLoader] = {}
-
-
-def register_predictor_loader(suffix: str, loader: PredictorLoader) -> None:
-    """Make `histoeq eval PATH` accept files ending in `suffix` (e.g. ".onnx")."""
-    PREDICTOR_LOADERS[suffix.lower()] = loader
 
 
 def torch_predict_fn(model: nn.Module, normalisation: dict[str, list[float]], device: torch.device,
                      batch_size: int = 512) -> Callable[[np.ndarray], np.ndarray]:
     """uint8 (B,H,W,3) numpy -> softmax probabilities (B,C) numpy, normalising like training did."""
-    from histoeq.train.batches import normalise
-
     mean = torch.tensor(normalisation["mean"], dtype=torch.float32, device=device)
     std = torch.tensor(normalisation["std"], dtype=torch.float32, device=device)
     model = model.to(device).eval()
@@ -59,8 +55,6 @@ def torch_predict_fn(model: nn.Module, normalisation: dict[str, list[float]], de
 
 
 def load_checkpoint_predictor(path: Path, device: torch.device) -> Predictor:
-    from histoeq.train.checkpoint import load_model, resolve_checkpoint
-
     model, payload = load_model(path)
     ckpt = resolve_checkpoint(path)
     return Predictor(name=str(path), predict=torch_predict_fn(model, payload["normalisation"], device),
@@ -71,20 +65,19 @@ def load_checkpoint_predictor(path: Path, device: torch.device) -> Predictor:
                      stain=payload.get("stain"))
 
 
-def load_predictor(path: str | Path, device: torch.device) -> Predictor:
-    """A run folder / .pt checkpoint, or any suffix registered with `register_predictor_loader`."""
+CHECKPOINT_LOADERS: Mapping[str, PredictorLoader] = MappingProxyType({".pt": load_checkpoint_predictor})
+
+
+def load_predictor(path: str | Path, device: torch.device,
+                   loaders: Mapping[str, PredictorLoader] = CHECKPOINT_LOADERS) -> Predictor:
+    """A run folder, or a file whose (lower-case) suffix has a loader in `loaders`."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "no such run folder or model file")
-    suffix = path.suffix.lower()
-    if suffix and suffix != ".pt" and suffix not in PREDICTOR_LOADERS:
-        try:  # let the export area register its formats (e.g. .onnx) if it is installed
-            import histoeq.export  # noqa: F401
-        except ImportError:
-            pass
-    if suffix in PREDICTOR_LOADERS:
-        return PREDICTOR_LOADERS[suffix](path, device)
-    if path.is_dir() or suffix == ".pt":
+    if path.is_dir():
         return load_checkpoint_predictor(path, device)
-    raise InputError(path, f"cannot evaluate a {suffix or 'suffix-less'} file (expected a run folder or .pt"
-                     + (", or one of " + ", ".join(sorted(PREDICTOR_LOADERS)) if PREDICTOR_LOADERS else "") + ")")
+    suffix = path.suffix.lower()
+    if suffix not in loaders:
+        raise InputError(path, f"cannot evaluate a {suffix or 'suffix-less'} file (expected a run folder or a "
+                               f"{' or '.join(sorted(loaders))} file)")
+    return loaders[suffix](path, device)

@@ -12,20 +12,25 @@ mean ± sd error bars on the angle plot; each keeps its own curve elsewhere.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from histoeq.atomic import atomic_paths, check_output_dir
+from histoeq.data.dataset import PatchDataset
+from histoeq.data.stain import dataset_stain, normalise_groups
 from histoeq.errors import HistoeqError, InputError
 from histoeq.evaluate.curves import calibration_figure, pr_figure, roc_figure, scored_run
 from histoeq.evaluate.plots import metric_vs_angle_figure, write_png
-from histoeq.evaluate.predictors import Predictor, load_predictor
+from histoeq.evaluate.predictors import CHECKPOINT_LOADERS, Predictor, PredictorLoader, load_predictor
 from histoeq.evaluate.rotation_eval import (TTA_CHOICES, EvalInputs, NonFiniteOutput, evaluate_predictor,
                                            prepare_inputs)
 from histoeq.progress import ProgressFn, null_progress
+from histoeq.runs.device import resolve_device
+from histoeq.runs.runinfo import write_json
 from histoeq.slide.context import NO_CONTEXT, context_kernel
 
 EVAL_JSON = "eval.json"
@@ -85,15 +90,12 @@ def replicate_key(run: str | Path) -> str | None:
 def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path, *, split: str = "test",
                   rotations: int = 8, flips: bool = False, tta: str | None = None, slides: Path | None = None,
                   device: str = "auto", batch_size: int = 512, limit: int | None = None, context: str = NO_CONTEXT,
+                  loaders: Mapping[str, PredictorLoader] = CHECKPOINT_LOADERS,
                   progress: ProgressFn = null_progress) -> dict[str, Any]:
     """Evaluate each run on `split` of `data` at N rotations (and mirrors); write eval.json and the plot.
 
     With a ``context`` kernel, metrics are of each patch's probability combined with its slide neighbours'
-    (`histoeq.slide.context`), with the patch-only figures kept beside them."""
-    from histoeq.data.dataset import PatchDataset
-    from histoeq.train.distributed import resolve_device
-    from histoeq.train.runinfo import write_json
-
+    (`histoeq.slide.context`), with the patch-only figures kept beside them. `loaders` opens model files by suffix (`load_predictor`); run folders are always checkpoints."""
     if not runs:
         raise InputError(None, "no run folder or model given")
     if (tta or "none") not in TTA_CHOICES:
@@ -112,7 +114,7 @@ def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path,
         if (out / name).is_dir():
             raise InputError(out / name, "cannot write the output: is a directory")
     torch_device = resolve_device(device)
-    predictors = [load_predictor(r, torch_device) for r in runs]  # fail fast on a bad run before heavy work
+    predictors = [load_predictor(r, torch_device, loaders) for r in runs]  # fail fast on a bad run before heavy work
     dataset = PatchDataset.open(data)
     for p in predictors:
         if p.tile_px is not None and p.tile_px != dataset.tile_px:
@@ -195,9 +197,6 @@ def predictions_table(inputs: EvalInputs, runs: Sequence[str], probabilities: Se
     metric (another threshold, a per-slide figure) can be computed from the file without rerunning the models.
     prob_<class> is always the model's patch-only output; with a context kernel, prob_<class>_<kernel> holds the
     probabilities combined with the neighbours'."""
-    import numpy as np
-    import pandas as pd
-
     frames = []
     for run, probs in zip(runs, probabilities, strict=True):
         probs = np.asarray(probs).reshape(len(inputs.labels), -1)
@@ -223,12 +222,6 @@ def _normalise_stain(inputs: EvalInputs, predictors: Sequence[Predictor], datase
                      ) -> dict[str, Any] | None:
     """Models trained on stain-normalised patches see the evaluated patches normalised the same way: per patient
     (a patient's patches stand for its slide), unless the dataset already carries that very normalisation."""
-    import json
-
-    import numpy as np
-
-    from histoeq.data.stain import dataset_stain, normalise_groups
-
     wanted = {json.dumps(p.stain, sort_keys=True) for p in predictors}
     if len(wanted) > 1:
         raise InputError(None, "these models expect different stain normalisation (histoeq normalise); evaluate "

@@ -25,10 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from histoeq.errors import HistoeqError
 from histoeq.evaluate.context import build_contexts, describe_context
 from histoeq.evaluate.metrics import (
     METRIC_NAMES, classification_metrics, nan_summary, positive_score, predicted_labels,
 )
+from histoeq.evaluate.patients import mean_patient_auc, per_patient_auc, pooled_metric
 from histoeq.evaluate.rotations import View, apply_view, make_views
 from histoeq.nn.actions import D4, transform_array
 from histoeq.progress import ProgressFn, null_progress
@@ -67,8 +69,6 @@ def prepare_inputs(dataset: Any, split: str = "test", rotations: int = 8, flips:
                    progress: ProgressFn = null_progress) -> EvalInputs:
     """Load a split of a `PatchDataset` and, when some views are not 90-degree multiples, their context squares."""
     if rotations < 1:
-        from histoeq.errors import HistoeqError
-
         raise HistoeqError(f"--rotations must be at least 1, got {rotations}")
     ids = dataset.split_ids(split)
     if limit is not None:
@@ -118,8 +118,6 @@ def with_context(inputs: EvalInputs, probs: np.ndarray, kernel: str) -> np.ndarr
     """Binary class probabilities after averaging each patch's positive-class probability with its neighbours' on
     its slide's tile grid (`histoeq.slide.context`); the patches themselves are rotated one by one, so the grid
     does not move with the view."""
-    from histoeq.errors import HistoeqError
-
     if kernel == NO_CONTEXT:
         return probs
     if inputs.positions is None or inputs.slides is None:
@@ -146,8 +144,6 @@ def evaluate_predictor(predict_fn: PredictFn, inputs: Any, *, tta: str | None = 
 
     With a ``context`` kernel every view's probabilities are first combined with their grid neighbours'
     (`with_context`); the unrotated view's patch-only metrics are kept beside them under "patch_only"."""
-    from histoeq.errors import HistoeqError
-
     if batch_size < 1:
         raise HistoeqError(f"--batch-size must be at least 1, got {batch_size}")
     if not isinstance(inputs, EvalInputs):
@@ -219,8 +215,6 @@ def patient_level(inputs: EvalInputs, probs: np.ndarray | None, n_boot: int = 2_
         return None
     if len(np.unique(inputs.patients)) < 2 or len(np.unique(inputs.labels)) < 2:
         return None
-    from histoeq.evaluate.patients import mean_patient_auc, per_patient_auc, pooled_metric
-
     score = positive_score(probs)
     table = per_patient_auc(inputs.labels, score, inputs.patients)
     mean = mean_patient_auc(table, n_boot=n_boot)

@@ -1,10 +1,5 @@
-"""Export trained models to verified, self-describing ONNX files (see `exporter`, `metadata`, `verify`)."""
+"""Export trained models to verified, self-describing ONNX files: `exporter` (torch.onnx and the checks),
+`metadata` (what the file says about itself), `verify` (ONNX Runtime against PyTorch).
 
-from histoeq.export.exporter import DEFAULT_OPSET, ExportResult, export_model, export_run
-from histoeq.export.metadata import ModelMetadata, parse_metadata
-
-__all__ = ["DEFAULT_OPSET", "ExportResult", "ModelMetadata", "export_model", "export_run", "parse_metadata"]
-
-from histoeq.export.eval_hook import register as _register_eval_loader  # noqa: E402
-
-_register_eval_loader()
+Nothing is imported here: inference reads `metadata` without loading torch or the exporter.
+"""

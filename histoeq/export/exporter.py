@@ -27,7 +27,10 @@ from histoeq.export.check_patches import check_patches
 from histoeq.export.graph import build_classifier, export_graph
 from histoeq.export.metadata import ModelMetadata
 from histoeq.export.verify import Verification, verify_onnx
+from histoeq.models.ensemble import ProbabilityEnsemble
+from histoeq.models.view_average import make_invariant
 from histoeq.progress import ProgressFn, null_progress
+from histoeq.runs.checkpoint import check_payload, load_model
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 18  # the dynamo exporter's native opset; older ones go through a version converter that fails on Reduce*
@@ -43,8 +46,6 @@ class ExportResult:
 
 
 def _model_metadata(model: nn.Module, info: dict[str, Any], fp16: bool, source: str | Path | None) -> ModelMetadata:
-    from histoeq.train.checkpoint import check_payload
-
     check_payload(info, source, weights=False)
     mpp = info.get("mpp")
     # Checked here, not at load: eval needs no µm/px, but predict lays its tile grid with this one.
@@ -199,9 +200,6 @@ def export_run(
     model over the D4 views its group lacks (`histoeq.models.view_average`), so the file is exactly invariant to
     the 8 rotations and mirrors whatever the architecture. ``mpp`` states the µm/px of the training patches for
     runs whose dataset was imported without one (a run that has one must agree with it)."""
-    from histoeq.models.view_average import make_invariant
-    from histoeq.train.checkpoint import load_model
-
     runs = [run] if isinstance(run, str | Path) else list(run)
     if not runs:
         raise InputError(None, "no run to export")
@@ -234,9 +232,6 @@ def load_ensemble(runs: Sequence[str | Path]) -> tuple[nn.Module, dict[str, Any]
     The members must agree on everything the exported graph fixes (classes, tile size, µm/px, the normalisation
     folded into the graph) and on their symmetry group; a member that does not is an `InputError` naming it.
     Hashes of training data and fractions are kept when all members share them."""
-    from histoeq.models.ensemble import ProbabilityEnsemble
-    from histoeq.train.checkpoint import load_model
-
     loaded = [load_model(r) for r in runs]
     (first_model, first), first_path = loaded[0], runs[0]
     for (model, info), path in zip(loaded[1:], runs[1:], strict=True):

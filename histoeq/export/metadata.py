@@ -19,7 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from histoeq.errors import InputError
+from histoeq.data.stain import check_stain
+from histoeq.errors import HistoeqError, InputError
+from histoeq.slide.budget import check_json_text
 
 METADATA_KEY = "histoeq"
 FORMAT = "histoeq-onnx"
@@ -74,6 +76,10 @@ class ModelMetadata:
         }
 
 
+# The document is a few kB (config, classes, metrics, verification figures); these bound what a foreign file can
+# make the parser allocate or recurse through.
+MAX_METADATA_BYTES = 4 << 20
+MAX_METADATA_DEPTH = 32
 _REQUIRED = ("model_name", "model_config", "group", "classes", "tile_px", "mpp", "normalisation")
 
 
@@ -82,6 +88,10 @@ def parse_metadata(props: Mapping[str, str], path: str | Path) -> ModelMetadata:
     raw = props.get(METADATA_KEY)
     if raw is None:
         raise InputError(path, "ONNX model has no histoeq metadata (export it with `histoeq export`)")
+    if not isinstance(raw, str):
+        raise InputError(path, "histoeq metadata is not text")
+    check_json_text(path, raw.encode("utf-8", "surrogatepass"), "histoeq metadata", MAX_METADATA_BYTES,
+                    MAX_METADATA_DEPTH)
     try:
         doc = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -106,9 +116,6 @@ def parse_metadata(props: Mapping[str, str], path: str | Path) -> ModelMetadata:
     if not (mpp_ok and meta.mpp > 0):
         raise InputError(path, f"histoeq metadata has an unusable µm/px ({meta.mpp!r})")
     if meta.stain is not None:
-        from histoeq.data.stain import check_stain
-        from histoeq.errors import HistoeqError
-
         try:
             check_stain(meta.stain)
         except HistoeqError as exc:

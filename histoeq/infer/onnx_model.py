@@ -16,10 +16,11 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
-from histoeq.errors import HistoeqError, InputError
+from histoeq.errors import HistoeqError, InputError, clip
 from histoeq.export.metadata import INPUT_NAME, ModelMetadata, parse_metadata
 
 Device = Literal["auto", "cuda", "cpu"]
+PROBABILITY_SLACK = 1e-3  # softmax in fp16 rounds a little past 0 and 1
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
@@ -66,8 +67,8 @@ class OnnxTileModel:
         except HistoeqError:
             raise
         except Exception as exc:  # ORT raises InvalidProtobuf, Fail, InvalidGraph ... for foreign files
-            detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise InputError(self.path, f"not a usable ONNX model ({detail[:140]})") from None
+            raise InputError(self.path, f"not a usable ONNX model ({clip(str(exc), 140) or type(exc).__name__})"
+                             ) from None
         self.provider = self.session.get_providers()[0]
         if device == "cuda" and self.provider != CUDA:
             raise HistoeqError(
@@ -105,10 +106,27 @@ class OnnxTileModel:
         """Class probabilities (N, classes) float32 for uint8 tiles (N, tile, tile, 3)."""
         if tiles.dtype != np.uint8 or tiles.ndim != 4:
             raise ValueError(f"expected uint8 NHWC tiles, got {tiles.dtype} {tiles.shape}")
-        (probs,) = self.session.run(["probabilities"], {INPUT_NAME: np.ascontiguousarray(tiles)})
-        return probs
+        try:
+            (probs,) = self.session.run(["probabilities"], {INPUT_NAME: np.ascontiguousarray(tiles)})
+        except Exception as exc:  # ORT raises RuntimeException / Fail (e.g. "Failed to allocate memory") at run time
+            detail = clip(str(exc)) or type(exc).__name__
+            raise InputError(self.path, f"the model failed on a batch of {len(tiles)} tiles ({detail}); a "
+                                        "smaller --batch-size needs less memory") from None
+        return self._checked(probs, len(tiles))
 
-
-def load_onnx_predictor(path: str | Path, device: Device | str = "auto") -> OnnxTileModel:
-    """The predictor callable for `evaluate_predictor`: uint8 NHWC batch -> probabilities."""
-    return OnnxTileModel(path, device)
+    def _checked(self, probs: np.ndarray, n: int) -> np.ndarray:
+        """The model's output, refused unless it is (n, classes) probabilities: a broken export (NaN weights, a
+        logits head named 'probabilities') would otherwise be written out as empty cells or bare NaN."""
+        probs = np.asarray(probs)
+        expected = (n, len(self.classes))
+        if probs.shape != expected:
+            raise InputError(self.path, f"the model gave probabilities of shape {list(probs.shape)} for {n} tiles, "
+                                        f"expected {list(expected)}")
+        bad = ~np.isfinite(probs).all(axis=1)
+        if bad.any():
+            raise InputError(self.path, f"the model gave non-finite probabilities (NaN or infinity) for "
+                                        f"{int(bad.sum())} of {n} tiles")
+        if probs.min() < -PROBABILITY_SLACK or probs.max() > 1 + PROBABILITY_SLACK:
+            raise InputError(self.path, f"the model gave values outside [0, 1] ({float(probs.min()):.3g} to "
+                                        f"{float(probs.max()):.3g}) as probabilities")
+        return probs.astype(np.float32, copy=False)

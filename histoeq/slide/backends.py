@@ -17,8 +17,9 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 
-from histoeq.errors import InputError
-from histoeq.slide.pixels import UnsupportedTiff, to_rgb8, tiff_colour
+from histoeq.errors import InputError, clip
+from histoeq.slide.budget import check_decode, check_tiff_structure
+from histoeq.slide.pixels import UnsupportedTiff, tiff_colour, to_rgb8
 
 # tifffile logs every malformed tag at ERROR level; the user gets one InputError line instead.
 logging.getLogger("tifffile").setLevel(logging.CRITICAL)
@@ -83,7 +84,7 @@ class OpenSlideBackend:
         return path.suffix.lower() not in PIL_SUFFIXES
 
     def __init__(self, path: Path) -> None:
-        import openslide
+        import openslide  # each backend loads its library only when a slide needs it (OpenSlide: a C library)
 
         self._slide = openslide.OpenSlide(str(path))
         props = self._slide.properties
@@ -130,6 +131,8 @@ class TiffFileBackend:
     def __init__(self, path: Path) -> None:
         import tifffile
 
+        check_tiff_structure(path)  # loops and endless page lists, before tifffile's series parsing sees them
+        self._path = path
         self._tif = tifffile.TiffFile(str(path))
         if not self._tif.series:
             raise ValueError("no image series")
@@ -227,6 +230,11 @@ class TiffFileBackend:
         out = np.full((h, w, 3), 255, np.uint8)
         if not page.is_tiled:  # strips: decode the level once (plain TIFFs are small enough)
             if level not in self._whole:
+                lw, lh = self.level_dimensions[level]
+                stored = int(page.samplesperpixel) * page.dtype.itemsize
+                # Stored samples and their RGB copy, besides the region asked for.
+                check_decode(self._path, f"the {lw} x {lh} px strip image (level {level})",
+                             lw * lh * (stored + 3) + w * h * 3)
                 with self._lock:
                     samples = page.asarray()
                     if self._planar[level]:  # (samples, h, w) planes -> (h, w, samples)
@@ -304,7 +312,11 @@ def _ome_mpp(xml: str, width: int, height: int) -> float | None:
 
 
 class PilBackend:
-    """PNG/JPEG (and other PIL formats) as a one-level slide, decoded once."""
+    """PNG/JPEG (and other PIL formats) as a one-level slide, decoded once, on the first read.
+
+    The size comes from the header, checked against the decode budget before anything is decoded (PIL's own
+    decompression-bomb limit counts pixels and is off: slides are large on purpose); opening a slide only to learn
+    its geometry, as `predict` does before its run, decodes nothing."""
 
     name = "pil"
     suffixes = PIL_SUFFIXES
@@ -317,31 +329,75 @@ class PilBackend:
     def __init__(self, path: Path) -> None:
         from PIL import Image
 
-        Image.MAX_IMAGE_PIXELS = None  # slides are large on purpose
-        from PIL import ImageOps
-
+        Image.MAX_IMAGE_PIXELS = None
+        self._path = path
         with Image.open(path) as img:
             self.vendor = (img.format or "image").lower()
-            img.load()
-            img = ImageOps.exif_transpose(img)  # camera JPEGs store rotated pixels plus an EXIF Orientation
-            if img.mode not in ("RGB", "RGBA", "L", "LA", "I;16", "I"):
-                img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
-            self._pixels = to_rgb8(np.asarray(img))
-        self.level_dimensions = [(self._pixels.shape[1], self._pixels.shape[0])]
+            w, h = img.size
+            stored = PIL_MODE_BYTES.get(img.mode, 4)
+            # The decoded image, its upright copy and the RGB result can be alive at once. Checked before the
+            # EXIF orientation is read: PIL decodes a whole PNG to look for EXIF data after the pixels.
+            check_decode(path, f"the {w} x {h} px image", w * h * (2 * stored + 3))
+            swapped = _exif_orientation(img) in EXIF_SWAPPED
+            if self.vendor == "png":  # chunk checksums, without inflating: a truncated file fails at open, not mid-run
+                img.verify()
+        self.level_dimensions = [(h, w) if swapped else (w, h)]
         self.level_downsamples = [1.0]
         self.mpp = None  # PNG/JPEG carry no trustworthy scan resolution
         self.properties = {}
+        self._pixels: np.ndarray | None = None
+        self._lock = threading.Lock()
+
+    def _decoded(self) -> np.ndarray:
+        with self._lock:
+            if self._pixels is None:
+                from PIL import Image, ImageOps
+
+                try:
+                    with Image.open(self._path) as img:
+                        img.load()
+                        img = ImageOps.exif_transpose(img)  # camera JPEGs store rotated pixels and an EXIF Orientation
+                        if img.mode not in ("RGB", "RGBA", "L", "LA", "I;16", "I"):
+                            img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
+                        pixels = to_rgb8(np.asarray(img))
+                except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for truncated or corrupt data
+                    raise InputError(self._path, f"not a readable image ({_short(exc)})") from None
+                if (pixels.shape[1], pixels.shape[0]) != self.level_dimensions[0]:
+                    raise InputError(self._path, "image size differs from its header")
+                self._pixels = pixels
+            return self._pixels
 
     def overview(self) -> np.ndarray | None:
         return None
 
     def read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
         out = np.full((h, w, 3), 255, np.uint8)
-        _paste(out, self._pixels, -x, -y)
+        _paste(out, self._decoded(), -x, -y)
         return out
 
     def close(self) -> None:
-        self._pixels = np.zeros((0, 0, 3), np.uint8)
+        self._pixels = None
+
+
+# Bytes per pixel PIL holds for each mode it decodes to (others are converted to RGB or RGBA).
+PIL_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "RGB": 3, "RGBA": 4, "I;16": 2, "I": 4, "F": 4}
+EXIF_SWAPPED = {5, 6, 7, 8}  # EXIF orientations that turn the stored image by 90 degrees
+
+
+def _exif_orientation(img: object) -> int | None:
+    """The EXIF Orientation stored ahead of the pixels (JPEG APP1, PNG eXIf before IDAT), read without decoding:
+    PIL's `getexif` decodes a whole PNG to look for EXIF data after the pixels too."""
+    from PIL import Image
+
+    raw = img.info.get("exif")
+    if not raw:
+        return None
+    exif = Image.Exif()
+    try:
+        exif.load(raw)
+    except Exception:  # malformed EXIF: PIL's own transpose ignores it too
+        return None
+    return exif.get(0x0112)
 
 
 TIFFFILE_FAST_VENDORS = {"generic-tiff", "aperio"}
@@ -382,6 +438,8 @@ def open_backend(path: Path, prefer: str | None = None) -> SlideBackend:
         unreadable = backend_type.unreadable
         try:
             backend = backend_type(path)
+        except InputError:  # a budget or format refusal that already names the file and the reason
+            raise
         except UnsupportedTiff as exc:  # a file the backend understands and refuses, with the reason
             raise InputError(path, str(exc)) from None
         except Exception as exc:  # each library raises its own types (and OSError, struct errors) for broken files
@@ -398,6 +456,9 @@ def _tifffile_pixels_for(osb: OpenSlideBackend, path: Path) -> OpenSlideBackend 
         return osb
     try:
         tfb = TiffFileBackend(path)
+    except InputError:
+        osb.close()
+        raise
     except TruncatedTiff as exc:  # OpenSlide opens such files and fails later, tile by tile
         osb.close()
         raise InputError(path, f"truncated or corrupt TIFF ({exc})") from None
@@ -431,5 +492,4 @@ def _tifffile_pixels_for(osb: OpenSlideBackend, path: Path) -> OpenSlideBackend 
 
 
 def _short(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:160]
+    return clip(str(exc)) or type(exc).__name__

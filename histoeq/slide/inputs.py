@@ -42,7 +42,7 @@ def expand_slides(arguments: Sequence[str | Path]) -> list[Path]:
     slides: list[Path] = []
     for argument in arguments:
         path = Path(argument)
-        if path.is_dir():
+        if path.is_dir() and not (path / "Slidedat.ini").exists():  # a folder of slides, not a MIRAX one
             found = sorted(p for p in path.iterdir() if _is_slide(p))
             if not found:
                 raise InputError(path, f"folder holds no slide file ({', '.join(SLIDE_SUFFIXES)})")

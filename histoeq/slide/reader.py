@@ -15,14 +15,12 @@ from types import TracebackType
 import cv2  # opencv-python-headless comes with albumentations; fastest area/linear resize available here
 import numpy as np
 
-from histoeq.errors import InputError
+from histoeq.errors import InputError, clip
 from histoeq.slide.backends import SlideBackend, _paste, open_backend
+from histoeq.slide.budget import check_decode
 
 _LEVEL_TOLERANCE = 1e-2  # pyramid downsamples are reported inexactly (2.0008 for 2)
 KEEP_LEVEL_MAX_PX = 32_000_000  # a level this small (<= 96 MB RGB) decoded for a thumbnail is kept in memory
-# A thumbnail of a slide without a level near its size decodes a whole level: beyond this (4.5 GB RGB) that is an
-# out-of-memory kill on a workstation, so the slide is refused with a way out instead.
-MAX_OVERVIEW_SOURCE_PX = 1_500_000_000
 
 
 class Slide:
@@ -105,7 +103,7 @@ class Slide:
         except InputError:
             raise
         except Exception as exc:  # decoder errors on truncated/corrupt tiles
-            raise InputError(self.path, f"corrupt slide data at level {level} ({str(exc)[:120] or type(exc).__name__})"
+            raise InputError(self.path, f"corrupt slide data at level {level} ({clip(str(exc), 120) or type(exc).__name__})"
                              ) from None
 
     def thumbnail(self, max_size: int = 2048) -> tuple[np.ndarray, float]:
@@ -122,10 +120,11 @@ class Slide:
             if overview is not None and overview.shape[1] >= tw and overview.shape[0] >= th and abs(
                     overview.shape[1] / overview.shape[0] - w0 / h0) < 0.01 * w0 / h0:
                 return cv2.resize(overview, (tw, th), interpolation=cv2.INTER_AREA), w0 / tw
-        if lw * lh > MAX_OVERVIEW_SOURCE_PX and level not in self._level_cache:
-            raise InputError(self.path, f"no pyramid level small enough for an overview (the smallest is {lw} x {lh} "
-                                        "px); convert the slide to a tiled pyramid (e.g. vips tiffsave --tile "
-                                        "--pyramid)")
+        if level not in self._level_cache:
+            # A thumbnail of a slide without a level near its size holds a whole level as RGB: over the decode
+            # budget that would be an out-of-memory kill, so the slide is refused with a way out instead.
+            check_decode(self.path, f"an overview (no pyramid level small enough; the nearest is {lw} x {lh} px)",
+                         lw * lh * 3)
         if lw * lh <= KEEP_LEVEL_MAX_PX and level not in self._level_cache:
             # The thumbnail decodes this whole level anyway: keep it, so later region reads at this level (e.g.
             # extraction from a one-level slide) do not decode the same tiles a second time.

@@ -86,3 +86,24 @@ def tissue_fraction(mask: np.ndarray, downsample: float, rects: np.ndarray) -> n
     covered = integral(x1, y1) - integral(x0, y1) - integral(x1, y0) + integral(x0, y0)
     area = (x1 - x0) * (y1 - y0)
     return np.divide(covered, area, out=np.zeros_like(covered), where=area > 0)
+
+
+# A thumbnail pixel this bright (HSV value) with no colour is glass or background.
+BACKGROUND_VALUE = 220
+
+
+def no_tissue_reason(thumb_rgb: np.ndarray) -> str:
+    """Why `tissue_mask` found nothing, for the user: tissue is told from glass by its stain colour, so a slide
+    without colour (a greyscale scan, an unstained or fluorescence channel) has no tissue by this rule even when
+    its image shows structure; say so rather than only 'no tissue'."""
+    hsv = cv2.cvtColor(np.ascontiguousarray(thumb_rgb, dtype=np.uint8), cv2.COLOR_RGB2HSV)
+    value = hsv[:, :, 2]
+    lit = value >= 30
+    colourless = not (hsv[:, :, 1][lit] > MIN_SATURATION_THRESHOLD * 255).any()
+    content = (lit & (value < BACKGROUND_VALUE)).mean() > 0.01
+    if colourless and content:
+        return ("the slide is greyscale (no pixel has colour), and tissue is found by its stain colour; "
+                "--min-tissue 0 keeps all tiles")
+    if not content:
+        return "the slide looks blank (only background or black); --min-tissue 0 keeps all tiles"
+    return "the tissue mask is empty; --min-tissue 0 keeps all tiles"

@@ -1,5 +1,4 @@
-"""Training: run folders, checkpoints, the training loop, distributed launch, sweeps and the training benchmark.
+"""Training: the training loop, its batch pipeline, distributed launch and the model adapter it builds from.
 
-Submodules are imported where needed so that `histoeq.train.checkpoint` stays cheap to import (export and predict use
-it without the training machinery).
+What a run leaves behind (checkpoints, run records) is `histoeq.runs`, read by the later stages without this package.
 """

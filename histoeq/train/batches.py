@@ -23,6 +23,7 @@ import torch
 from histoeq.errors import HistoeqError
 from histoeq.nn.actions import D4, subgroup_elements, transform_image
 from histoeq.nn.groups import dihedral
+from histoeq.runs.normalisation import normalise_planar
 
 KNOWN_PRESETS = ("none", "flip", "rot90", "rotate", "stain", "hed")
 BATCH_PRESETS = ("flip", "rot90", "hed")  # done on the batch with torch (flip, rot90: exact)
@@ -88,19 +89,6 @@ def hed_jitter(images: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -
     conc[..., :2] = conc[..., :2] * scale.view(-1, 1, 1, 2) + shift.view(-1, 1, 1, 2)
     rgb = torch.exp(-(conc @ m)).permute(0, 3, 1, 2)
     return rgb.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
-
-
-def normalise(batch_uint8_nhwc: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 (B,H,W,3) -> float (B,3,H,W) with the dataset's per-channel mean/std ([0, 1] units).
-
-    Written as one scale-and-shift on a contiguous NCHW copy: (x/255 - mean)/std = x * (1/(255 std)) - mean/std."""
-    x = batch_uint8_nhwc.permute(0, 3, 1, 2).contiguous().float()
-    return x.mul_((1.0 / (255.0 * std)).view(1, -1, 1, 1)).sub_((mean / std).view(1, -1, 1, 1))
-
-
-def normalise_planar(batch_uint8_nchw: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """uint8 (B,3,H,W) -> float, x * scale - shift with per-channel (1,3,1,1) tensors (see `normalise`)."""
-    return batch_uint8_nchw.float().mul_(scale).sub_(shift)
 
 
 class PatchBatches:
@@ -191,6 +179,7 @@ class PatchBatches:
 
 
 def _default_pixel_factory(preset: str, seed: int) -> Callable[[np.ndarray], np.ndarray]:
+    # albumentations takes seconds to import; only the per-patch presets (rotate, stain) need it.
     from histoeq.data.transforms import build_transform
 
     return build_transform(preset, seed=seed)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from histoeq.errors import HistoeqError
+from histoeq.runs.device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -28,17 +28,6 @@ class DistInfo:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` picks CUDA when available; ``cuda`` without a GPU is a one-line error."""
-    if name not in ("auto", "cpu", "cuda"):
-        raise HistoeqError(f"unknown device {name!r} (choose auto, cpu or cuda)")
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise HistoeqError("--device cuda requested but no CUDA device is available")
-        return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
-    return torch.device("cpu")
 
 
 def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:

@@ -10,20 +10,17 @@ from typing import Any
 
 from torch import nn
 
+from histoeq import models
 from histoeq.errors import HistoeqError
 
 
 def available_models() -> list[str]:
-    from histoeq import models
-
     return list(models.list_models())
 
 
 def create_model(name: str, *, num_classes: int, width: int | None = None,
                  match: str | None = None, **extra: Any) -> nn.Module:
     """`histoeq.models.create` with the CLI's options; an unknown name is a one-line `HistoeqError`."""
-    from histoeq import models
-
     names = available_models()
     if name not in names:
         raise HistoeqError(f"unknown model {name!r} (available: {', '.join(names)})")

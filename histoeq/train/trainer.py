@@ -35,22 +35,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DistributedSampler
 
 from histoeq import __version__
 from histoeq.atomic import check_output_dir
+from histoeq.data.dataset import PatchDataset
+from histoeq.data.folds import cv_splits, parse_fold
+from histoeq.data.fractions import fraction_hash, save_fraction, select_fraction
 from histoeq.data.stain import dataset_stain
 from histoeq.errors import HistoeqError, InputError
 from histoeq.evaluate.metrics import classification_metrics
 from histoeq.progress import ProgressFn, null_progress
-from histoeq.train import runinfo
+from histoeq.runs import runinfo
+from histoeq.runs.checkpoint import (BEST_NAME, KERNEL_BASIS, LAST_NAME, is_legacy_basis, load_checkpoint, load_state,
+                                     save_checkpoint)
 from histoeq.train.batches import PatchBatches, epoch_generator, parse_augment
-from histoeq.train.checkpoint import (BEST_NAME, KERNEL_BASIS, LAST_NAME, is_legacy_basis, load_checkpoint, load_state,
-                                      save_checkpoint)
 from histoeq.train.distributed import DistInfo, barrier, init_distributed, shutdown
 from histoeq.train.models import create_model, model_config, unwrap
 
@@ -126,8 +131,6 @@ class TrainConfig:
         if self.max_steps is not None and self.max_steps < 1:
             raise HistoeqError(f"--max-steps must be at least 1, got {self.max_steps}")
         if self.cv_fold is not None:
-            from histoeq.data.folds import parse_fold
-
             parse_fold(self.cv_fold)
         parse_augment(self.augment)
         if self.warmup_epochs is not None and not (0 <= self.warmup_epochs <= self.epochs):
@@ -145,13 +148,8 @@ def train(config: TrainConfig, progress: ProgressFn = null_progress) -> dict[str
     """Train one model into `config.out`; returns a summary (best epoch, best val AUC, status, timings)."""
     config.check()
     check_output_dir(config.out)  # before the dataset is read: a read-only or full disk fails now, as one line
-    from histoeq.data.dataset import PatchDataset
-    from histoeq.data.fractions import select_fraction
-
     dataset = PatchDataset.open(config.data)
     if config.cv_fold is not None:
-        from histoeq.data.folds import cv_splits, parse_fold
-
         dataset = dataset.with_splits(cv_splits(dataset.index, *parse_fold(config.cv_fold)))
     train_ids = dataset.split_ids("train")  # InputError when the dataset has no train split
     dataset.split_ids("val")
@@ -171,8 +169,6 @@ def train(config: TrainConfig, progress: ProgressFn = null_progress) -> dict[str
 class _Run:
     def __init__(self, config: TrainConfig, dataset: Any, chosen: np.ndarray, info: DistInfo,
                  device: torch.device, progress: ProgressFn) -> None:
-        from histoeq.data.fractions import fraction_hash
-
         self.config, self.dataset, self.info, self.device, self.progress = config, dataset, info, device, progress
         self.out = Path(config.out)
         self.chosen = chosen
@@ -210,8 +206,6 @@ class _Run:
                                    round((config.warmup_epochs or 0) * self.steps_per_epoch))
         self.ema = None
         if config.ema is not None:
-            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
         self.amp_dtype = None
         if device.type == "cuda":
@@ -244,7 +238,10 @@ class _Run:
     # ---- bookkeeping -------------------------------------------------------------------------------------------
     def _restore(self, last: Path) -> None:
         payload = load_checkpoint(last)
-        detail = changed_options(payload.get("options", {}), self.config.options())
+        # The dataset is the same when its content hash is, however its path is spelled (relative, via a link).
+        same_data = payload.get("data_hash") == runinfo.dataset_hash(self.config.data)
+        keys = tuple(k for k in RESUME_KEYS if not (k == "data" and same_data))
+        detail = changed_options(payload.get("options", {}), self.config.options(), keys)
         if detail:
             raise InputError(last, f"cannot resume with different options ({detail})")
         if payload.get("fraction_hash") != self.fraction_hash:
@@ -344,8 +341,6 @@ class _Run:
         cfg = self.config
         if self.info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            from histoeq.data.fractions import save_fraction
-
             save_fraction(self.out / runinfo.FRACTION_IDS, self.chosen, fraction=cfg.fraction, seed=cfg.seed,
                           split="train", dataset=str(self.dataset.path))
         status = "finished"
@@ -432,8 +427,6 @@ class _Run:
 
     def _write_val_predictions(self, probs: np.ndarray) -> None:
         """The selected model's probabilities on the val split: out-of-fold predictions under ``--cv-fold``."""
-        import pandas as pd
-
         rows = self.dataset.index.set_index("id").loc[self.dataset.split_ids("val")].reset_index()
         table = pd.DataFrame({"id": rows["id"], "patient": rows["patient"].astype(str), "x": rows["x"],
                               "y": rows["y"], "label": rows["label"]})

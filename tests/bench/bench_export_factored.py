@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from histoeq.export.check_patches import check_patches  # noqa: E402
 from histoeq.export.exporter import load_ensemble  # noqa: E402
 from histoeq.export.graph import build_classifier, export_graph  # noqa: E402
-from histoeq.train.checkpoint import load_model  # noqa: E402
+from histoeq.runs.checkpoint import load_model  # noqa: E402
 
 
 def main() -> None:

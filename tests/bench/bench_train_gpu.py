@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from histoeq.evaluate.report import evaluate_runs
-from histoeq.train.bench import bench_train
+from histoeq.lab.bench_train import bench_train
 from histoeq.train.trainer import TrainConfig, train
 
 

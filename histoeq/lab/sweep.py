@@ -32,16 +32,17 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from histoeq.data.dataset import PatchDataset
 from histoeq.errors import HistoeqError, InputError
 from histoeq.evaluate.claims import angle_spread, claim_comparisons
 from histoeq.evaluate.plots import plot_metric_vs_angle, plot_metric_vs_fraction
 from histoeq.evaluate.predictors import load_checkpoint_predictor
 from histoeq.evaluate.rotation_eval import evaluate_predictor, prepare_inputs
 from histoeq.progress import ProgressFn, null_progress
-from histoeq.train import runinfo
+from histoeq.runs import runinfo
+from histoeq.runs.checkpoint import BEST_NAME
+from histoeq.runs.device import resolve_device
 from histoeq.train.batches import parse_augment
-from histoeq.train.checkpoint import BEST_NAME
-from histoeq.train.distributed import resolve_device
 from histoeq.train.models import available_models
 from histoeq.train.trainer import RESUME_KEYS, VAL_PREDICTIONS, TrainConfig, changed_options, train
 
@@ -111,8 +112,6 @@ def cell_name(model: str, augment: str, fraction: float, seed: int) -> str:
 def run_sweep(config: SweepConfig, progress: ProgressFn = null_progress) -> dict[str, Any]:
     """Run every missing cell, then (re)write the summaries and plots from all finished cells."""
     config.check()
-    from histoeq.data.dataset import PatchDataset
-
     dataset = PatchDataset.open(config.data)
     dataset.split_ids("train")
     device = resolve_device(config.device)

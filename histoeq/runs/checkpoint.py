@@ -26,8 +26,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from histoeq import models
 from histoeq.atomic import write_bytes_atomic
-from histoeq.errors import HistoeqError, InputError
+from histoeq.errors import HistoeqError, InputError, clip
 from histoeq.nn.conv import migrate_legacy_steerable
 
 FORMAT = "histoeq-checkpoint"
@@ -60,13 +61,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise InputError(path, "is a folder, expected a checkpoint file (.pt)")
     if path.stat().st_size == 0:
         raise InputError(path, "not a histoeq checkpoint (zero-byte file)")
+    check_archive_budget(path)
     try:
         with warnings.catch_warnings():  # torch warns about legacy (non-zip) files before failing on them
             warnings.simplefilter("ignore")
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated / foreign files
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise InputError(path, f"not a readable checkpoint ({first_line[:120]})") from None
+        text = str(exc)
+        if "WeightsUnpickler error:" in text:  # torch's advice to load with weights_only=False is not ours to give
+            why = clip(text.split("WeightsUnpickler error:", 1)[1].split(". ", 1)[0], 120)
+            raise InputError(path, f"not a histoeq checkpoint: it holds Python objects besides tensors and plain "
+                                   f"data ({why}), and checkpoints are loaded without running code") from None
+        raise InputError(path, f"not a readable checkpoint ({clip(text, 120) or type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InputError(path, "not a histoeq checkpoint (missing format marker)")
     try:
@@ -80,6 +86,28 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise InputError(path, f"checkpoint lacks {', '.join(missing)}")
     check_payload(payload, path)
     return payload
+
+
+# torch.save stores zip members uncompressed, so a checkpoint unpacks to about its own size; beyond this margin the
+# zip directory promises memory the file does not hold (a zip bomb: 3 MB that torch.load would inflate to 3.4 GB).
+ARCHIVE_SLACK_BYTES = 64 << 20
+
+
+def check_archive_budget(path: Path) -> None:
+    """Refuse a zip checkpoint whose directory says it unpacks to far more than the file's size, before torch.load
+    allocates it. Legacy (non-zip) files pass; torch.load reports them."""
+    import zipfile
+
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return
+    if unpacked > 2 * size + ARCHIVE_SLACK_BYTES:
+        raise InputError(path, f"checkpoint archive unpacks to {unpacked / 2**30:.1f} GiB from {size / 2**20:.1f} MiB "
+                               f"(at most twice the file size plus {ARCHIVE_SLACK_BYTES >> 20} MiB is accepted: "
+                               "torch.save does not compress)")
 
 
 def _is_number(value: Any) -> bool:
@@ -141,15 +169,13 @@ def load_state(model: nn.Module, state_dict: dict[str, torch.Tensor], path: str 
     try:
         model.load_state_dict(state_dict, strict=True)
     except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
-        detail = str(exc).strip().splitlines()[0][:160]
+        detail = clip(str(exc)) or type(exc).__name__
         raise InputError(path, f"checkpoint weights do not fit the model ({detail})") from None
     return model
 
 
 def build_model(model_config: dict[str, Any], path: str | Path = "<config>") -> nn.Module:
     """Create the model described by a checkpoint's `model_config` (unknown names become `InputError`)."""
-    from histoeq import models
-
     config = dict(model_config)
     name = config.pop("name", None)
     if name is None:

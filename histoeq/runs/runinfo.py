@@ -62,6 +62,8 @@ def library_versions() -> dict[str, str]:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             continue
+    # The build tag (+cpu, +cu128) is only in torch.__version__; imported here so that reading and writing run
+    # records does not load torch.
     import torch
 
     versions["torch"] = torch.__version__

@@ -14,10 +14,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from histoeq.bench import check_int
+from histoeq.data.dataset import PatchDataset
+from histoeq.data.fractions import select_fraction
+from histoeq.lab.checks import check_int
 from histoeq.progress import ProgressFn, null_progress
+from histoeq.runs.device import resolve_device
 from histoeq.train.batches import PatchBatches, parse_augment
-from histoeq.train.distributed import resolve_device
 from histoeq.train.models import available_models, create_model
 
 
@@ -25,9 +27,6 @@ def bench_train(data: str | Path, models: list[str] | None = None, *, fraction: 
                 width: int | None = None, augment: str = "none", device: str = "auto",
                 seed: int = 0, progress: ProgressFn = null_progress) -> list[dict[str, Any]]:
     """One timed epoch per model (after one untimed warm-up step); returns rows with seconds and patches/s."""
-    from histoeq.data.dataset import PatchDataset
-    from histoeq.data.fractions import select_fraction
-
     check_int("--batch-size", batch_size)
     if width is not None:
         check_int("--width", width)

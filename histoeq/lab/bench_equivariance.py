@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from histoeq.bench import check_finite, check_int
-from histoeq.bench.layers import MIN_TILE_PX
+from histoeq.lab.bench_layers import MIN_TILE_PX
+from histoeq.lab.checks import check_finite, check_int
 from histoeq.models import create
 from histoeq.models.equivariance import rotation_error
 from histoeq.nn.kernels import METHODS

@@ -1,4 +1,4 @@
-"""Benchmarks of the core layers (``histoeq bench layers`` / ``histoeq bench equivariance``)."""
+"""Option checks shared by the benchmarks: a bad number is a one-line error naming the CLI option."""
 
 from __future__ import annotations
 

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from histoeq.bench import check_int
 from histoeq.errors import HistoeqError
+from histoeq.lab.checks import check_int
 from histoeq.models import create
 from histoeq.models.histonet import HistoNet
 from histoeq.nn.pool import EquivariantPool2d
 from histoeq.progress import ProgressFn, null_progress
+from histoeq.runs.device import resolve_device
 
 
 MIN_TILE_PX = 4  # the smallest tile a checkpoint or export accepts
@@ -87,8 +88,6 @@ def _eval_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
 def bench_layers(models: tuple[str, ...] = ("p4m", "se2"), batch: int = 32, tile_px: int = 50, repeats: int = 10,
                  warmup: int = 2, device: str = "cpu", progress: ProgressFn = null_progress) -> list[LayerBenchRow]:
     """Median train-step and eval-forward times; ratios are G-CNN / plain CNN of equal expanded width."""
-    from histoeq.train.distributed import resolve_device
-
     check_int("--batch-size", batch)
     check_int("--tile-px", tile_px, MIN_TILE_PX)
     check_int("--repeats", repeats)

@@ -46,8 +46,9 @@ def _eval(model: Path, data: Path, out: Path, capsys, *extra) -> tuple[int, str]
 def test_stand_in_model_evaluates(setup, tmp_path, capsys):
     code, err = _eval(*setup, tmp_path / "ev", capsys)
     assert code == 0, err
-    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == ["auc_vs_angle.png", "eval.json",
-                                                                   "predictions.csv"]
+    assert sorted(p.name for p in (tmp_path / "ev").iterdir()) == ["auc_vs_angle.png", "calibration.png",
+                                                                   "eval.json", "pr.png", "predictions.csv",
+                                                                   "roc.png"]
 
 
 def test_per_patient_metrics_and_predictions_csv(setup, tmp_path, capsys):

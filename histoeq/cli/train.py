@@ -141,7 +141,7 @@ _EVAL_EPILOG = """\
 def eval_command(
     runs: list[Path] = typer.Argument(..., help="Run folders (their best.pt), checkpoints, or exported models."),
     data: Path = typer.Option(..., "--data", help="Dataset folder."),
-    out: Path = typer.Option(..., "--out", help="Output folder for eval.json, the plot and predictions.csv."),
+    out: Path = typer.Option(..., "--out", help="Output folder for eval.json, the plots and predictions.csv."),
     split: str = typer.Option("test", "--split", help="train, val or test."),
     rotations: int = typer.Option(8, "--rotations", help="N: evaluate at angles k*360/N."),
     flips: bool = typer.Option(False, "--flips", help="Also evaluate every angle after a mirror."),
@@ -202,7 +202,8 @@ def eval_command(
         console.print(f"note: AUC is undefined (nan) because not every class occurs in the {split} split")
     console.print(f"rotation context: {record['context']}")
     files = record["files"]
-    console.print(f"wrote {files['json']}, {files['plot']} and {files['predictions']}")
+    plots = ", ".join(files[k] for k in ("plot", "roc", "pr", "calibration") if k in files)
+    console.print(f"wrote {files['json']}, {plots} and {files['predictions']}")
 
 
 def _fmt(value: float | None) -> str:

@@ -1,10 +1,11 @@
 """Slide annotations: QuPath-style GeoJSON polygons (region labels) and point files (cell detections).
 
 GeoJSON: a FeatureCollection (or a bare list of features, as older QuPath writes) in level-0 pixels; each feature's
-class is ``properties.classification.name`` (QuPath), else ``properties.classification`` as a string, else
-``properties.name``. Polygons of one class are merged with shapely. Where classes overlap (QuPath users draw
-"Tumour" inside "Tissue") the class later in the class list wins, so each class's geometry is made disjoint from
-the ones after it; labels by centre or by area are then unambiguous.
+class is ``properties.classification.name`` (QuPath), else ``properties.classification.names`` (QuPath 0.4+ writes
+a list, one entry per part of a derived class; joined with ": " as QuPath shows them), else
+``properties.classification`` as a string, else ``properties.name``. Polygons of one class are merged with shapely.
+Where classes overlap (QuPath users draw "Tumour" inside "Tissue") the class later in the class list wins, so each
+class's geometry is made disjoint from the ones after it; labels by centre or by area are then unambiguous.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ def _class_name(props: dict | None) -> str | None:
     cls = props.get("classification")
     if isinstance(cls, dict) and cls.get("name"):
         return str(cls["name"])
+    if isinstance(cls, dict) and isinstance(cls.get("names"), list):
+        parts = [str(part) for part in cls["names"] if part not in (None, "")]
+        if parts:
+            return ": ".join(parts)
     if isinstance(cls, str) and cls:
         return cls
     name = props.get("name")

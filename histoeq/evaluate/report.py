@@ -1,9 +1,12 @@
 """`histoeq eval`: evaluate one or more runs (or exported models) under rotations and write the report.
 
 Writes ``eval.json`` (settings, context used, and per run the result of `evaluate_predictor`, with per-patient
-metrics), ``auc_vs_angle.png`` and ``predictions.csv`` (every patch's probabilities in the unrotated view) into the
-output folder as one set: all or none, eval.json renamed into place last so its presence marks a complete report;
-the CLI prints the tables.
+metrics), ``auc_vs_angle.png``, ``roc.png``, ``pr.png``, ``calibration.png`` (the unrotated view, `curves`) and
+``predictions.csv`` (every patch's probabilities in the unrotated view) into the output folder as one set: all or
+none, eval.json renamed into place last so its presence marks a complete report; the CLI prints the tables.
+
+Runs that differ only in their seed (same training options in their ``run.json``) are drawn as one line with
+mean ± sd error bars on the angle plot; each keeps its own curve elsewhere.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from histoeq.atomic import atomic_paths, check_output_dir
 from histoeq.data.dataset import PatchDataset
 from histoeq.data.stain import dataset_stain, normalise_groups
 from histoeq.errors import HistoeqError, InputError
+from histoeq.evaluate.curves import calibration_figure, pr_figure, roc_figure, scored_run
 from histoeq.evaluate.plots import metric_vs_angle_figure, write_png
 from histoeq.evaluate.predictors import CHECKPOINT_LOADERS, Predictor, PredictorLoader, load_predictor
 from histoeq.evaluate.rotation_eval import (TTA_CHOICES, EvalInputs, NonFiniteOutput, evaluate_predictor,
@@ -31,19 +35,56 @@ from histoeq.slide.context import NO_CONTEXT, context_kernel
 
 EVAL_JSON = "eval.json"
 PLOT_NAME = "auc_vs_angle.png"
+CURVE_PLOTS = {"roc.png": roc_figure, "pr.png": pr_figure, "calibration.png": calibration_figure}
 PREDICTIONS_CSV = "predictions.csv"
 
 
-def angle_series(results: Sequence[tuple[str, dict[str, Any]]], metric: str = "auc") -> list[dict[str, Any]]:
+def angle_series(results: Sequence[tuple[str, dict[str, Any]]], metric: str = "auc",
+                 replicates: Sequence[str | None] | None = None) -> list[dict[str, Any]]:
+    """Plot series per run and mirroring. Runs with the same non-None `replicates` key (seeds of one recipe) are
+    merged into one series: mean and sd (ddof=1) over them per angle, labelled with their model's name."""
+    keys = list(replicates) if replicates is not None else [None] * len(results)
+    groups: dict[Any, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(("group", key) if key is not None else ("run", i), []).append(i)
     series = []
-    for label, result in results:
+    for members in groups.values():
+        label = results[members[0]][0]
+        if len(members) > 1:  # named by the recipe, not by one of its runs
+            label = (results[members[0]][1].get("model_config") or {}).get("name") or f"{label} and alike"
         for mirrored in (False, True):
-            rows = [r for r in result["views"] if r["mirrored"] == mirrored]
-            if rows:
-                series.append({"label": label + (" (mirrored)" if mirrored else ""), "mirrored": mirrored,
-                               "angles": [r["angle"] for r in rows], "values": [r[metric] for r in rows],
-                               "invariance": [r["invariance_mean"] for r in rows]})
+            tables = [[r for r in results[i][1]["views"] if r["mirrored"] == mirrored] for i in members]
+            if not tables[0]:
+                continue
+            values = np.array([[r[metric] for r in rows] for rows in tables], dtype=np.float64)
+            invariance = np.array([[r["invariance_mean"] for r in rows] for rows in tables], dtype=np.float64)
+            entry = {"label": label + (" (mirrored)" if mirrored else ""), "mirrored": mirrored,
+                     "angles": [r["angle"] for r in tables[0]], "values": values.mean(axis=0).tolist(),
+                     "invariance": invariance.mean(axis=0).tolist()}
+            if len(members) > 1:
+                entry.update(sd=values.std(axis=0, ddof=1).tolist(), seeds=len(members))
+            series.append(entry)
     return series
+
+
+_PER_SEED_OPTIONS = {"seed", "out", "device", "resume", "num_workers"}
+
+
+def replicate_key(run: str | Path) -> str | None:
+    """The training options of a run folder (or its ``.pt``) apart from seed and where/how it ran: equal keys mean
+    seeds of one recipe. None for anything without a readable ``run.json`` (an exported model)."""
+    path = Path(run)
+    folder = path if path.is_dir() else path.parent if path.suffix == ".pt" else None
+    if folder is None:
+        return None
+    try:
+        options = json.loads((folder / "run.json").read_text())["options"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(options, dict):
+        return None
+    return json.dumps({k: v for k, v in options.items() if k not in _PER_SEED_OPTIONS}, sort_keys=True,
+                      default=str)
 
 
 def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path, *, split: str = "test",
@@ -69,7 +110,7 @@ def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path,
         raise InputError(slides, "--slides is not a folder" if Path(slides).exists() else "no such --slides folder")
     out = Path(out)
     check_output_dir(out)  # before minutes of evaluation, not after
-    for name in (PLOT_NAME, PREDICTIONS_CSV, EVAL_JSON):
+    for name in (PLOT_NAME, *CURVE_PLOTS, PREDICTIONS_CSV, EVAL_JSON):
         if (out / name).is_dir():
             raise InputError(out / name, "cannot write the output: is a directory")
     torch_device = resolve_device(device)
@@ -102,15 +143,26 @@ def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path,
     record = {"data": str(data), "split": split, "rotations": rotations, "flips": flips, "tta": tta or "none",
               "context": inputs.context, "spatial_context": context, "n": int(len(inputs.labels)), "stain": stain, "runs": results}
     labels = [_short_label(r["run"], r.get("model_config")) for r in results]
-    title = f"AUC vs rotation ({split}, {inputs.context.split(' (')[0]})"
+    context = inputs.context.split(" (")[0]
+    title = f"AUC vs rotation ({split}" + ("" if context == "not needed" else f", {context}") + ")"
     table = predictions_table(inputs, [r["run"] for r in results], probabilities, dataset.classes,
                               context_probabilities, context)
-    with atomic_paths([out / PLOT_NAME, out / PREDICTIONS_CSV, out / EVAL_JSON], suffix=".png") as (
-            plot_tmp, csv_tmp, json_tmp):
-        try:
-            write_png(metric_vs_angle_figure(angle_series(list(zip(labels, results))), "auc", title), plot_tmp)
-        except OSError as exc:
-            raise InputError(out / PLOT_NAME, f"cannot write the output ({exc.strerror or exc})") from None
+    positive = dataset.classes[1] if len(dataset.classes) == 2 else dataset.classes[-1]
+    scored = [scored_run(label, inputs.labels, probs) for label, probs in zip(labels, probabilities)]
+    figures = {PLOT_NAME: lambda: metric_vs_angle_figure(
+        angle_series(list(zip(labels, results)), "auc", [replicate_key(r["run"]) for r in results]), "auc", title)}
+    view = f"{split}, unrotated view"
+    titles = {"roc.png": f"ROC ({view})", "pr.png": f"precision-recall ({view})",
+              "calibration.png": f"calibration ({view})"}
+    figures.update({name: (lambda make=make, name=name: make(scored, positive, titles[name]))
+                    for name, make in CURVE_PLOTS.items()})
+    with atomic_paths([out / name for name in figures] + [out / PREDICTIONS_CSV, out / EVAL_JSON], suffix=".png") \
+            as (*plot_tmps, csv_tmp, json_tmp):
+        for (name, make), plot_tmp in zip(figures.items(), plot_tmps):
+            try:
+                write_png(make(), plot_tmp)
+            except OSError as exc:
+                raise InputError(out / name, f"cannot write the output ({exc.strerror or exc})") from None
         try:
             table.to_csv(csv_tmp, index=False, float_format="%.6g")
         except OSError as exc:
@@ -121,6 +173,7 @@ def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path,
             problem = exc.problem if isinstance(exc, InputError) else f"cannot write the output ({exc.strerror})"
             raise InputError(out / EVAL_JSON, problem) from None
     record["files"] = {"json": str(out / EVAL_JSON), "plot": str(out / PLOT_NAME),
+                       **{name.removesuffix(".png"): str(out / name) for name in CURVE_PLOTS},
                        "predictions": str(out / PREDICTIONS_CSV)}
     return record
 

@@ -2,7 +2,7 @@
 
 * ``csv`` -> ``<stem>.csv``: one row per tile, ``minx,miny,width,height,prob_<class>...`` in level-0 pixels, as
   WSInfer writes.
-* ``geojson`` -> ``<stem>.geojson``: the same tiles as QuPath-ready objects (polygon, classification = most likely
+* ``geojson`` -> ``<stem>.geojson``: the same tiles as QuPath-ready objects (id, polygon, classification = most likely
   class with its colour, measurements = probabilities); streamed, so a 400k-tile slide needs no big buffer.
 * ``heatmap`` -> ``<stem>.heatmap.png``: the positive-class probability over the thumbnail (see `heatmap`).
 * ``<stem>.json``: the run record, always written, last: it lists the output files of the slide, and a slide is
@@ -14,6 +14,7 @@ Each file is written atomically (temporary name in the same folder, then `os.rep
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,21 @@ from histoeq.infer.heatmap import probability_grid, write_heatmap_png
 from histoeq.infer.result import SlidePrediction
 
 RECORD_SUFFIX = ".json"
-_COLOURS = [[0, 153, 0], [204, 0, 0], [0, 102, 204], [230, 159, 0], [128, 0, 128], [0, 158, 115]]
+# Okabe & Ito's colour-blind-safe palette (blue, orange, sky blue, bluish green, reddish purple, yellow): the first
+# two classes (negative, positive in a binary model) never meet as red against green.
+CLASS_COLOURS = [[0, 114, 178], [230, 159, 0], [86, 180, 233], [0, 158, 115], [204, 121, 167], [240, 228, 66]]
+
+
+def class_colour(index: int) -> list[int]:
+    """QuPath RGB of the class at `index` of a model's class list."""
+    return CLASS_COLOURS[index % len(CLASS_COLOURS)]
+
+
+def feature_ids(count: int, base: uuid.UUID | None = None) -> list[str]:
+    """`count` distinct UUID strings for QuPath object ids: one random UUID (or `base`) with its last 48 bits
+    replaced by the feature's index, so a file's ids are unique and cost no per-feature random draw."""
+    prefix = str(base or uuid.uuid4())[:24]
+    return [f"{prefix}{i:012x}" for i in range(count)]
 
 
 def write_atomically(path: Path, write: Callable[[IO[Any]], None], binary: bool = False) -> None:
@@ -48,16 +63,17 @@ def write_tiles_csv(path: Path, pred: SlidePrediction) -> None:
     write_atomically(path, lambda fh: frame.to_csv(fh, index=False, float_format="%.6f", lineterminator="\n"))
 
 
-def write_tiles_geojson(path: Path, pred: SlidePrediction) -> None:
-    """QuPath detection tiles. Features are formatted from a template (json.dumps per feature was 5x slower);
-    class names and measurement keys are JSON-escaped once."""
+def write_tiles_geojson(path: Path, pred: SlidePrediction, id_base: uuid.UUID | None = None) -> None:
+    """QuPath detection tiles, each with its own object id (`feature_ids`; `id_base` fixes them for a reproducible
+    file). Features are formatted from a template (json.dumps per feature was 5x slower); class names and
+    measurement keys are JSON-escaped once."""
     probs, classes, size = pred.probabilities, pred.classes, pred.tile_size
     x, y = pred.top_left
     best = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int)
     heads = [
-        '{"type":"Feature","geometry":{"type":"Polygon","coordinates":[[[%d,%d],[%d,%d],[%d,%d],[%d,%d],[%d,%d]]]},'
+        '{"type":"Feature","id":"%s","geometry":{"type":"Polygon","coordinates":[[[%d,%d],[%d,%d],[%d,%d],[%d,%d],[%d,%d]]]},'
         '"properties":{"objectType":"tile","classification":{"name":' + json.dumps(name)
-        + ',"color":' + json.dumps(_COLOURS[i % len(_COLOURS)]) + '},"measurements":{'
+        + ',"color":' + json.dumps(class_colour(i)) + '},"measurements":{'
         for i, name in enumerate(classes)
     ]
     keys = [json.dumps(f"prob_{name}") + ":%.6f" for name in classes]
@@ -70,10 +86,12 @@ def write_tiles_geojson(path: Path, pred: SlidePrediction) -> None:
     def write(fh: IO[str]) -> None:
         fh.write('{"type":"FeatureCollection","features":[\n')
         xs, ys = x.tolist(), y.tolist()
+        ids = feature_ids(len(xs), id_base)
         for i in range(len(xs)):
             x0, y0 = xs[i], ys[i]
             x1, y1 = x0 + size, y0 + size
-            feature = heads[best[i]] % (x0, y0, x1, y0, x1, y1, x0, y1, x0, y0) + tail % tuple(columns[i].tolist())
+            feature = (heads[best[i]] % (ids[i], x0, y0, x1, y0, x1, y1, x0, y1, x0, y0)
+                       + tail % tuple(columns[i].tolist()))
             fh.write(("," if i else "") + feature + "\n")
         fh.write("]}\n")
 

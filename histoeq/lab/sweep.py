@@ -289,12 +289,20 @@ def write_summaries(out: Path, run_dirs: list[Path], counts: dict[str, int]) -> 
     claims = claim_comparisons(cells)
     runinfo.write_text_atomic(out / "claims.csv", claims.to_csv(index=False))
     runinfo.write_text_atomic(out / "angle_spread.csv", angle_spread(cells).to_csv(index=False))
+    write_sweep_plots(out, cells, groups)
+    return {"out": str(out), **counts, "finished": len(rows), "summary": str(out / "summary.csv"),
+            "groups": groups.to_dict(orient="records"), "claims": claims.to_dict(orient="records")}
+
+
+def write_sweep_plots(out: Path, cells: pd.DataFrame, groups: pd.DataFrame) -> None:
+    """``metric_vs_fraction.png`` (per model and augmentation, with each point's seed count) and
+    ``metric_vs_angle.png`` (at the largest fraction, mean ± sd over seeds) from the cell and group tables."""
     series = []
     for (model, augment), part in groups.groupby(["model", "augment"], sort=True):
         part = part.sort_values("fraction")
         series.append({"label": f"{model} / {augment}", "fractions": part["fraction"].tolist(),
                        "mean": part["auc_mean_angles_mean"].tolist(),
-                       "sd": part["auc_mean_angles_sd"].fillna(0.0).tolist()})
+                       "sd": part["auc_mean_angles_sd"].tolist(), "seeds": part["seeds"].tolist()})
     plot_metric_vs_fraction(series, out / "metric_vs_fraction.png", "test AUC (mean over angles)")
     angle_cols = [c for c in cells.columns if c.startswith("auc_") and c[4:].lstrip("m").replace(".", "").isdigit()]
     top = cells[cells["fraction"] == cells["fraction"].max()]
@@ -307,8 +315,7 @@ def write_summaries(out: Path, run_dirs: list[Path], counts: dict[str, int]) -> 
             values = part[cols].astype(float)
             angle_series.append({"label": f"{model} / {augment}" + (" (mirrored)" if mirrored else ""),
                                  "mirrored": mirrored, "angles": [float(c[4:].lstrip("m")) for c in cols],
-                                 "values": values.mean().tolist(), "sd": values.std(ddof=1).fillna(0.0).tolist()})
+                                 "values": values.mean().tolist(), "sd": values.std(ddof=1).tolist(),
+                                 "seeds": len(part)})
     plot_metric_vs_angle(angle_series, out / "metric_vs_angle.png", "test AUC",
                          f"test AUC vs angle at fraction {cells['fraction'].max():g} (mean ± sd over seeds)")
-    return {"out": str(out), **counts, "finished": len(rows), "summary": str(out / "summary.csv"),
-            "groups": groups.to_dict(orient="records"), "claims": claims.to_dict(orient="records")}

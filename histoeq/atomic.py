@@ -15,7 +15,7 @@ import socket
 import tempfile
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -217,3 +217,9 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
 def write_text_atomic(path: str | Path, text: str) -> None:
     with atomic_open(path) as fh:
         fh.write(text)
+
+
+def write_atomically(path: Path, write: Callable[[IO[Any]], None], binary: bool = False) -> None:
+    """Call `write` on a temporary file next to `path`, then rename it over `path` (never a half-written file)."""
+    with atomic_open(path, binary=binary) as fh:
+        write(fh)

@@ -141,7 +141,8 @@ def test_failure_midway_keeps_earlier_slides_and_leaves_no_partial_files(
                             "--device", "cpu", "--min-tissue", "0"], capsys)
     assert_one_line_error(code, err, "b_bad.tiff")
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == [".histoeq-predict.json", "a_good.csv", "a_good.geojson", "a_good.heatmap.png", "a_good.json"]
+    assert names == [".histoeq-predict.json", "a_good.csv", "a_good.geojson", "a_good.heatmap.png", "a_good.json",
+                     "a_good.tissue.png"]
 
 
 @pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider'")

@@ -56,15 +56,18 @@ def test_csv_only_writes_only_csv_and_a_rerun_adds_the_missing_outputs(model: Pa
     # Asking for more writes only what is missing; the record then lists all of them.
     code, stdout, err = _predict(capsys, slide, model, out, "--outputs", "heatmap,csv")
     assert code == 0 and "done" in stdout, err
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["s.csv", "s.heatmap.png", "s.json"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "s.csv", "s.heatmap.png", "s.json"]
     assert (out / "s.csv").stat().st_mtime_ns == csv_before
     assert json.loads((out / "s.json").read_text())["outputs"] == {"csv": "s.csv", "heatmap": "s.heatmap.png"}
 
-    code, stdout, err = _predict(capsys, slide, model, out)  # default: every output
+    code, stdout, err = _predict(capsys, slide, model, out)  # default: every output but the regions
     assert code == 0 and "done" in stdout, err
-    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["s.csv", "s.geojson", "s.heatmap.png", "s.json"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "s.csv", "s.geojson", "s.heatmap.png", "s.json", "s.tissue.png"]
     record = json.loads((out / "s.json").read_text())
-    assert record["outputs"] == {"csv": "s.csv", "geojson": "s.geojson", "heatmap": "s.heatmap.png"}
+    assert record["outputs"] == {"csv": "s.csv", "geojson": "s.geojson", "heatmap": "s.heatmap.png",
+                                 "tissue": "s.tissue.png"}
     assert len(json.loads((out / "s.geojson").read_text())["features"]) == record["tile_count"]
     code, stdout, _ = _predict(capsys, slide, model, out, "--outputs", "geojson")
     assert code == 0 and "skipped" in stdout
@@ -207,3 +210,33 @@ def test_slides_from_a_list_file(model: Path, slide: Path, tmp_path: Path, capsy
     code, stdout, err = _predict(capsys, listing, model, tmp_path / "out", "--outputs", "csv")
     assert code == 0 and "done" in stdout, err
     assert (tmp_path / "out" / "s.csv").is_file()
+
+
+def test_tissue_mask_regions_and_summary(model: Path, slide: Path, tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    out = tmp_path / "out"
+    code, _, err = _predict(capsys, slide, model, out, "--outputs", "csv,tissue,regions", "--region-threshold", "0.3")
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "s.csv", "s.json", "s.regions.geojson", "s.tissue.png"]
+    record = json.loads((out / "s.json").read_text())
+    summary = record["summary"]
+    table = __import__("pandas").read_csv(out / "s.csv")
+    assert summary["tiles"] == len(table) and summary["threshold"] == 0.3
+    assert summary["mean_p"] == pytest.approx(table["prob_b"].mean(), abs=1e-5)
+    regions = json.loads((out / "s.regions.geojson").read_text())["features"]
+    positive = int((table["prob_b"] >= 0.3).sum())
+    assert sum(f["properties"]["measurements"]["Tiles"] for f in regions) == positive
+    mask = Image.open(out / "s.tissue.png")
+    assert mask.mode in ("1", "L") and max(mask.size) <= 1024
+
+
+def test_a_rerun_writes_identical_geojson(model: Path, slide: Path, tmp_path: Path, capsys) -> None:
+    for name in ("a", "b"):
+        code, _, err = _predict(capsys, slide, model, tmp_path / name, "--outputs", "geojson")
+        assert code == 0, err
+    first = (tmp_path / "a" / "s.geojson").read_bytes()
+    assert first == (tmp_path / "b" / "s.geojson").read_bytes()
+    ids = [f["id"] for f in json.loads(first)["features"]]
+    assert len(set(ids)) == len(ids)

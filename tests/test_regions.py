@@ -13,7 +13,8 @@ import shapely
 
 from histoeq.data.annotations import RegionAnnotations
 from histoeq.errors import HistoeqError
-from histoeq.infer.outputs import CLASS_COLOURS, feature_ids, write_tiles_geojson
+from histoeq.infer.outputs import write_tiles_geojson
+from histoeq.infer.qupath import CLASS_COLOURS, feature_ids
 from histoeq.infer.regions import (
     regions_feature_collection,
     tumour_regions,

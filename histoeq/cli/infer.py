@@ -111,8 +111,11 @@ def predict_command(
     shard: str | None = typer.Option(None, "--shard", help="i/n: this process takes every n-th slide from the i-th (0-based)."),
     workers: int | None = typer.Option(None, "--workers", help="Reader threads.", show_default="cores, 2..8"),
     outputs: str | None = typer.Option(
-        None, "--outputs", help="Comma-separated outputs per slide, from csv, geojson, heatmap; the JSON run record "
-        "is always written. A rerun writes the ones a slide still lacks.", show_default="all"),
+        None, "--outputs", help="Comma-separated outputs per slide, from csv, geojson, heatmap, tissue (the tissue "
+        "mask PNG), regions (tumour regions as QuPath annotations); the JSON run record is always written. A rerun "
+        "writes the ones a slide still lacks.", show_default="csv,geojson,heatmap,tissue"),
+    region_threshold: float = typer.Option(0.5, "--region-threshold", help="Tiles with p at or above this form the "
+                                           "tumour regions and the positive area in the JSON summary."),
     context: str = typer.Option("none", "--context", help="Also combine each tile's probability with its grid "
                                 "neighbours' (none, box3, binomial3, binomial5): an extra prob_<class>_<kernel> "
                                 "column, and the heatmap shows it."),
@@ -126,7 +129,7 @@ def predict_command(
     from histoeq.slide.inputs import expand_slides
 
     options = PredictOptions(batch_size=batch_size, stride_px=stride, mpp=slide_mpp, tissue_threshold=min_tissue,
-                             outputs=parse_outputs(outputs), context=context)
+                             outputs=parse_outputs(outputs), context=context, region_threshold=region_threshold)
     if workers is not None:
         options.workers = workers
     with rich_progress(transient=True) as progress:

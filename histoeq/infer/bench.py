@@ -28,7 +28,12 @@ import numpy as np
 
 from histoeq.infer.onnx_model import OnnxTileModel
 from histoeq.infer.predict import (
-    PredictOptions, check_options, predict_slide, run_tiles, select_tiles, slide_stain_transform,
+    PredictOptions,
+    check_options,
+    predict_slide,
+    run_tiles,
+    select_tiles,
+    slide_stain_transform,
 )
 from histoeq.progress import ProgressFn, null_progress
 from histoeq.slide import open_slide
@@ -106,7 +111,7 @@ def bench_predict(
     meter = PeakMemory()
     baseline = rss_bytes()
     with open_slide(slide_path, options.mpp, mpp_option="--slide-mpp") as slide:
-        grid, keep, _, _ = select_tiles(slide, model, options)
+        grid, keep, _, _, _ = select_tiles(slide, model, options)
         total = int(keep.sum())
         result = PredictBenchResult(
             str(slide_path), tuple(slide.dimensions), total, model.provider, options.batch_size, options.workers

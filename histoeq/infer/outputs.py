@@ -5,6 +5,9 @@
 * ``geojson`` -> ``<stem>.geojson``: the same tiles as QuPath-ready objects (id, polygon, classification = most likely
   class with its colour, measurements = probabilities); streamed, so a 400k-tile slide needs no big buffer.
 * ``heatmap`` -> ``<stem>.heatmap.png``: the positive-class probability over the thumbnail (see `heatmap`).
+* ``tissue`` -> ``<stem>.tissue.png``: the tissue mask tiles were chosen by, to check it.
+* ``regions`` -> ``<stem>.regions.geojson`` (on request): merged tumour regions with their area in mm², as QuPath
+  annotations (see `regions`).
 * ``<stem>.json``: the run record, always written, last: it lists the output files of the slide, and a slide is
   complete for a run when every output that run asks for is listed there and exists.
 
@@ -23,35 +26,15 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
-from histoeq.atomic import atomic_open
+from histoeq.atomic import write_atomically
 from histoeq.errors import HistoeqError
-from histoeq.infer.heatmap import probability_grid, write_heatmap_png
+from histoeq.infer.heatmap import probability_grid, write_heatmap_png, write_tissue_mask_png
+from histoeq.infer.qupath import class_colour, feature_ids
+from histoeq.infer.regions import tumour_regions, write_regions_geojson
 from histoeq.infer.result import SlidePrediction
+from histoeq.infer.summary import SlideSummary, summarise_slide
 
 RECORD_SUFFIX = ".json"
-# Okabe & Ito's colour-blind-safe palette (blue, orange, sky blue, bluish green, reddish purple, yellow): the first
-# two classes (negative, positive in a binary model) never meet as red against green.
-CLASS_COLOURS = [[0, 114, 178], [230, 159, 0], [86, 180, 233], [0, 158, 115], [204, 121, 167], [240, 228, 66]]
-
-
-def class_colour(index: int) -> list[int]:
-    """QuPath RGB of the class at `index` of a model's class list."""
-    return CLASS_COLOURS[index % len(CLASS_COLOURS)]
-
-
-def feature_ids(count: int, base: uuid.UUID | None = None) -> list[str]:
-    """`count` distinct UUID strings for QuPath object ids: one random UUID (or `base`) with its last 48 bits
-    replaced by the feature's index, so a file's ids are unique and cost no per-feature random draw."""
-    prefix = str(base or uuid.uuid4())[:24]
-    return [f"{prefix}{i:012x}" for i in range(count)]
-
-
-def write_atomically(path: Path, write: Callable[[IO[Any]], None], binary: bool = False) -> None:
-    """Call `write` on a temporary file next to `path`, then rename it over `path` (never a half-written file)."""
-    with atomic_open(path, binary=binary) as fh:
-        write(fh)
-
-
 def write_tiles_csv(path: Path, pred: SlidePrediction) -> None:
     """WSInfer's layout; pandas' C writer keeps 400k rows well under a second."""
     x, y = pred.top_left
@@ -98,10 +81,40 @@ def write_tiles_geojson(path: Path, pred: SlidePrediction, id_base: uuid.UUID | 
     write_atomically(path, write)
 
 
+def object_id_base(pred: SlidePrediction, kind: str) -> uuid.UUID:
+    """A UUID fixed by slide, model and output kind, so a rerun writes byte-identical files with the same ids."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"histoeq:{kind}:{pred.slide.name}:{pred.model.get('path')}")
+
+
+def write_tiles_geojson_file(path: Path, pred: SlidePrediction) -> None:
+    write_tiles_geojson(path, pred, object_id_base(pred, "tiles"))
+
+
 def write_heatmap(path: Path, pred: SlidePrediction) -> None:
     heat = probability_grid(pred.grid, pred.indices, pred.scores)
     label = pred.positive_class if pred.context_scores is None else f"{pred.positive_class}, context {pred.context}"
-    write_heatmap_png(path, pred.thumbnail, pred.thumbnail_downsample, pred.grid, heat, label)
+    write_heatmap_png(path, pred.thumbnail, pred.thumbnail_downsample, pred.grid, heat, label,
+                      slide_name=pred.slide.name, model_name=pred.model.get("name"), mpp=pred.slide_mpp)
+
+
+def write_tissue(path: Path, pred: SlidePrediction) -> None:
+    if pred.tissue_mask is None:
+        raise HistoeqError(f"{pred.slide}: no tissue mask to write")
+    write_tissue_mask_png(path, pred.tissue_mask, pred.thumbnail_downsample, pred.slide_mpp)
+
+
+def write_regions(path: Path, pred: SlidePrediction) -> None:
+    """Tumour regions: tiles with p (with context when there is one) >= the region threshold, merged."""
+    regions = tumour_regions(pred.grid, pred.indices, pred.scores, pred.slide_mpp, pred.region_threshold)
+    write_regions_geojson(path, regions, pred.positive_class, class_colour(len(pred.classes) - 1),
+                          pred.region_threshold, object_id_base(pred, "regions"))
+
+
+def slide_summary(pred: SlidePrediction) -> SlideSummary:
+    """Tiles, tissue and positive area in mm² and mean p of one slide, for its JSON record."""
+    mask = pred.tissue_mask if pred.tissue_mask is not None else np.zeros((1, 1), dtype=bool)
+    return summarise_slide(pred.slide.name, str(pred.model.get("name")), pred.positive_class, pred.grid, pred.scores,
+                           mask, pred.thumbnail_downsample, pred.slide_mpp, pred.region_threshold)
 
 
 @dataclass(frozen=True)
@@ -118,14 +131,16 @@ class OutputWriter:
 
 WRITERS: dict[str, OutputWriter] = {w.name: w for w in (
     OutputWriter("csv", ".csv", write_tiles_csv),
-    OutputWriter("geojson", ".geojson", write_tiles_geojson),
+    OutputWriter("geojson", ".geojson", write_tiles_geojson_file),
     OutputWriter("heatmap", ".heatmap.png", write_heatmap),
+    OutputWriter("tissue", ".tissue.png", write_tissue),
+    OutputWriter("regions", ".regions.geojson", write_regions),
 )}
-DEFAULT_OUTPUTS: tuple[str, ...] = tuple(WRITERS)
+DEFAULT_OUTPUTS: tuple[str, ...] = ("csv", "geojson", "heatmap", "tissue")  # regions on request
 
 
 def parse_outputs(text: str | Sequence[str] | None) -> tuple[str, ...]:
-    """``"csv,geojson"`` (or a list of names) -> the writers' names, in registry order; None -> all of them.
+    """``"csv,geojson"`` (or a list of names) -> the writers' names, in registry order; None -> the defaults.
 
     An unknown or missing name is a `HistoeqError` listing the choices."""
     if text is None:

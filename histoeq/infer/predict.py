@@ -27,16 +27,24 @@ from histoeq.errors import HistoeqError, InputError
 from histoeq.infer.model_index import resolve_model
 from histoeq.infer.onnx_model import OnnxTileModel
 from histoeq.infer.outputs import (
-    DEFAULT_OUTPUTS, WRITERS, missing_outputs, output_paths, parse_outputs, record_path, remove_outputs,
-    write_run_json, written_outputs,
+    DEFAULT_OUTPUTS,
+    WRITERS,
+    missing_outputs,
+    output_paths,
+    parse_outputs,
+    record_path,
+    remove_outputs,
+    slide_summary,
+    write_run_json,
+    written_outputs,
 )
 from histoeq.infer.rerun import PredictSettings, claim_folder, slide_differences
 from histoeq.infer.result import SlidePrediction
 from histoeq.progress import ProgressFn, null_progress
 from histoeq.slide import Slide, open_slide
+from histoeq.slide.context import NO_CONTEXT, context_kernel, smooth_on_grid
 from histoeq.slide.kept import KeptOpen
 from histoeq.slide.tiler import TileGrid, iter_batches, tile_grid
-from histoeq.slide.context import NO_CONTEXT, context_kernel, smooth_on_grid
 from histoeq.slide.tissue import tissue_fraction, tissue_mask
 
 THUMBNAIL_PX = 1024  # tissue mask and heatmap background; 50 px tiles of a 32k slide are still 1.6 px here
@@ -53,6 +61,7 @@ class PredictOptions:
     workers: int = max(2, min(8, os.cpu_count() or 2))
     outputs: tuple[str, ...] = DEFAULT_OUTPUTS  # writer names (see `histoeq.infer.outputs.WRITERS`)
     context: str = NO_CONTEXT  # spatial context kernel over the tile grid (histoeq.slide.context)
+    region_threshold: float = 0.5  # tumour regions and positive area: tiles with p >= this
 
 
 @dataclass
@@ -89,18 +98,19 @@ def shard_slides(slides: Sequence[Path], shard: str | None) -> list[Path]:
 
 
 def select_tiles(slide: Slide, model: OnnxTileModel,
-                 options: PredictOptions) -> tuple[TileGrid, np.ndarray, np.ndarray, float]:
-    """(grid, keep mask (rows, cols), thumbnail, thumbnail downsample) for one slide."""
+                 options: PredictOptions) -> tuple[TileGrid, np.ndarray, np.ndarray, float, np.ndarray]:
+    """(grid, keep mask (rows, cols), thumbnail, thumbnail downsample, the thumbnail's tissue mask) for one slide."""
     meta = model.metadata
     grid = tile_grid(slide.dimensions, float(slide.mpp), meta.mpp, meta.tile_px, options.stride_px, slide.path)
     thumb, downsample = slide.thumbnail(THUMBNAIL_PX)
     thumb = np.asarray(thumb)[..., :3]
+    mask = tissue_mask(thumb)
     if options.tissue_threshold <= 0:
         keep = np.ones((grid.rows, grid.cols), dtype=bool)
     else:
-        fraction = tissue_fraction(tissue_mask(thumb), float(downsample), grid.rects())
+        fraction = tissue_fraction(mask, float(downsample), grid.rects())
         keep = fraction.reshape(grid.rows, grid.cols) >= options.tissue_threshold
-    return grid, keep, thumb, float(downsample)
+    return grid, keep, thumb, float(downsample), mask
 
 
 def slide_stain_transform(slide: Slide, grid: TileGrid, keep: np.ndarray, model: OnnxTileModel,
@@ -143,7 +153,7 @@ def predict_tiles(slide: Slide, model: OnnxTileModel, options: PredictOptions,
                   progress: ProgressFn = null_progress) -> SlidePrediction:
     """Run the model over the tissue tiles of one open slide; the result record every output is written from."""
     start = time.perf_counter()
-    grid, keep, thumb, downsample = select_tiles(slide, model, options)
+    grid, keep, thumb, downsample, mask = select_tiles(slide, model, options)
     transform = slide_stain_transform(slide, grid, keep, model, options)
     indices, probs = run_tiles(slide, grid, keep, model, options, progress, task=slide.path.name,
                                transform=transform)
@@ -161,7 +171,8 @@ def predict_tiles(slide: Slide, model: OnnxTileModel, options: PredictOptions,
                "metrics": meta.metrics, "histoeq_version": meta.histoeq_version},
         provider=model.provider, options=asdict(options), outputs=tuple(options.outputs),
         stain=None if transform is None else transform.record(), inference_s=time.perf_counter() - start,
-        context=options.context, context_scores=context_scores,
+        context=options.context, context_scores=context_scores, tissue_mask=mask,
+        region_threshold=options.region_threshold,
     )
 
 
@@ -179,6 +190,7 @@ def write_prediction(pred: SlidePrediction, out_dir: Path, outputs: Sequence[str
         for name, tmp in zip(outputs, tmps):
             WRITERS[name].write(tmp, pred)
         record = pred.record(files, time.perf_counter() - started, histoeq_version=__version__,
+                             summary=slide_summary(pred).record(),
                              settings=None if settings is None else asdict(settings),
                              host=socket.gethostname(),
                              finished_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
@@ -274,6 +286,8 @@ def check_options(options: PredictOptions) -> None:
     options.outputs = parse_outputs(options.outputs)
     if options.context != NO_CONTEXT:
         context_kernel(options.context)
+    if not 0 < options.region_threshold <= 1:
+        raise HistoeqError(f"--region-threshold must be in (0, 1] (got {options.region_threshold})")
 
 
 def check_distinct_stems(slides: Sequence[Path]) -> None:

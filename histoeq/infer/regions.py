@@ -21,9 +21,10 @@ import numpy as np
 import shapely
 from shapely import affinity
 
+from histoeq.atomic import write_atomically
 from histoeq.errors import HistoeqError
+from histoeq.infer.qupath import class_colour, feature_ids
 from histoeq.slide.tiler import TileGrid
-from histoeq.infer.outputs import class_colour, feature_ids, write_atomically
 
 
 @dataclass(frozen=True)

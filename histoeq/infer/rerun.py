@@ -19,7 +19,9 @@ from histoeq.errors import InputError
 from histoeq.infer.model_index import file_sha256
 
 SETTINGS_NAME = ".histoeq-predict.json"
-RESULT_OPTIONS = ("stride_px", "mpp", "tissue_threshold", "context")  # what changes the tiles or their values
+# What changes the tiles, their values or the regions; the defaults stand in for options older records lack.
+RESULT_OPTIONS = ("stride_px", "mpp", "tissue_threshold", "context", "region_threshold")
+OPTION_DEFAULTS = {"context": "none", "region_threshold": 0.5}
 
 
 @dataclass(frozen=True)
@@ -83,5 +85,5 @@ def slide_differences(record_file: Path, settings: PredictSettings) -> list[str]
     model = record.get("model") if isinstance(record.get("model"), dict) else {}
     options = record.get("options") if isinstance(record.get("options"), dict) else {}
     found = [] if str(model.get("path")) == settings.model else [f"model {model.get('path')}"]
-    return found + [f"{k}={options.get(k, 'none')!r}" for k in RESULT_OPTIONS
-                    if options.get(k, "none" if k == "context" else None) != settings.options.get(k)]
+    return found + [f"{k}={options.get(k, OPTION_DEFAULTS.get(k))!r}" for k in RESULT_OPTIONS
+                    if options.get(k, OPTION_DEFAULTS.get(k)) != settings.options.get(k)]

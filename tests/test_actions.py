@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from histoeq.nn.actions import (
-    D4, element_in, exact_subgroup, rotate_image, subgroup_elements, transform_array, transform_image,
+    D4,
+    element_in,
+    exact_subgroup,
+    rotate_image,
+    subgroup_elements,
+    transform_array,
+    transform_image,
 )
 from histoeq.nn.groups import Group, by_name, cyclic, dihedral, trivial
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from histoeq.evaluate.rotations import View, exact_view, make_views, reflect_context, context_size, rotate_context
+from histoeq.evaluate.rotations import View, context_size, exact_view, make_views, reflect_context, rotate_context
 from histoeq.train.batches import PatchBatches, parse_augment
 from tests.conftest import assert_one_line_error, run_cli
 from tests.test_train_helpers import small_idc_fixture_path, small_threads
@@ -118,7 +118,6 @@ def test_reflect_padding_without_slides_and_d4_tta(idc_dir: Path, tmp_path: Path
 @pytest.mark.realdata
 def test_evaluate_predictor_hook_with_a_plain_function(small_idc: Path) -> None:
     """Any uint8-batch -> probability callable plugs in; a pixel-mean score is exactly invariant on D4 views."""
-    import numpy as np
 
     from histoeq.data.dataset import PatchDataset
     from histoeq.evaluate.rotation_eval import evaluate_predictor

@@ -12,8 +12,8 @@ from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 from PIL import Image
 
 from histoeq.infer import heatmap
-from histoeq.slide.tiler import tile_grid
 from histoeq.infer.heatmap import BAR_LABEL, blend, heatmap_cmap, heatmap_figure, nice_length_mm
+from histoeq.slide.tiler import tile_grid
 
 
 def _case(stride_px: int | None = None):

@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from histoeq.evaluate.patients import (choose_threshold, holm, mean_patient_auc, paired_auc_difference,
-                                       per_patient_auc)
+from histoeq.evaluate.patients import choose_threshold, holm, mean_patient_auc, paired_auc_difference, per_patient_auc
 from histoeq.slide.context import smooth_on_grid
 from tests.conftest import run_cli
 

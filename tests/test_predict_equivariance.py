@@ -18,8 +18,8 @@ import torch
 
 from histoeq.export.exporter import export_model
 from histoeq.infer import OnnxTileModel, PredictOptions, predict_slides
-from histoeq.slide.tiler import tile_grid
 from histoeq.slide import open_slide
+from histoeq.slide.tiler import tile_grid
 
 pytestmark = pytest.mark.realdata
 TILE = 50

@@ -11,8 +11,15 @@ import pytest
 
 from histoeq.data.dataset import DatasetWriter, PatchDataset
 from histoeq.data.stain import (
-    METHODS, StainTransform, check_stain, dataset_stain, get_method, normalise_dataset, normalise_groups,
-    sample_evenly, tissue_pixels,
+    METHODS,
+    StainTransform,
+    check_stain,
+    dataset_stain,
+    get_method,
+    normalise_dataset,
+    normalise_groups,
+    sample_evenly,
+    tissue_pixels,
 )
 from histoeq.errors import HistoeqError, InputError
 from tests.conftest import assert_one_line_error, run_cli

@@ -111,11 +111,11 @@ def test_sweep_report_only_gathers_partial_grids(small_idc: Path, tmp_path: Path
 
 def test_sweep_with_flips_takes_the_d4_share_from_its_own_evaluation(
         small_idc: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
     from histoeq.data.dataset import PatchDataset
     from histoeq.evaluate.predictors import load_checkpoint_predictor
     from histoeq.evaluate.rotation_eval import prepare_inputs
-    import torch
-
     from histoeq.lab.sweep import d4_label_change
 
     sweep = tmp_path / "sweep"

@@ -7,7 +7,6 @@ import typer
 from histoeq.cli import app, bench_app
 from histoeq.cli._render import console, print_table, rich_progress
 
-
 _MODELS_EPILOG = """\
 [bold]Examples[/bold]
 

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import typer
 
-from histoeq.cli import OVERWRITE_HELP, app, bench_app, refuse_existing
+from histoeq.cli import app, bench_app, refuse_existing
 from histoeq.cli._render import console, print_table, rich_progress
 from histoeq.infer.model_index import default_model_name
-
 
 _EXPORT_EPILOG = """\
 [bold]Examples[/bold]

@@ -29,9 +29,9 @@ renamed into place only when complete, so a failed import/extract never leaves a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import hashlib
 import secrets
 import shutil
 from dataclasses import dataclass, field, replace

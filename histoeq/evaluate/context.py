@@ -24,7 +24,6 @@ from histoeq.slide import open_slide
 from histoeq.slide.backends import SLIDE_SUFFIXES
 
 
-
 def candidate_slide_dirs(meta: dict[str, Any], dataset_path: Path, slides: Path | None) -> list[Path]:
     """Where to look for slides: --slides first, then folders named in meta.json provenance (and their slides/)."""
     dirs: list[Path] = []

@@ -15,8 +15,15 @@ import numpy as np
 import pandas as pd
 
 from histoeq.errors import InputError
-from histoeq.evaluate.patients import (Estimate, choose_threshold, holm, mean_patient_auc, paired_auc_difference,
-                                       per_patient_auc, pooled_metric)
+from histoeq.evaluate.patients import (
+    Estimate,
+    choose_threshold,
+    holm,
+    mean_patient_auc,
+    paired_auc_difference,
+    per_patient_auc,
+    pooled_metric,
+)
 from histoeq.slide.context import NO_CONTEXT, smooth_by_group
 
 OOF_KEYS = ("model", "augment", "fraction")

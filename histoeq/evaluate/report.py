@@ -26,8 +26,7 @@ from histoeq.errors import HistoeqError, InputError
 from histoeq.evaluate.curves import calibration_figure, pr_figure, roc_figure, scored_run
 from histoeq.evaluate.plots import metric_vs_angle_figure, write_png
 from histoeq.evaluate.predictors import CHECKPOINT_LOADERS, Predictor, PredictorLoader, load_predictor
-from histoeq.evaluate.rotation_eval import (TTA_CHOICES, EvalInputs, NonFiniteOutput, evaluate_predictor,
-                                           prepare_inputs)
+from histoeq.evaluate.rotation_eval import TTA_CHOICES, EvalInputs, NonFiniteOutput, evaluate_predictor, prepare_inputs
 from histoeq.progress import ProgressFn, null_progress
 from histoeq.runs.device import resolve_device
 from histoeq.runs.runinfo import write_json

@@ -28,7 +28,11 @@ import torch
 from histoeq.errors import HistoeqError
 from histoeq.evaluate.context import build_contexts, describe_context
 from histoeq.evaluate.metrics import (
-    METRIC_NAMES, classification_metrics, nan_summary, positive_score, predicted_labels,
+    METRIC_NAMES,
+    classification_metrics,
+    nan_summary,
+    positive_score,
+    predicted_labels,
 )
 from histoeq.evaluate.patients import mean_patient_auc, per_patient_auc, pooled_metric
 from histoeq.evaluate.rotations import View, apply_view, make_views

@@ -23,7 +23,6 @@ from histoeq.nn.pool import EquivariantPool2d
 from histoeq.progress import ProgressFn, null_progress
 from histoeq.runs.device import resolve_device
 
-
 MIN_TILE_PX = 4  # the smallest tile a checkpoint or export accepts
 
 

@@ -2,7 +2,13 @@
 math, no I/O."""
 
 from histoeq.nn.actions import (
-    D4, element_in, exact_subgroup, rotate_image, subgroup_elements, transform_array, transform_feature_map,
+    D4,
+    element_in,
+    exact_subgroup,
+    rotate_image,
+    subgroup_elements,
+    transform_array,
+    transform_feature_map,
     transform_image,
 )
 from histoeq.nn.conv import GroupConv2d, LiftingConv2d

@@ -79,7 +79,7 @@ class _ExpandedConv(nn.Module):
             self._cache = (key, weight, bias)
         return self._cache[1], self._cache[2]
 
-    def train(self, mode: bool = True) -> "_ExpandedConv":
+    def train(self, mode: bool = True) -> _ExpandedConv:
         self._cache = None
         return super().train(mode)
 

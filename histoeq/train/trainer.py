@@ -53,8 +53,15 @@ from histoeq.errors import HistoeqError, InputError
 from histoeq.evaluate.metrics import classification_metrics
 from histoeq.progress import ProgressFn, emit, null_progress
 from histoeq.runs import runinfo
-from histoeq.runs.checkpoint import (BEST_NAME, KERNEL_BASIS, LAST_NAME, is_legacy_basis, load_checkpoint, load_state,
-                                     save_checkpoint)
+from histoeq.runs.checkpoint import (
+    BEST_NAME,
+    KERNEL_BASIS,
+    LAST_NAME,
+    is_legacy_basis,
+    load_checkpoint,
+    load_state,
+    save_checkpoint,
+)
 from histoeq.train.batches import PatchBatches, epoch_generator, parse_augment
 from histoeq.train.distributed import DistInfo, barrier, init_distributed, shutdown
 from histoeq.train.models import create_model, model_config, unwrap

@@ -52,3 +52,18 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in err, err
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+TINY_INFO = {"model_config": {"name": "tiny"}, "classes": ["a", "b"], "tile_px": 50, "mpp": 4.0,
+             "normalisation": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+
+
+def export_tiny_onnx(path: Path, seed: int = 0) -> Path:
+    """A two-class conv net of random weights (seeded) exported with the metadata predict needs: a fast stand-in
+    for a trained model wherever only the pipeline around the model is tested."""
+    from histoeq.export.exporter import export_model
+
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(4, 2)).eval()
+    return export_model(net, TINY_INFO, path).path

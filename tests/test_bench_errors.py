@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, export_tiny_onnx, run_cli
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
 
@@ -116,14 +116,7 @@ def test_bench_extract_bad_options(tmp_path: Path, args: list[str], fragments: l
 
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from histoeq.export.exporter import export_model
-
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-                                torch.nn.Linear(4, 2)).eval()
-    info = {"model_config": {"name": "tiny"}, "classes": ["a", "b"], "tile_px": 50, "mpp": 4.0,
-            "normalisation": {"mean": [0.5] * 3, "std": [0.25] * 3}}
-    return export_model(model, info, tmp_path_factory.mktemp("m") / "tiny.onnx").path
+    return export_tiny_onnx(tmp_path_factory.mktemp("m") / "tiny.onnx")
 
 
 @pytest.mark.parametrize(("args", "fragments"), [

@@ -191,16 +191,9 @@ def test_predict_help_loads_no_torch() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
+    from tests.conftest import export_tiny_onnx
 
-    from histoeq.export.exporter import export_model
-
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-                                torch.nn.Linear(4, 2)).eval()
-    info = {"model_config": {"name": "tiny"}, "classes": ["a", "b"], "tile_px": 50, "mpp": 4.0,
-            "normalisation": {"mean": [0.5] * 3, "std": [0.25] * 3}}
-    return export_model(model, info, tmp_path_factory.mktemp("m") / "tiny.onnx").path
+    return export_tiny_onnx(tmp_path_factory.mktemp("m") / "tiny.onnx")
 
 
 def test_predict_with_an_onnx_model_loads_no_torch(tiny_onnx: Path, tmp_path: Path) -> None:

@@ -9,22 +9,14 @@ import numpy as np
 import onnx
 import pytest
 import tifffile
-import torch
 from onnx import TensorProto, helper
 
-from histoeq.export.exporter import export_model
-from tests.conftest import assert_one_line_error, run_cli
-
-INFO = {"model_config": {"name": "tiny"}, "classes": ["a", "b"], "tile_px": 50, "mpp": 4.0,
-        "normalisation": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+from tests.conftest import assert_one_line_error, export_tiny_onnx, run_cli
 
 
 @pytest.fixture(scope="module")
 def good_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-                                torch.nn.Linear(4, 2)).eval()
-    return export_model(model, INFO, tmp_path_factory.mktemp("m") / "good.onnx").path
+    return export_tiny_onnx(tmp_path_factory.mktemp("m") / "good.onnx")
 
 
 def _nothing_written(out: Path) -> bool:

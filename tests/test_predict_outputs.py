@@ -8,21 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-import torch
 
-from histoeq.export.exporter import export_model
-from tests.conftest import assert_one_line_error, run_cli
-
-INFO = {"model_config": {"name": "tiny"}, "classes": ["a", "b"], "tile_px": 50, "mpp": 4.0,
-        "normalisation": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+from tests.conftest import assert_one_line_error, export_tiny_onnx, run_cli
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-                              torch.nn.Linear(4, 2)).eval()
-    return export_model(net, INFO, tmp_path_factory.mktemp("m") / "tiny.onnx").path
+    return export_tiny_onnx(tmp_path_factory.mktemp("m") / "tiny.onnx")
 
 
 @pytest.fixture
@@ -134,10 +126,7 @@ def test_records_of_earlier_versions_still_mark_their_outputs_complete(tmp_path:
 
 @pytest.fixture(scope="module")
 def other_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(1)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-                              torch.nn.Linear(4, 2)).eval()
-    return export_model(net, INFO, tmp_path_factory.mktemp("m2") / "tiny.onnx").path
+    return export_tiny_onnx(tmp_path_factory.mktemp("m2") / "tiny.onnx", seed=1)
 
 
 def test_a_rerun_with_another_model_or_options_refuses_unless_overwrite(model: Path, other_model: Path,

@@ -1,7 +1,7 @@
 """A seed ensemble: several trained models of one recipe averaged in probability, shipped as one model.
 
 Why: with few validation patients, seeds of the same recipe can differ far more on new patients than validation
-can show (issue #6: test AUC 0.897-0.931 across three seeds whose validation AUCs lie within 0.003). Averaging
+can show (on IDC, test AUC 0.897-0.931 across three seeds whose validation AUCs lie within 0.003). Averaging
 the seeds removes the need to pick one. Averaging invariant members keeps the invariance exactly: if every
 member satisfies f(gx) = f(x) for g in a group, so does their mean, so an ensemble of p4m models is still exactly
 D4-invariant and `histoeq export` verifies it as such.

@@ -1,8 +1,9 @@
-"""Markdown tables for README "E": a 5-fold CV with and without per-patient stain normalisation.
+r"""Markdown tables for README "E": a 5-fold CV with and without per-patient stain normalisation.
 
 Usage: python scripts/stain_tables.py [--model M] BASELINE_SWEEP NAME=SWEEP [NAME=SWEEP ...]
 e.g.   python scripts/stain_tables.py .work/cv-w8 reinhard-lab=.work/cv-w8-reinhard macenko=.work/cv-w8-macenko
-       python scripts/stain_tables.py --model se2 .work/gpu7/cv/se2-none-idc-w8 macenko=.work/gpu7/cv/se2-none-idc-macenko-w8
+       python scripts/stain_tables.py --model se2 .work/gpu7/cv/se2-none-idc-w8 \
+           macenko=.work/gpu7/cv/se2-none-idc-macenko-w8
 
 Reads each sweep's summary.csv (M / none rows, cnn by default; seed s validated on fold s mod 5), pairing the runs
 by seed. Validation figures are the best epoch by validation AUC (what the pre-registered rules compare); test
@@ -51,7 +52,8 @@ def main(argv: list[str]) -> None:
                  ("val_auc", "val_bacc", "test_auc", "test_bacc", "test_f1")]
         print(f"| {name} | {len(df)} | " + " | ".join(cells) + " |")
     print()
-    print("| normalisation | Δ val balanced acc. per seed (fold = seed mod 5) | better | Δ val AUC per fold | Δ test AUC per fold |")
+    print("| normalisation | Δ val balanced acc. per seed (fold = seed mod 5) | better | Δ val AUC per fold "
+          "| Δ test AUC per fold |")
     print("|---|---|---|---|---|")
     for name, df in variants[1:]:
         merged = base.merge(df, on="seed", suffixes=("_0", ""))

@@ -59,7 +59,8 @@ def test_context_averages_present_neighbours_and_keeps_patch_only(model, tmp_pat
     assert np.allclose(table["prob_pos"], patch, atol=1e-6)
     expected = np.empty(len(rows))
     for i, r in rows.iterrows():  # the mean over the tiles of the same patient within one step, itself included
-        near = (rows["patient"] == r["patient"]) & ((rows["x"] - r["x"]).abs() <= 50) & ((rows["y"] - r["y"]).abs() <= 50)
+        near = ((rows["patient"] == r["patient"]) & ((rows["x"] - r["x"]).abs() <= 50)
+                & ((rows["y"] - r["y"]).abs() <= 50))
         expected[i] = patch[near.to_numpy()].mean()
     assert np.allclose(table["prob_pos_box3"], expected, atol=1e-6)
     assert not np.allclose(expected, patch)

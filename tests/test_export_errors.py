@@ -67,7 +67,9 @@ def test_unusable_output_is_refused_before_loading(payload: dict, tmp_path: Path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "m.onnx", "run"]
 
 
-def test_mpp_option_exports_a_run_without_one_and_refuses_a_contradiction(payload: dict, tmp_path: Path, capsys) -> None:
+def test_mpp_option_exports_a_run_without_one_and_refuses_a_contradiction(
+    payload: dict, tmp_path: Path, capsys
+) -> None:
     from histoeq.infer import OnnxTileModel
     from histoeq.runs.checkpoint import save_checkpoint
 

@@ -46,7 +46,8 @@ def test_annotation_budgets(tmp_path, monkeypatch):
 
     deep = tmp_path / "deep.geojson"
     deep.write_text(hostile.nested_json(100_000))
-    with pytest.raises(InputError, match=r"deep.geojson: annotation file nests 100000 levels deep, over the budget of 64"):
+    with pytest.raises(InputError,
+                       match=r"deep.geojson: annotation file nests 100000 levels deep, over the budget of 64"):
         RegionAnnotations.load(deep)
     many = tmp_path / "many.geojson"
     many.write_text(_features(1000, 30))

@@ -158,6 +158,7 @@ def test_factored_conv_rebuilds_the_bank_exactly(group, method: str, lifting: bo
     folded = layer.to_factored(scale, shift)
     n = group.order
     with torch.no_grad():
-        expected = layer(x) * scale.repeat_interleave(n)[None, :, None, None] + shift.repeat_interleave(n)[None, :, None, None]
+        expected = (layer(x) * scale.repeat_interleave(n)[None, :, None, None]
+                    + shift.repeat_interleave(n)[None, :, None, None])
         assert torch.allclose(folded(x), expected, atol=1e-5)
     assert factored.weight.numel() == layer.weight.numel()

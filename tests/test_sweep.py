@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from tests.conftest import run_cli
+from tests.test_train_helpers import small_idc_fixture_path, small_threads
 
 REPO = Path(__file__).resolve().parents[1]
-from tests.test_train_helpers import small_idc_fixture_path, small_threads
 
 pytestmark = pytest.mark.realdata
 
@@ -216,10 +216,12 @@ def test_claims_carry_holm_adjusted_verdicts() -> None:
     rng = np.random.default_rng(0)
     rows = []
     for seed in range(5):
-        rows += [{"model": "cnn", "augment": "rot90", "fraction": f, "auc_mean_angles": 0.80 + 0.02 * rng.standard_normal()}
+        rows += [{"model": "cnn", "augment": "rot90", "fraction": f,
+                  "auc_mean_angles": 0.80 + 0.02 * rng.standard_normal()}
                  for f in (0.25, 1.0)]
         rows += [{"model": "p4m", "augment": "none", "fraction": 1.0, "auc_mean_angles": 0.90 + 0.001 * seed},
-                 {"model": "p4m", "augment": "none", "fraction": 0.25, "auc_mean_angles": 0.81 + 0.02 * rng.standard_normal()}]
+                 {"model": "p4m", "augment": "none", "fraction": 0.25,
+                  "auc_mean_angles": 0.81 + 0.02 * rng.standard_normal()}]
     claims = claim_comparisons(pd.DataFrame(rows), metrics=("auc_mean_angles",))
     assert (claims["p_holm"] >= claims["p_value"]).all() and (claims["p_holm"] <= 1.0).all()
     strong = claims[(claims["claim"] == "C1") & (claims["fraction"] == 1.0)].iloc[0]

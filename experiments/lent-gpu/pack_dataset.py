@@ -51,7 +51,9 @@ def unpack(src: Path, dst: Path) -> None:
         out[i * per:i * per + count] = cells[:count, :h, :w]
     out.flush()
     meta = json.loads((src / "meta.json").read_text())
-    meta.setdefault("provenance", {})["transport"] = f"JPEG q{info['quality']} copy (experiments/lent-gpu/pack_dataset.py)"
+    meta.setdefault("provenance", {})["transport"] = (
+        f"JPEG q{info['quality']} copy (experiments/lent-gpu/pack_dataset.py)"
+    )
     (dst / "meta.json").write_text(json.dumps(meta, indent=2))
     shutil.copy(src / "index.csv", dst / "index.csv")
 

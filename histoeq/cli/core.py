@@ -44,7 +44,8 @@ def bench_layers_command(
         f"layer benchmark: batch {batch_size}, {tile_px} px, {device}, median of {repeats}",
         ["model", "params", "train ms", "eval ms", "train ×ref", "eval ×ref", "reference"],
         [[r.model, f"{r.params:,}", f"{r.train_ms:.1f}", f"{r.eval_ms:.1f}",
-          "" if r.train_ratio is None else f"{r.train_ratio:.3f}", "" if r.eval_ratio is None else f"{r.eval_ratio:.3f}",
+          "" if r.train_ratio is None else f"{r.train_ratio:.3f}",
+          "" if r.eval_ratio is None else f"{r.eval_ratio:.3f}",
           r.reference] for r in rows],
     )
 

@@ -57,7 +57,8 @@ def export_command(
         result = export_run(runs, out, opset=opset, fp16=fp16, val_metrics=val_metrics, test_metrics=test_metrics,
                             invariant_to=invariant_to, mpp=mpp, progress=progress)
     v, m = result.verification, result.metadata
-    inv = "not claimed (no group)" if v.invariance_max_abs is None else f"{v.invariance_group} max |Δp| {v.invariance_max_abs:.1e}"
+    inv = ("not claimed (no group)" if v.invariance_max_abs is None
+           else f"{v.invariance_group} max |Δp| {v.invariance_max_abs:.1e}")
     console.print(
         f"wrote {result.path} ({result.size_bytes / 1e6:.2f} MB, {m.precision}, {m.model_name} on {m.group['name']}, "
         f"classes {','.join(m.classes)}, {m.tile_px} px at {m.mpp:g} µm/px)\n"
@@ -107,7 +108,8 @@ def predict_command(
                                            "lacks it (or is wrong)."),
     min_tissue: float = typer.Option(0.25, "--min-tissue", help="Score tiles whose tissue fraction is at least this "
                                      "(0 scores every tile)."),
-    shard: str | None = typer.Option(None, "--shard", help="i/n: this process takes every n-th slide from the i-th (0-based)."),
+    shard: str | None = typer.Option(None, "--shard",
+                                     help="i/n: this process takes every n-th slide from the i-th (0-based)."),
     workers: int | None = typer.Option(None, "--workers", help="Reader threads.", show_default="cores, 2..8"),
     outputs: str | None = typer.Option(
         None, "--outputs", help="Comma-separated outputs per slide, from csv, geojson, heatmap, tissue (the tissue "
@@ -184,5 +186,6 @@ def bench_predict_command(
         rows,
     )
     console.print(
-        f"pipeline / min(read-only, model-only) = {result.overlap_ratio:.2f}; RSS before: {result.baseline_rss_mb:.0f} MB"
+        f"pipeline / min(read-only, model-only) = {result.overlap_ratio:.2f}; "
+        f"RSS before: {result.baseline_rss_mb:.0f} MB"
     )

@@ -71,7 +71,8 @@ def train_command(
     width: int = typer.Option(None, "--width", help="Baseline first-stage channels (model default when omitted)."),
     match: str = typer.Option(None, "--match", help="G-CNN sizing: params (default) or width."),
     fraction: float = typer.Option(1.0, "--fraction", help="Fraction of the train split, in (0, 1]."),
-    augment: str = typer.Option("none", "--augment", help="none, flip, rot90, rotate, stain, hed (stain-intensity jitter), combined with '+'."),
+    augment: str = typer.Option("none", "--augment", help="none, flip, rot90, rotate, stain, hed (stain-intensity "
+                                "jitter), combined with '+'."),
     epochs: int = typer.Option(20, "--epochs"),
     batch_size: int = typer.Option(128, "--batch-size", help="Global batch (split over torchrun processes)."),
     lr: float = typer.Option(1e-3, "--lr", help="AdamW peak learning rate (cosine decay per step)."),
@@ -306,7 +307,8 @@ def _print_sweep(out: Path, result: dict) -> None:
     rows = [[g["model"], g["augment"], g["fraction"], g["seeds"],
              f"{g['val_auc_mean']:.4f}" + _pm(g["val_auc_sd"]),
              f"{g['auc_mean_angles_mean']:.4f}" + _pm(g["auc_mean_angles_sd"]),
-             "n/a" if g["seeds"] < 2 else f"[{g['auc_mean_angles_ci95_low']:.4f}, {g['auc_mean_angles_ci95_high']:.4f}]",
+             "n/a" if g["seeds"] < 2
+             else f"[{g['auc_mean_angles_ci95_low']:.4f}, {g['auc_mean_angles_ci95_high']:.4f}]",
              g["invariance_interpolated_mean_mean"]] for g in result["groups"]]
     print_table(f"histoeq sweep: {out}", ["Model", "Augment", "Fraction", "Seeds", "val AUC", "AUC (mean over angles)",
                                           "95% CI", "|dp| interpolated"], rows)

@@ -195,7 +195,7 @@ def _checked_index(index: pd.DataFrame, index_path: Path, n_classes: int) -> pd.
 def _npy_header(n: int, h: int, w: int) -> bytes:
     """A version-1 .npy header for uint8 (n, h, w, 3), padded to a fixed size (numpy's own writer pads to a
     length that depends on the digits of the shape, which we do not know until the data is complete)."""
-    text = "{'descr': '|u1', 'fortran_order': False, 'shape': (%d, %d, %d, 3), }" % (n, h, w)
+    text = f"{{'descr': '|u1', 'fortran_order': False, 'shape': ({n:d}, {h:d}, {w:d}, 3), }}"
     body_len = _NPY_HEADER_BYTES - 10
     text = text.ljust(body_len - 1) + "\n"
     return b"\x93NUMPY\x01\x00" + body_len.to_bytes(2, "little") + text.encode("latin1")

@@ -97,7 +97,8 @@ def claim_comparisons(cells: pd.DataFrame, baseline: str = "cnn", augmented: str
     for model in gcnns:
         for metric in metrics:
             for fraction in fractions:
-                rows.append(_comparison("C1", cells, (model, "none", fraction), (baseline, augmented, fraction), metric))
+                rows.append(_comparison("C1", cells, (model, "none", fraction), (baseline, augmented, fraction),
+                                        metric))
             for fraction in fractions:
                 if fraction < full:
                     for base_aug in (augmented, "none"):

@@ -2,9 +2,10 @@
 
 Rotating a patch by a non-multiple of 90 degrees needs pixels beyond its corners. When the dataset knows where a
 patch came from (index `slide`, `x`, `y`, `mpp`) and the slide file can be found (``--slides DIR`` or a folder named
-in meta.json provenance; a patch without a slide name uses its patient id, as IDC has one slide per patient), we read a larger square centred on the patch at the patch's scale and paste the stored
-patch (bit-exact) into its centre, so the unrotated view is the dataset patch itself and only the border comes from
-the slide. Patches without a reachable slide get reflect padding; the caller reports how many of each.
+in meta.json provenance; a patch without a slide name uses its patient id, as IDC has one slide per patient), we read a
+larger square centred on the patch at the patch's scale and paste the stored patch (bit-exact) into its centre, so the
+unrotated view is the dataset patch itself and only the border comes from the slide. Patches without a reachable slide
+get reflect padding; the caller reports how many of each.
 """
 
 from __future__ import annotations

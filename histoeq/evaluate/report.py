@@ -94,7 +94,8 @@ def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path,
     """Evaluate each run on `split` of `data` at N rotations (and mirrors); write eval.json and the plot.
 
     With a ``context`` kernel, metrics are of each patch's probability combined with its slide neighbours'
-    (`histoeq.slide.context`), with the patch-only figures kept beside them. `loaders` opens model files by suffix (`load_predictor`); run folders are always checkpoints."""
+    (`histoeq.slide.context`), with the patch-only figures kept beside them. `loaders` opens model files by suffix
+    (`load_predictor`); run folders are always checkpoints."""
     if not runs:
         raise InputError(None, "no run folder or model given")
     if (tta or "none") not in TTA_CHOICES:
@@ -140,7 +141,8 @@ def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path,
         context_probabilities.append(result.pop("context_probabilities", None))
         results.append({"run": p.name, **p.info, **result})
     record = {"data": str(data), "split": split, "rotations": rotations, "flips": flips, "tta": tta or "none",
-              "context": inputs.context, "spatial_context": context, "n": int(len(inputs.labels)), "stain": stain, "runs": results}
+              "context": inputs.context, "spatial_context": context, "n": int(len(inputs.labels)), "stain": stain,
+              "runs": results}
     labels = [_short_label(r["run"], r.get("model_config")) for r in results]
     context = inputs.context.split(" (")[0]
     title = f"AUC vs rotation ({split}" + ("" if context == "not needed" else f", {context}") + ")"

@@ -62,7 +62,8 @@ def _model_metadata(model: nn.Module, info: dict[str, Any], fp16: bool, source: 
         classes=[str(c) for c in info["classes"]],
         tile_px=int(info["tile_px"]),
         mpp=float(mpp),
-        normalisation={"mean": [float(v) for v in normalisation["mean"]], "std": [float(v) for v in normalisation["std"]]},
+        normalisation={"mean": [float(v) for v in normalisation["mean"]],
+                       "std": [float(v) for v in normalisation["std"]]},
         precision="fp16" if fp16 else "fp32",
         stain=info.get("stain"),
         data_hash=info.get("data_hash"),
@@ -250,7 +251,8 @@ def load_ensemble(runs: Sequence[str | Path]) -> tuple[nn.Module, dict[str, Any]
     info = {key: first.get(key) for key in _MUST_MATCH}
     info.update(
         model_config=ensemble.config, data_hash=shared("data_hash"), fraction_hash=shared("fraction_hash"),
-        metrics={"members": [{"run": str(r), **(i.get("metrics") or {})} for r, (_, i) in zip(runs, loaded, strict=True)]},
+        metrics={"members": [{"run": str(r), **(i.get("metrics") or {})}
+                             for r, (_, i) in zip(runs, loaded, strict=True)]},
         histoeq_version=__version__,
     )
     return ensemble, info

@@ -152,7 +152,8 @@ def bench_predict(
 
         with tempfile.TemporaryDirectory(prefix="histoeq-bench-") as tmp, meter.watch():
             start = time.perf_counter()
-            with open_slide(slide_path, options.mpp, mpp_option="--slide-mpp") as fresh:  # as predict: open, then predict
+            # as predict: open, then predict
+            with open_slide(slide_path, options.mpp, mpp_option="--slide-mpp") as fresh:
                 outcome = predict_slide(fresh, model, Path(tmp), options, progress)
             record("end-to-end", outcome.tiles, time.perf_counter() - start)
     return result

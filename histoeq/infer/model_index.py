@@ -72,7 +72,8 @@ def find_model(name: str | None = None, folders: list[Path] | None = None) -> Mo
     wanted = default if name is None else name
     entry = next((e for e in entries if e.name == wanted), None)
     if entry is None:
-        raise InputError(indexed[0] / INDEX_NAME, f"no model named {wanted!r} (has {', '.join(e.name for e in entries)})")
+        raise InputError(indexed[0] / INDEX_NAME,
+                         f"no model named {wanted!r} (has {', '.join(e.name for e in entries)})")
     if not entry.path.is_file():
         raise InputError(entry.path, f"listed in {INDEX_NAME} as {entry.name!r} but missing")
     digest = file_sha256(entry.path)

@@ -95,7 +95,8 @@ class OnnxTileModel:
         classes = outputs["probabilities"].shape[-1]
         if isinstance(classes, int) and classes != len(self.metadata.classes):
             raise InputError(
-                self.path, f"model gives {classes} probabilities but its metadata names {len(self.metadata.classes)} classes"
+                self.path,
+                f"model gives {classes} probabilities but its metadata names {len(self.metadata.classes)} classes",
             )
 
     @property

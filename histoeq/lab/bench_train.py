@@ -50,7 +50,8 @@ def bench_train(data: str | Path, models: list[str] | None = None, *, fraction: 
         order = torch.randperm(len(batches), generator=torch.Generator().manual_seed(seed))
         steps = math.ceil(len(batches) / batch_size)
 
-        def step(positions: torch.Tensor) -> None:
+        def step(positions: torch.Tensor, model: torch.nn.Module = model,
+                 optimizer: torch.optim.Optimizer = optimizer) -> None:
             x, y = batches.batch(positions)
             loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)

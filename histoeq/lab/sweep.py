@@ -5,8 +5,9 @@ trained *and* evaluated, so a rerun skips finished cells and resumes an interrup
 split and its rotated views are prepared once and shared by all cells. Outputs:
 
 * ``summary.csv``: one row per cell (test metrics at 0 degrees, averaged and worst over angles, invariance errors,
-  AUC per angle, mean per-patient AUC and pooled AUC with patient-bootstrap 95 % intervals, and ``label_change_d4``: the share of patches whose label is not the same under all 8 D4
-  transforms, 4 rotations with and without a mirror; a rerun with ``--data`` adds it to cells finished without it);
+  AUC per angle, mean per-patient AUC and pooled AUC with patient-bootstrap 95 % intervals, and ``label_change_d4``: the
+  share of patches whose label is not the same under all 8 D4 transforms, 4 rotations with and without a mirror; a rerun
+  with ``--data`` adds it to cells finished without it);
 * ``summary_groups.csv``: per (model, augment, fraction): number of seeds, mean, sd and 95 % t-interval of each
   metric, including ``val_auc`` (the best epoch's validation AUC; with ``--cv K`` seed s validates on patient
   fold s mod K of the train+val patients, so its mean over seeds is a K-fold cross-validation score, the one to
@@ -50,9 +51,9 @@ CELL_JSON = "cell.json"
 OOF_CSV = "oof.csv"
 GROUP_KEYS = ["model", "augment", "fraction"]
 D4_LABEL_CHANGE = "label_change_d4"
-GROUP_METRICS = ["val_auc", "auc_identity", "mean_patient_auc", "auc_mean_angles", "auc_min_angles", "balanced_accuracy_mean_angles",
-                 "f1_mean_angles", "invariance_exact_mean", "invariance_interpolated_mean", "label_change_fraction",
-                 D4_LABEL_CHANGE]
+GROUP_METRICS = ["val_auc", "auc_identity", "mean_patient_auc", "auc_mean_angles", "auc_min_angles",
+                 "balanced_accuracy_mean_angles", "f1_mean_angles", "invariance_exact_mean",
+                 "invariance_interpolated_mean", "label_change_fraction", D4_LABEL_CHANGE]
 
 
 @dataclass

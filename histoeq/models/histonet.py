@@ -3,9 +3,9 @@
 Three stages of (conv-BN-ReLU) × 2 followed by an equivariant stride-2 pool (anti-aliased binomial "blur" pooling
 by default), then projection over the group (mean), global average pooling over space, dropout and a linear head.
 Blur pooling and the group mean were chosen over max pooling because they roughly halved the 45° error of se2 in
-``histoeq bench equivariance`` (max/max vs blur/mean), at no cost to 90° exactness. With |G| = 1 it is a plain CNN; otherwise the first
-convolution lifts to the group and the rest are group convolutions. Invariance holds exactly for the group's
-90°-multiple / mirror elements at every tile size (the pooling windows follow the parity of each axis, see
+``histoeq bench equivariance`` (max/max vs blur/mean), at no cost to 90° exactness. With |G| = 1 it is a plain CNN;
+otherwise the first convolution lifts to the group and the rest are group convolutions. Invariance holds exactly for the
+group's 90°-multiple / mirror elements at every tile size (the pooling windows follow the parity of each axis, see
 ``histoeq.nn.pool``), and approximately for the other rotations of C_N.
 """
 

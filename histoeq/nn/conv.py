@@ -48,7 +48,9 @@ class _ExpandedConv(nn.Module):
         self.n_params = maps.shape[-1]
         self.register_buffer("expansion", self._expansion(maps), persistent=False)
         n_in = self.in_orientations
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *((n_in,) if n_in > 1 else ()), self.n_params))
+        self.weight = nn.Parameter(
+            torch.empty(out_channels, in_channels, *((n_in,) if n_in > 1 else ()), self.n_params)
+        )
         # He init on the effective filter: parameters are scaled so that each expanded filter pixel has the
         # variance of a plain conv's (the transforms are near-orthonormal on the disk).
         fan_in = in_channels * n_in * kernel_size**2
@@ -91,7 +93,8 @@ class _ExpandedConv(nn.Module):
     def to_plain(self) -> nn.Conv2d:
         """An ``nn.Conv2d`` computing exactly this layer."""
         weight, bias = self.expand()
-        conv = nn.Conv2d(weight.shape[1], weight.shape[0], self.kernel_size, padding=self.padding, bias=bias is not None)
+        conv = nn.Conv2d(weight.shape[1], weight.shape[0], self.kernel_size, padding=self.padding,
+                         bias=bias is not None)
         conv.weight.copy_(weight)
         if bias is not None:
             conv.bias.copy_(bias)

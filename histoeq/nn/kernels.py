@@ -17,9 +17,9 @@ of σ=2 px smoothed noise in the inscribed disk at 50 px, relative logit error, 
     bilinear         0.0286 ± 0.0165   0.0273 ± 0.0105   0.0232 ± 0.0134  0.0510 ± 0.0227
     quintic spline   0.0225 ± 0.0127   0.0222 ± 0.0104   0.0213 ± 0.0119  0.0489 ± 0.0220
 
-``steerable`` has the lowest mean and median of the three (the differences are within one sd) and is the default. The bilinear input rotation itself shrinks the standard
-deviation of the test signal by 2.0%, and a bias-free ReLU network's logits scale with it, so that protocol has a
-floor near 2e-2 for any such model; the spline row removes that part.
+``steerable`` has the lowest mean and median of the three (the differences are within one sd) and is the default. The
+bilinear input rotation itself shrinks the standard deviation of the test signal by 2.0%, and a bias-free ReLU network's
+logits scale with it, so that protocol has a floor near 2e-2 for any such model; the spline row removes that part.
 """
 
 from __future__ import annotations

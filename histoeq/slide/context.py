@@ -4,7 +4,8 @@ Why: a 50 px tile sees less than a pathologist does; its neighbours carry the re
 under the 8 grid symmetries (rotations by 90 degrees, mirrors), and a missing neighbour (background, no tile) is
 left out and the present weights renormalised, the same way under every symmetry, so a rotated or mirrored slide
 gives exactly the rotated or mirrored result. Convolution is scipy.ndimage's on a dense grid of the tiles' bounding
-box (value and presence convolved separately), on fixed-point integers, which is exact and fast for the grids of a slide.
+box (value and presence convolved separately), on fixed-point integers, which is exact and fast for the grids of a
+slide.
 """
 
 from __future__ import annotations

@@ -103,8 +103,9 @@ class Slide:
         except InputError:
             raise
         except Exception as exc:  # decoder errors on truncated/corrupt tiles
-            raise InputError(self.path, f"corrupt slide data at level {level} ({clip(str(exc), 120) or type(exc).__name__})"
-                             ) from None
+            raise InputError(
+                self.path, f"corrupt slide data at level {level} ({clip(str(exc), 120) or type(exc).__name__})"
+            ) from None
 
     def thumbnail(self, max_size: int = 2048) -> tuple[np.ndarray, float]:
         """The whole slide scaled so its longer side is at most `max_size`; returns (RGB, downsample vs level 0)."""

@@ -2,8 +2,8 @@
 
 Each size is benchmarked in a fresh subprocess, so one size's peak RSS does not carry over into the next.
 Builds pyramidal tiled TIFFs (256 px tiles, levels 1, 1/2, … down to ~1k px as separate pages, which is how
-OpenSlide sees pyramids; 4 µm/px resolution tags) by tiling a real IDC slide (mosaic of its level 0), in a temporary folder,
-then runs `histoeq.infer.bench.bench_predict` on each with one ONNX session and prints one JSON line per slide.
+OpenSlide sees pyramids; 4 µm/px resolution tags) by tiling a real IDC slide (mosaic of its level 0), in a temporary
+folder, then runs `histoeq.infer.bench.bench_predict` on each with one ONNX session and prints one JSON line per slide.
 
     python tests/bench/bench_predict.py --model model.onnx --sizes 4096 32768 [--device cpu] [--out results.json]
 

@@ -144,8 +144,8 @@ def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path,
               "context": inputs.context, "spatial_context": context, "n": int(len(inputs.labels)), "stain": stain,
               "runs": results}
     labels = [_short_label(r["run"], r.get("model_config")) for r in results]
-    context = inputs.context.split(" (")[0]
-    title = f"AUC vs rotation ({split}" + ("" if context == "not needed" else f", {context}") + ")"
+    rotation_context = inputs.context.split(" (")[0]
+    title = f"AUC vs rotation ({split}" + ("" if rotation_context == "not needed" else f", {rotation_context}") + ")"
     table = predictions_table(inputs, [r["run"] for r in results], probabilities, dataset.classes,
                               context_probabilities, context)
     positive = dataset.classes[1] if len(dataset.classes) == 2 else dataset.classes[-1]

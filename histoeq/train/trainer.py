@@ -72,7 +72,10 @@ RESUME_KEYS = ("data", "model", "width", "match", "fraction", "augment", "epochs
                "select")
 SELECT_CHOICES = ("best", "last")
 VAL_PREDICTIONS = "val_predictions.csv"
-EVAL_BATCH = 1024
+# Validation batch per device type: on CPU small batches stay in cache (p4m width 8, one thread, 1024 patches:
+# 1.9 s at 128 vs 5.8 s at 1024); accelerators want large ones.
+EVAL_BATCH = {"cpu": 128}
+EVAL_BATCH_ACCELERATOR = 1024
 
 
 def changed_options(saved: dict, now: dict, keys: tuple[str, ...] = RESUME_KEYS) -> str:
@@ -452,8 +455,9 @@ class _Run:
         model = self._eval_model()
         model.eval()
         probs, losses = [], []
-        for start in range(0, len(self.val_data), EVAL_BATCH):
-            positions = torch.arange(start, min(start + EVAL_BATCH, len(self.val_data)))
+        step = EVAL_BATCH.get(self.device.type, EVAL_BATCH_ACCELERATOR)
+        for start in range(0, len(self.val_data), step):
+            positions = torch.arange(start, min(start + step, len(self.val_data)))
             x, y = self.val_data.batch(positions, augment=False)
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                 enabled=self.amp_dtype is not None):

@@ -42,7 +42,7 @@ def test_warmup_then_cosine_schedule() -> None:
 
 
 @pytest.mark.parametrize("option, value", [("warmup_epochs", 9.0), ("ema", 1.0), ("label_smoothing", -0.1),
-                                           ("select", "best-ever")])
+                                           ("select", "best-ever"), ("train_on", "test")])
 def test_recipe_options_are_range_checked(tmp_path: Path, option: str, value: object) -> None:
     from histoeq.errors import HistoeqError
 
@@ -112,3 +112,30 @@ def test_val_predictions_are_the_selected_models_probabilities(small_idc: Path, 
 
     last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert roc_auc_score(table["label"], table[prob_cols[1]]) == pytest.approx(last["val_auc"], abs=1e-6)
+
+
+def test_pooled_training_needs_the_fixed_budget(tmp_path: Path) -> None:
+    from histoeq.errors import HistoeqError
+
+    for extra in ({}, {"select": "best"}, {"select": "last", "cv_fold": "0/5"}):
+        config = TrainConfig(data=tmp_path, model="cnn", out=tmp_path / "run", train_on="train+val", **extra)
+        with pytest.raises(HistoeqError, match="--select last"):
+            config.check()
+
+
+@pytest.mark.realdata
+def test_pooled_training_uses_every_train_and_val_patch_and_validates_nothing(small_idc: Path,
+                                                                              tmp_path: Path) -> None:
+    from histoeq.data.dataset import PatchDataset
+
+    train(_config(small_idc, tmp_path / "run", train_on="train+val"))
+    data = PatchDataset.open(small_idc)
+    pool = np.concatenate([data.split_ids("train"), data.split_ids("val")])
+    chosen = json.loads((tmp_path / "run" / "fraction_ids.json").read_text())
+    assert sorted(chosen["ids"]) == sorted(pool.tolist())
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["n_val"] == 0 and info["val_patients"] == [] and info["options"]["train_on"] == "train+val"
+    assert not (tmp_path / "run" / VAL_PREDICTIONS).exists()
+    history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [0, 1, 2] and all(np.isnan(h["val_auc"]) for h in history)
+    assert torch.load(tmp_path / "run" / "best.pt", weights_only=True)["epoch"] == 2

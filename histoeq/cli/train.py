@@ -48,6 +48,11 @@ _TRAIN_EPILOG = """\
   # patients (test untouched)
   histoeq train --data idc --model p4m --cv-fold 2/5 --out runs/p4m-cv2
 
+  # the final model of a cross-validated recipe: every train and val
+  # patient, the fixed budget, no validation
+  histoeq train --data idc --model p4m --epochs 8 --select last \\
+      --train-on train+val --out runs/p4m-final
+
   # continue an interrupted run exactly
   histoeq train --data idc --model p4m --out runs/p4m-f0.25 \\
       --fraction 0.25 --epochs 20 --resume
@@ -93,6 +98,9 @@ def train_command(
                                           "(e.g. 0.1; off when omitted)."),
     select: str = typer.Option(None, "--select", help="best: the best-val-AUC epoch, with early stopping "
                                "(default); last: the end of the fixed epoch budget (cross-validation)."),
+    train_on: str = typer.Option(None, "--train-on", help="train (default) or train+val: every train and val "
+                                 "patient, no validation (a cross-validated recipe's final model; needs "
+                                 "--select last)."),
 ) -> None:
     """Train a model on the train split, validating every epoch; best.pt is chosen by validation AUC.
 
@@ -106,7 +114,8 @@ def train_command(
                          fraction=fraction, augment=augment, epochs=epochs, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, seed=seed, device=device, resume=resume,
                          num_workers=workers, patience=patience, max_steps=max_steps, cv_fold=cv_fold,
-                         warmup_epochs=warmup_epochs, ema=ema, label_smoothing=label_smoothing, select=select)
+                         warmup_epochs=warmup_epochs, ema=ema, label_smoothing=label_smoothing, select=select,
+                         train_on=train_on)
     with rich_progress() as progress:
         result = train(config, progress=progress)
     if result.get("world_size", 1) > 1 and not _is_rank0():

@@ -69,8 +69,9 @@ from histoeq.train.models import create_model, model_config, unwrap
 # Options that must not change when a run is resumed (device, workers and patience may).
 RESUME_KEYS = ("data", "model", "width", "match", "fraction", "augment", "epochs", "batch_size",
                "lr", "weight_decay", "seed", "max_steps", "cv_fold", "warmup_epochs", "ema", "label_smoothing",
-               "select")
+               "select", "train_on")
 SELECT_CHOICES = ("best", "last")
+TRAIN_ON_CHOICES = ("train", "train+val")
 VAL_PREDICTIONS = "val_predictions.csv"
 # Validation batch per device type: on CPU small batches stay in cache (p4m width 8, one thread, 1024 patches:
 # 1.9 s at 128 vs 5.8 s at 1024); accelerators want large ones.
@@ -113,6 +114,8 @@ class TrainConfig:
     ema: float | None = None  # decay of the exponential moving average of the weights, per optimizer step
     label_smoothing: float | None = None
     select: str | None = None  # "best" (default: best val AUC, early stopping) or "last" (fixed budget)
+    # "train+val": the final model of a cross-validation protocol, trained on the whole pool with no validation.
+    train_on: str | None = None
 
     def options(self) -> dict[str, Any]:
         opts = asdict(self)
@@ -152,6 +155,16 @@ class TrainConfig:
             raise HistoeqError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.select is not None and self.select not in SELECT_CHOICES:
             raise HistoeqError(f"--select must be one of {', '.join(SELECT_CHOICES)}, got {self.select!r}")
+        if self.train_on is not None and self.train_on not in TRAIN_ON_CHOICES:
+            raise HistoeqError(f"--train-on must be one of {', '.join(TRAIN_ON_CHOICES)}, got {self.train_on!r}")
+        if self.pooled and (self.select != "last" or self.cv_fold is not None):
+            # Nothing is held out, so nothing can choose an epoch or be scored out of fold.
+            raise HistoeqError("--train-on train+val needs --select last and no --cv-fold")
+
+    @property
+    def pooled(self) -> bool:
+        """Trained on train and val together, with no validation split."""
+        return self.train_on == "train+val"
 
 
 def train(config: TrainConfig, progress: ProgressFn = null_progress) -> dict[str, Any]:
@@ -161,8 +174,11 @@ def train(config: TrainConfig, progress: ProgressFn = null_progress) -> dict[str
     dataset = PatchDataset.open(config.data)
     if config.cv_fold is not None:
         dataset = dataset.with_splits(cv_splits(dataset.index, *parse_fold(config.cv_fold)))
+    if config.pooled:
+        dataset = dataset.with_splits(dataset.index["split"].replace({"val": "train"}))
     train_ids = dataset.split_ids("train")  # InputError when the dataset has no train split
-    dataset.split_ids("val")
+    if not config.pooled:
+        dataset.split_ids("val")
     chosen = select_fraction(dataset.index, config.fraction, config.seed, split="train")
     present = np.unique(dataset.labels[chosen])
     if len(present) < 2:  # nothing to discriminate: the loss is trivially zero and AUC is undefined
@@ -200,8 +216,10 @@ class _Run:
                                   width=config.width, match=config.match, **config.model_kwargs).to(device)
         self.train_data = PatchBatches(dataset.images[chosen], labels[chosen], dataset.normalisation, device,
                                        self.plan, config.seed, config.num_workers)
-        val_ids = dataset.split_ids("val")
-        self.val_data = PatchBatches(dataset.images[val_ids], labels[val_ids], dataset.normalisation, device)
+        self.val_data = None
+        if not config.pooled:
+            val_ids = dataset.split_ids("val")
+            self.val_data = PatchBatches(dataset.images[val_ids], labels[val_ids], dataset.normalisation, device)
         counts = np.bincount(labels[chosen], minlength=num_classes).astype(np.float64)
         weights = counts.sum() / (num_classes * np.maximum(counts, 1.0))
         self.class_weights = torch.tensor(weights, dtype=torch.float32, device=device)
@@ -292,7 +310,7 @@ class _Run:
                         "stain": self.static["stain"]},
             "fraction": {"fraction": self.config.fraction, "n_train": int(len(self.chosen)),
                          "sha256": self.fraction_hash, "ids_file": runinfo.FRACTION_IDS},
-            "n_val": len(self.val_data),
+            "n_val": 0 if self.val_data is None else len(self.val_data),
             "val_patients": sorted(self.dataset.index.loc[self.dataset.index["split"] == "val", "patient"]
                                    .astype(str).unique().tolist()),
             "model_config": self.static["model_config"],
@@ -384,7 +402,8 @@ class _Run:
             })
             self._save(epoch, val, improved, seconds, val_probs)
             self.progress("train", (epoch + 1) * self.steps_per_epoch, total_steps,
-                          f"epoch {epoch + 1}/{cfg.epochs} loss {train_loss:.4f} val AUC {val['auc']:.4f}")
+                          f"epoch {epoch + 1}/{cfg.epochs} loss {train_loss:.4f}"
+                          + ("" if self.val_data is None else f" val AUC {val['auc']:.4f}"))
             # The ETA assumes the full epoch budget; early stopping can only make it shorter.
             emit(self.progress, "epoch", epoch=epoch + 1, epochs=cfg.epochs, train_loss=train_loss,
                  val_auc=val["auc"], val_balanced_accuracy=val.get("balanced_accuracy"), best=bool(improved),
@@ -451,7 +470,9 @@ class _Run:
         runinfo.write_text_atomic(self.out / VAL_PREDICTIONS, table.to_csv(index=False, float_format="%.7g"))
 
     @torch.no_grad()
-    def _validate(self) -> tuple[dict[str, float], np.ndarray]:
+    def _validate(self) -> tuple[dict[str, float], np.ndarray | None]:
+        if self.val_data is None:
+            return {"auc": math.nan}, None
         model = self._eval_model()
         model.eval()
         probs, losses = [], []

@@ -55,7 +55,8 @@ def test_live_writers_and_foreign_files_are_kept(tmp_path):
 @pytest.mark.realdata
 def test_resume_through_another_spelling_of_the_data_path(idc_dir: Path, tmp_path_factory, tmp_path: Path) -> None:
     """--data compared by the dataset's content hash, not as text: a link or relative spelling may resume."""
-    from histoeq.train.trainer import TrainConfig, train
+    from histoeq.train.config import TrainConfig
+    from histoeq.train.trainer import train
     from tests.test_train_helpers import small_idc_fixture_path, small_threads
 
     small_threads()

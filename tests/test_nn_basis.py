@@ -114,7 +114,8 @@ def test_migration_leaves_other_layers_alone() -> None:
 
 @pytest.mark.realdata
 def test_trained_checkpoints_record_the_basis(tmp_path: Path, small_idc: Path) -> None:
-    from histoeq.train.trainer import TrainConfig, train
+    from histoeq.train.config import TrainConfig
+    from histoeq.train.trainer import train
 
     out = tmp_path / "run"
     config = TrainConfig(data=small_idc, model="se2", out=out, width=4, epochs=1, max_steps=1, batch_size=16,

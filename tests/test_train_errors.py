@@ -23,7 +23,8 @@ def small_idc(idc_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained_cnn(small_idc: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from histoeq.train.trainer import TrainConfig, train
+    from histoeq.train.config import TrainConfig
+    from histoeq.train.trainer import train
 
     run = tmp_path_factory.mktemp("errors") / "cnn"
     train(TrainConfig(data=small_idc, model="cnn", out=run, width=4, epochs=1, max_steps=1, batch_size=32,

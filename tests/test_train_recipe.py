@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from histoeq.train.batches import hed_jitter, parse_augment
-from histoeq.train.trainer import VAL_PREDICTIONS, TrainConfig, _schedule, train
+from histoeq.train.config import TrainConfig
+from histoeq.train.trainer import VAL_PREDICTIONS, _schedule, train
 from tests.test_train_helpers import small_idc_fixture_path, small_threads
 
 

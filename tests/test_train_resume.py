@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from histoeq.train.trainer import TrainConfig, train
+from histoeq.train.config import TrainConfig
+from histoeq.train.trainer import train
 from tests.conftest import run_cli
 from tests.test_train_helpers import small_idc_fixture_path, small_threads
 

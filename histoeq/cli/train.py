@@ -107,7 +107,8 @@ def train_command(
     Multi-GPU / multi-process: torchrun --nproc-per-node N -m histoeq train ... (rank 0 writes the run folder).
     """
     from histoeq.cli._render import print_table, rich_progress
-    from histoeq.train.trainer import TrainConfig, train
+    from histoeq.train.config import TrainConfig
+    from histoeq.train.trainer import train
 
     refuse_orientations(orientations)
     config = TrainConfig(data=data, model=model, out=out, width=width, match=match,

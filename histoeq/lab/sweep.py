@@ -44,8 +44,9 @@ from histoeq.runs import runinfo
 from histoeq.runs.checkpoint import BEST_NAME
 from histoeq.runs.device import resolve_device
 from histoeq.train.batches import parse_augment
+from histoeq.train.config import RESUME_KEYS, TrainConfig, changed_options
 from histoeq.train.models import available_models
-from histoeq.train.trainer import RESUME_KEYS, VAL_PREDICTIONS, TrainConfig, changed_options, train
+from histoeq.train.trainer import VAL_PREDICTIONS, train
 
 CELL_JSON = "cell.json"
 OOF_CSV = "oof.csv"

@@ -19,7 +19,8 @@ import torch
 
 from histoeq.evaluate.report import evaluate_runs
 from histoeq.lab.bench_train import bench_train
-from histoeq.train.trainer import TrainConfig, train
+from histoeq.train.config import TrainConfig
+from histoeq.train.trainer import train
 
 
 def main(data: str, out: str) -> None:

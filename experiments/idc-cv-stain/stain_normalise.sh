@@ -77,4 +77,4 @@ print(f"candidate validation AUC {view['auc']:.4f} (rule >= 0.9343), balanced ac
       f"{view['balanced_accuracy']:.4f} (rule >= 0.8619): {'SHIP' if ok else 'do not ship'}")
 sys.exit(0 if ok else 1)
 PY
-echo "rule passed: ship with scripts/ship_stain.sh (copies the members to models/ and re-exports with metrics)"
+echo "rule passed: ship by copying the members to models/ and re-exporting them with their eval metrics (see histoeq export --help)"

@@ -15,6 +15,17 @@ _MODEL_HELP = "Model name, e.g. cnn, p4m, se2, se2_c16, se2_d8 (all in `histoeq 
 _DEVICE_HELP = "auto (CUDA when available), cpu or cuda."
 
 
+# Recipe options shared by train and sweep (one definition, so their help cannot drift apart).
+_WARMUP_EPOCHS = typer.Option(None, "--warmup-epochs", help="Linear learning-rate warm-up over this "
+                              "many epochs before the cosine decay (off when omitted).")
+_EMA = typer.Option(None, "--ema", help="Decay of an exponential moving average of the weights (e.g. "
+                    "0.999), which is validated, saved and exported (off when omitted).")
+_LABEL_SMOOTHING = typer.Option(None, "--label-smoothing", help="Label smoothing of the training loss "
+                                "(e.g. 0.1; off when omitted).")
+_SELECT = typer.Option(None, "--select", help="best: the best-val-AUC epoch, with early stopping "
+                       "(default); last: the end of the fixed epoch budget (cross-validation).")
+
+
 def refuse_orientations(orientations: int | None) -> None:
     """The orientation count is part of a model's name now (se2 is C8): say which name to use instead."""
     if orientations is not None:
@@ -90,14 +101,10 @@ def train_command(
     max_steps: int = typer.Option(None, "--max-steps", help="Cap on optimizer steps per epoch (smoke tests)."),
     cv_fold: str = typer.Option(None, "--cv-fold", help="i/k: validate on patient fold i of k over the train+val "
                                 "patients, train on the others (test untouched)."),
-    warmup_epochs: float = typer.Option(None, "--warmup-epochs", help="Linear learning-rate warm-up over this "
-                                        "many epochs before the cosine decay (off when omitted)."),
-    ema: float = typer.Option(None, "--ema", help="Decay of an exponential moving average of the weights (e.g. "
-                              "0.999), which is validated, saved and exported (off when omitted)."),
-    label_smoothing: float = typer.Option(None, "--label-smoothing", help="Label smoothing of the training loss "
-                                          "(e.g. 0.1; off when omitted)."),
-    select: str = typer.Option(None, "--select", help="best: the best-val-AUC epoch, with early stopping "
-                               "(default); last: the end of the fixed epoch budget (cross-validation)."),
+    warmup_epochs: float = _WARMUP_EPOCHS,
+    ema: float = _EMA,
+    label_smoothing: float = _LABEL_SMOOTHING,
+    select: str = _SELECT,
     train_on: str = typer.Option(None, "--train-on", help="train (default) or train+val: every train and val "
                                  "patient, no validation (a cross-validated recipe's final model; needs "
                                  "--select last)."),
@@ -270,14 +277,10 @@ def sweep_command(
     max_steps: int = typer.Option(None, "--max-steps", help="Cap on optimizer steps per epoch (smoke tests)."),
     cv: int = typer.Option(None, "--cv", help="K: seed s validates on patient fold s mod K of the train+val "
                            "patients; the mean val AUC over seeds is then a K-fold CV score (use --seeds K)."),
-    warmup_epochs: float = typer.Option(None, "--warmup-epochs", help="Linear learning-rate warm-up over this "
-                                        "many epochs before the cosine decay (off when omitted)."),
-    ema: float = typer.Option(None, "--ema", help="Decay of an exponential moving average of the weights (e.g. "
-                              "0.999), which is validated, saved and exported (off when omitted)."),
-    label_smoothing: float = typer.Option(None, "--label-smoothing", help="Label smoothing of the training loss "
-                                          "(e.g. 0.1; off when omitted)."),
-    select: str = typer.Option(None, "--select", help="best: the best-val-AUC epoch, with early stopping "
-                               "(default); last: the end of the fixed epoch budget (cross-validation)."),
+    warmup_epochs: float = _WARMUP_EPOCHS,
+    ema: float = _EMA,
+    label_smoothing: float = _LABEL_SMOOTHING,
+    select: str = _SELECT,
     report_only: bool = typer.Option(False, "--report-only",
                                      help="Train nothing: rewrite summaries and plots from every finished cell in "
                                           "OUT/runs (gathers several partial sweeps into one folder)."),

@@ -4,12 +4,23 @@ onnxruntime-gpu silently falls back to the CPU when CUDA 13 / cuDNN 9 are missin
 from ``session.get_providers()`` after the session is built, never assumed: ``--device cuda`` without a working CUDA
 provider is an error (exit 2), ``auto`` takes CUDA when it really loads and says so.
 
+onnxruntime-gpu does not bundle CUDA: its CUDA provider links cudart, cuBLAS and cuRAND and opens cuDNN at run time.
+The gpu extra installs those as NVIDIA's wheels, which the system loader does not search, so before the first CUDA
+session they are loaded from site-packages with ``onnxruntime.preload_dlls`` (once per process; what it found is
+kept for the error message and ``histoeq doctor``).
+
 `OnnxTileModel` is also the predictor callable that evaluation uses: uint8 NHWC tiles in, class probabilities out.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
+import io
 import os
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -30,6 +41,90 @@ ORT_LOG_LEVEL = int(os.environ.get("HISTOEQ_ORT_LOG_LEVEL", "4"))
 ort.set_default_logger_severity(ORT_LOG_LEVEL)
 
 
+# What ORT's CUDA provider needs from CUDA and cuDNN, as file-name prefixes (sonames carry the major version).
+CUDA_LIBRARIES = ("libcudart.so", "libcublasLt.so", "libcublas.so", "libcurand.so", "libcudnn.so")
+
+
+@dataclass(frozen=True)
+class CudaLibraries:
+    """What preloading the CUDA and cuDNN libraries did. `loaded` maps each library the CUDA provider needs to the
+    file this process mapped (read from /proc/self/maps, so it holds however they got there), `missing` lists the
+    prefixes of those not loaded, `problem` the first failure preload_dlls reported. `attempted` is False when
+    this onnxruntime has no CUDA provider or no preload_dlls (then the system's library path must provide them)."""
+
+    attempted: bool
+    loaded: dict[str, str] = field(default_factory=dict)
+    missing: tuple[str, ...] = ()
+    problem: str = ""
+
+    @property
+    def from_wheels(self) -> bool:
+        return bool(self.loaded) and all(f"{os.sep}nvidia{os.sep}" in path for path in self.loaded.values())
+
+    def describe(self) -> str:
+        """One line: which libraries were found and where, or which were not."""
+        if not self.attempted:
+            return ("not preloaded (this onnxruntime has no CUDA provider)" if CUDA not in ort.get_available_providers()
+                    else f"not preloaded (onnxruntime {ort.__version__} has no preload_dlls; CUDA 13 and cuDNN 9 "
+                         "must be on the library path)")
+        if self.missing:
+            return (f"not found: {', '.join(self.missing)} (pip install 'histoeq[gpu]' brings NVIDIA's wheels)"
+                    + (f"; {self.problem}" if self.problem else ""))
+        where = os.path.commonpath([os.path.dirname(path) for path in self.loaded.values()]) if self.loaded else "?"
+        source = "NVIDIA's wheels" if self.from_wheels else "the system"
+        return f"{', '.join(self.loaded)} loaded from {source} ({where})"
+
+
+@functools.cache
+def preload_cuda_libraries() -> CudaLibraries:
+    """Load CUDA and cuDNN from NVIDIA's wheels before the first CUDA session, once per process. preload_dlls prints
+    its failures instead of raising; they are captured here (stdout stays the CLI's) and reported, never raised:
+    the session that follows then falls back to the CPU, and the caller says why."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None or CUDA not in ort.get_available_providers():
+        return CudaLibraries(attempted=False)
+    printed = io.StringIO()
+    problem = ""
+    try:
+        with contextlib.redirect_stdout(printed), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            preload()
+    except Exception as exc:  # noqa: BLE001 - e.g. RuntimeError for a bad directory; reported, not raised
+        problem = clip(str(exc)) or type(exc).__name__
+    failures = [line for line in printed.getvalue().splitlines() if line.startswith("Failed to load")]
+    problem = problem or (clip(failures[0]) if failures else "")
+    mapped = _mapped_libraries()
+    if mapped is None:  # no /proc (not Linux): trust preload_dlls' own report
+        return CudaLibraries(attempted=True, problem=problem)
+    loaded = {name: path for prefix in CUDA_LIBRARIES for name, path in mapped.items() if name.startswith(prefix)}
+    missing = tuple(prefix.removesuffix(".so") for prefix in CUDA_LIBRARIES
+                    if not any(name.startswith(prefix) for name in loaded))
+    return CudaLibraries(attempted=True, loaded=loaded, missing=missing, problem=problem)
+
+
+def _mapped_libraries() -> dict[str, str] | None:
+    """File name -> path of every shared library this process has mapped, or None where /proc is absent."""
+    try:
+        lines = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return None
+    fields = (line.split(maxsplit=5) for line in lines)
+    paths = (parts[5] for parts in fields if len(parts) == 6 and parts[5].startswith("/"))
+    return {os.path.basename(path): path for path in paths if ".so" in os.path.basename(path)}
+
+
+def _why_cuda_did_not_start() -> str:
+    """The likeliest reason the CUDA provider fell back, for the one-line refusal."""
+    libraries = preload_cuda_libraries()
+    if libraries.attempted and libraries.missing:
+        return f"CUDA libraries {libraries.describe()}"
+    try:
+        ctypes.CDLL("libcuda.so.1" if os.name != "nt" else "nvcuda.dll")
+    except OSError:
+        return "no NVIDIA driver: libcuda not found"
+    return "needs an NVIDIA GPU, CUDA 13 and cuDNN 9; HISTOEQ_ORT_LOG_LEVEL=1 or histoeq doctor shows why"
+
+
 def _providers_for(device: str) -> list[str]:
     available = ort.get_available_providers()
     if device == "cpu":
@@ -43,6 +138,7 @@ def _providers_for(device: str) -> list[str]:
                 f"(onnxruntime {ort.__version__}, providers {', '.join(available)}); install histoeq[gpu]"
             )
         return [CPU]
+    preload_cuda_libraries()
     return [CUDA, CPU]
 
 
@@ -71,10 +167,8 @@ class OnnxTileModel:
                              ) from None
         self.provider = self.session.get_providers()[0]
         if device == "cuda" and self.provider != CUDA:
-            raise HistoeqError(
-                "--device cuda: onnxruntime could not start its CUDA provider (CUDA 13 and cuDNN 9 must be "
-                f"installed; HISTOEQ_ORT_LOG_LEVEL=1 shows why) and would fall back to {self.provider}"
-            )
+            raise HistoeqError(f"--device cuda: onnxruntime could not start its CUDA provider "
+                               f"({_why_cuda_did_not_start()}) and would fall back to {self.provider}")
         self.metadata: ModelMetadata = parse_metadata(self.session.get_modelmeta().custom_metadata_map, self.path)
         self._check_signature()
 

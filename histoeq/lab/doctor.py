@@ -1,8 +1,9 @@
 """`histoeq doctor`: what this installation can do, gathered in one place for a bug report or a new machine.
 
-Versions, the slide readers that import, the ONNX Runtime execution providers and, when CUDA is not usable, the
-reason (no CUDA build of onnxruntime, no NVIDIA driver, or the library ONNX Runtime failed to load), the CPU cores
-and the model `predict` uses by default. Nothing here raises: every probe that fails becomes a line saying why.
+Versions, the slide readers that import, the ONNX Runtime execution providers, whether the CUDA and cuDNN libraries
+(NVIDIA's wheels, preloaded as `predict` does) were found and, when CUDA is not usable, the reason (no CUDA build of
+onnxruntime, no NVIDIA driver, or the library ONNX Runtime failed to load), the CPU cores and the model `predict`
+uses by default. Nothing here raises: every probe that fails becomes a line saying why.
 """
 
 from __future__ import annotations
@@ -92,9 +93,21 @@ def _onnxruntime() -> Section:
         return section
     providers = ort.get_available_providers()
     section.items.append(Item("providers", ", ".join(providers)))
+    if CUDA_PROVIDER in providers:  # before the probe session, as predict does before its first CUDA session
+        section.items.append(_cuda_libraries())
     reason = cuda_problem(providers)
     section.items.append(Item("cuda", "usable" if reason is None else f"cannot start: {reason}", ok=reason is None))
     return section
+
+
+def _cuda_libraries() -> Item:
+    try:
+        from histoeq.infer.onnx_model import preload_cuda_libraries
+
+        libraries = preload_cuda_libraries()
+    except Exception as exc:  # noqa: BLE001
+        return Item("cuda libraries", f"cannot be checked ({_first_line(exc)})", ok=False)
+    return Item("cuda libraries", libraries.describe(), ok=not (libraries.attempted and libraries.missing))
 
 
 def cuda_problem(providers: list[str], load_library: Callable[[str], object] = ctypes.CDLL,

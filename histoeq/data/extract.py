@@ -285,6 +285,7 @@ def _check_slide(slide: Slide, ann: Path | None, points: Path | None, classes: l
                  opts: ExtractOptions) -> RegionAnnotations | None:
     """The up-front check of one slide and its labels; returns its region annotations (grid mode with labels)."""
     slide.mpp  # noqa: B018  (no µm/px in metadata nor --slide-mpp: the InputError naming it comes here)
+    slide.warn_mpp_override()
     if points is not None:
         load_points(ann)
         return None

@@ -172,7 +172,7 @@ def predict_tiles(slide: Slide, model: OnnxTileModel, options: PredictOptions,
         provider=model.provider, options=asdict(options), outputs=tuple(options.outputs),
         stain=None if transform is None else transform.record(), inference_s=time.perf_counter() - start,
         context=options.context, context_scores=context_scores, tissue_mask=mask,
-        region_threshold=options.region_threshold,
+        region_threshold=options.region_threshold, slide_mpp_in_file=slide.metadata_mpp,
     )
 
 
@@ -236,7 +236,7 @@ def predict_slides(
         geometry = {}
         for path in mine:
             _check_paths(path, out, options)
-            geometry[path] = kept.check(path, lambda slide: (tuple(slide.dimensions), float(slide.mpp)))
+            geometry[path] = kept.check(path, _geometry)
         if not isinstance(model, OnnxTileModel):
             model = OnnxTileModel(resolve_model(model), device)
         meta = model.metadata
@@ -257,6 +257,12 @@ def predict_slides(
                 results.append(predict_slide(slide, model, out, options, progress, outputs=missing,
                                              settings=settings))
     return model, results
+
+
+def _geometry(slide: Slide) -> tuple[tuple[int, int], float]:
+    """(dimensions, µm/px) of a slide in the up-front check, warning there of a --slide-mpp far from the file's."""
+    slide.warn_mpp_override()
+    return tuple(slide.dimensions), float(slide.mpp)
 
 
 def _stale_slides(out: Path, slides: Sequence[Path], settings: PredictSettings, overwrite: bool) -> set[Path]:

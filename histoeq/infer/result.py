@@ -38,6 +38,7 @@ class SlidePrediction:
     region_threshold: float = 0.5  # p at or above which a tile belongs to a tumour region and the positive area
     context: str = "none"  # spatial context kernel (histoeq.slide.context) or "none"
     context_scores: np.ndarray | None = None  # positive-class probability combined with the grid neighbours'
+    slide_mpp_in_file: float | None = None  # the slide's own µm/px as read from the file (`slide_mpp` may override it)
 
     @property
     def scores(self) -> np.ndarray:
@@ -70,6 +71,7 @@ class SlidePrediction:
             "slide": str(self.slide),
             "slide_dimensions": list(self.dimensions),
             "slide_mpp": float(self.slide_mpp),
+            "slide_mpp_in_file": None if self.slide_mpp_in_file is None else float(self.slide_mpp_in_file),
             "model": self.model,
             "stain": self.stain,
             "provider": self.provider,

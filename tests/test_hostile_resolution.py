@@ -61,3 +61,45 @@ def test_extract_slide_mpp_far_from_the_files_is_warned(tmp_path, capsys):
     assert code == 0, err
     warned = _warnings(err)
     assert len(warned) == 1 and "s2.tiff" in warned[0] and "0.5" in warned[0] and "4 µm/px" in warned[0], err
+
+
+def textured_tissue(size: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """Pale, noisy H&E-like tissue on glass: blobs whose saturation lies near the Otsu threshold, with pixel noise,
+    so any extra blur of the mask image moves tiles across the tissue-fraction threshold."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    h, w = size
+    coarse = cv2.GaussianBlur(rng.uniform(0, 1, (h // 64 + 1, w // 64 + 1)), (0, 0), 1.5)
+    coarse = np.clip(1.6 * (coarse - coarse.min()) / np.ptp(coarse) - 0.5, 0, 1)
+    stain = cv2.resize((coarse * 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_CUBIC).astype(np.int16)
+    image = rng.integers(-20, 21, (h, w, 3), dtype=np.int16)  # pixel noise
+    for channel, depth in enumerate((5, 90, 40)):  # glass (240 grey) to pink (235, 150, 200)
+        image[..., channel] += 240 - stain * depth // 255
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def test_tissue_tiles_are_the_same_with_and_without_a_pyramid(tiny_model, tmp_path, capsys):
+    """The same level-0 pixels, once flat and once with area-averaged pyramid levels (as scanners and vips build
+    them), at the same µm/px: the same tiles are kept. The mask used to come from a thumbnail of arbitrary size,
+    resampled from the level after level 0 had been resampled to it: a second blur that moved the Otsu threshold."""
+    import cv2
+
+    image = textured_tissue((1701, 2351))
+    h, w = image.shape[:2]
+    res = {"resolution": (1e4 / 4.0, 1e4 / 4.0), "resolutionunit": "CENTIMETER"}
+    tifffile.imwrite(tmp_path / "flat.tiff", image, photometric="rgb", **res)
+    with tifffile.TiffWriter(tmp_path / "pyramid.tiff") as tif:
+        tif.write(image, subifds=2, tile=(256, 256), photometric="rgb", **res)
+        for k in (2, 4):
+            level = cv2.resize(image, (w // k, h // k), interpolation=cv2.INTER_AREA)
+            tif.write(level, subfiletype=1, tile=(256, 256), photometric="rgb")
+    kept = {}
+    for name in ("flat", "pyramid"):
+        code, _, err = run_cli(["predict", tmp_path / f"{name}.tiff", "--model", tiny_model, "--out",
+                                tmp_path / name, "--device", "cpu", "--outputs", "csv"], capsys)
+        assert code == 0, err
+        table = np.loadtxt(tmp_path / name / f"{name}.csv", delimiter=",", skiprows=1, usecols=(0, 1), ndmin=2)
+        kept[name] = {tuple(row) for row in table.astype(int)}
+    assert 100 < len(kept["flat"]) < 0.9 * 47 * 34  # some tiles on tissue, some on glass
+    assert kept["pyramid"] == kept["flat"]

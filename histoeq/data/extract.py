@@ -111,10 +111,11 @@ def _count(d: dict[str, int], key: str, n: int) -> None:
 
 
 def tissue_of(slide: Slide, tile0: float) -> tuple[np.ndarray, float]:
-    """Tissue mask on a thumbnail fine enough that a tile spans about 8 mask pixels (capped at 4096 px)."""
+    """Tissue mask on a reduced slide fine enough that a tile spans 4 to 8 mask pixels (capped at 4096 px); the
+    same for the same pixels with or without a pyramid (`Slide.tissue_thumbnail`)."""
     w, h = slide.dimensions
     max_size = int(min(4096, max(64, math.ceil(max(w, h) / max(1.0, tile0 / 8)))))
-    thumb, ds = slide.thumbnail(max_size)
+    thumb, ds = slide.tissue_thumbnail(max_size)
     mask = tissue_mask(thumb)
     if not mask.any():
         raise InputError(slide.path, f"no tissue found ({no_tissue_reason(thumb)})")

@@ -100,7 +100,7 @@ def write_heatmap(path: Path, pred: SlidePrediction) -> None:
 def write_tissue(path: Path, pred: SlidePrediction) -> None:
     if pred.tissue_mask is None:
         raise HistoeqError(f"{pred.slide}: no tissue mask to write")
-    write_tissue_mask_png(path, pred.tissue_mask, pred.thumbnail_downsample, pred.slide_mpp)
+    write_tissue_mask_png(path, pred.tissue_mask, pred.mask_downsample, pred.slide_mpp)
 
 
 def write_regions(path: Path, pred: SlidePrediction) -> None:
@@ -114,7 +114,7 @@ def slide_summary(pred: SlidePrediction) -> SlideSummary:
     """Tiles, tissue and positive area in mm² and mean p of one slide, for its JSON record."""
     mask = pred.tissue_mask if pred.tissue_mask is not None else np.zeros((1, 1), dtype=bool)
     return summarise_slide(pred.slide.name, str(pred.model.get("name")), pred.positive_class, pred.grid, pred.scores,
-                           mask, pred.thumbnail_downsample, pred.slide_mpp, pred.region_threshold)
+                           mask, pred.mask_downsample, pred.slide_mpp, pred.region_threshold)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2  # opencv-python-headless (albumentations' dependency): the heatmap thumbnail from the tissue image
 import numpy as np
 
 from histoeq import __version__
@@ -47,7 +48,8 @@ from histoeq.slide.kept import KeptOpen
 from histoeq.slide.tiler import TileGrid, iter_batches, tile_grid
 from histoeq.slide.tissue import tissue_fraction, tissue_mask
 
-THUMBNAIL_PX = 1024  # tissue mask and heatmap background; 50 px tiles of a 32k slide are still 1.6 px here
+THUMBNAIL_PX = 1024  # heatmap background
+TISSUE_PX = 2048  # tissue mask: 1025..2048 px (Slide.tissue_thumbnail); 50 px tiles of a 32k slide are 1.6 px there
 STAIN_SAMPLE_TILES = 2048  # tiles read (evenly spread) to measure a slide's colour for a stain-normalised model
 
 
@@ -97,20 +99,36 @@ def shard_slides(slides: Sequence[Path], shard: str | None) -> list[Path]:
     return ordered[i::n]
 
 
-def select_tiles(slide: Slide, model: OnnxTileModel,
-                 options: PredictOptions) -> tuple[TileGrid, np.ndarray, np.ndarray, float, np.ndarray]:
-    """(grid, keep mask (rows, cols), thumbnail, thumbnail downsample, the thumbnail's tissue mask) for one slide."""
+@dataclass(frozen=True)
+class TileSelection:
+    """The tiles of one slide to score, and the images they were chosen on."""
+
+    grid: TileGrid
+    keep: np.ndarray  # bool (rows, cols)
+    thumbnail: np.ndarray  # RGB heatmap background, longer side <= THUMBNAIL_PX
+    thumbnail_downsample: float
+    mask: np.ndarray  # tissue mask (True = tissue) of the slide reduced by `mask_downsample`
+    mask_downsample: float
+
+
+def select_tiles(slide: Slide, model: OnnxTileModel, options: PredictOptions) -> TileSelection:
+    """The grid of one slide, the tiles on tissue, and the heatmap's thumbnail (made from the tissue image, so the
+    slide is decoded for both once)."""
     meta = model.metadata
     grid = tile_grid(slide.dimensions, float(slide.mpp), meta.mpp, meta.tile_px, options.stride_px, slide.path)
-    thumb, downsample = slide.thumbnail(THUMBNAIL_PX)
-    thumb = np.asarray(thumb)[..., :3]
-    mask = tissue_mask(thumb)
+    image, mask_ds = slide.tissue_thumbnail(TISSUE_PX)
+    image = np.asarray(image)[..., :3]
+    mask = tissue_mask(image)
     if options.tissue_threshold <= 0:
         keep = np.ones((grid.rows, grid.cols), dtype=bool)
     else:
-        fraction = tissue_fraction(mask, float(downsample), grid.rects())
+        fraction = tissue_fraction(mask, float(mask_ds), grid.rects())
         keep = fraction.reshape(grid.rows, grid.cols) >= options.tissue_threshold
-    return grid, keep, thumb, float(downsample), mask
+    w0, h0 = slide.dimensions
+    shrink = max(1.0, max(w0, h0) / THUMBNAIL_PX)
+    size = (min(image.shape[1], max(1, round(w0 / shrink))), min(image.shape[0], max(1, round(h0 / shrink))))
+    thumb = image if size == image.shape[1::-1] else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return TileSelection(grid, keep, thumb, w0 / size[0], mask, float(mask_ds))
 
 
 def slide_stain_transform(slide: Slide, grid: TileGrid, keep: np.ndarray, model: OnnxTileModel,
@@ -153,7 +171,8 @@ def predict_tiles(slide: Slide, model: OnnxTileModel, options: PredictOptions,
                   progress: ProgressFn = null_progress) -> SlidePrediction:
     """Run the model over the tissue tiles of one open slide; the result record every output is written from."""
     start = time.perf_counter()
-    grid, keep, thumb, downsample, mask = select_tiles(slide, model, options)
+    chosen = select_tiles(slide, model, options)
+    grid, keep = chosen.grid, chosen.keep
     transform = slide_stain_transform(slide, grid, keep, model, options)
     indices, probs = run_tiles(slide, grid, keep, model, options, progress, task=slide.path.name,
                                transform=transform)
@@ -165,13 +184,14 @@ def predict_tiles(slide: Slide, model: OnnxTileModel, options: PredictOptions,
     return SlidePrediction(
         slide=slide.path, dimensions=tuple(slide.dimensions), slide_mpp=float(slide.mpp), grid=grid,
         indices=indices, probabilities=probs, classes=list(model.classes), positive_class=meta.positive_class,
-        thumbnail=thumb, thumbnail_downsample=downsample,
+        thumbnail=chosen.thumbnail, thumbnail_downsample=chosen.thumbnail_downsample,
         model={"path": str(model.path), "name": meta.model_name, "group": meta.group, "classes": model.classes,
                "tile_px": meta.tile_px, "mpp": meta.mpp, "precision": meta.precision, "data_hash": meta.data_hash,
                "metrics": meta.metrics, "histoeq_version": meta.histoeq_version},
         provider=model.provider, options=asdict(options), outputs=tuple(options.outputs),
         stain=None if transform is None else transform.record(), inference_s=time.perf_counter() - start,
-        context=options.context, context_scores=context_scores, tissue_mask=mask,
+        context=options.context, context_scores=context_scores, tissue_mask=chosen.mask,
+        tissue_downsample=chosen.mask_downsample,
         region_threshold=options.region_threshold, slide_mpp_in_file=slide.metadata_mpp,
     )
 

@@ -34,7 +34,8 @@ class SlidePrediction:
     outputs: tuple[str, ...]
     stain: dict[str, Any] | None = None
     inference_s: float = 0.0
-    tissue_mask: np.ndarray | None = None  # tissue mask of the thumbnail (histoeq.slide.tissue), True = tissue
+    tissue_mask: np.ndarray | None = None  # tissue mask (histoeq.slide.tissue), True = tissue
+    tissue_downsample: float | None = None  # level-0 px per tissue mask pixel; None: the mask is the thumbnail's
     region_threshold: float = 0.5  # p at or above which a tile belongs to a tumour region and the positive area
     context: str = "none"  # spatial context kernel (histoeq.slide.context) or "none"
     context_scores: np.ndarray | None = None  # positive-class probability combined with the grid neighbours'
@@ -49,6 +50,11 @@ class SlidePrediction:
     def context_column(self) -> str:
         """Name of the combined probability in tables: ``prob_<positive class>_<kernel>``."""
         return f"prob_{self.positive_class}_{self.context}"
+
+    @property
+    def mask_downsample(self) -> float:
+        """Level-0 px per pixel of `tissue_mask` (made on its own image, finer than the heatmap's thumbnail)."""
+        return self.thumbnail_downsample if self.tissue_downsample is None else self.tissue_downsample
 
     @property
     def tile_count(self) -> int:

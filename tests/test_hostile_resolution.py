@@ -103,3 +103,17 @@ def test_tissue_tiles_are_the_same_with_and_without_a_pyramid(tiny_model, tmp_pa
         kept[name] = {tuple(row) for row in table.astype(int)}
     assert 100 < len(kept["flat"]) < 0.9 * 47 * 34  # some tiles on tissue, some on glass
     assert kept["pyramid"] == kept["flat"]
+
+
+def test_predict_names_a_grey_slide_as_grey(tiny_model, tmp_path, capsys):
+    """Tissue is found by stain colour: predict must say why a greyscale scan has no tissue, as extract does."""
+    grey = np.full((400, 600), 245, np.uint8)
+    grey[100:300, 100:500] = 120  # a tissue-like dark block, without colour
+    tifffile.imwrite(tmp_path / "grey.tiff", np.repeat(grey[:, :, None], 3, axis=2), photometric="rgb",
+                     resolution=(1e4, 1e4), resolutionunit="CENTIMETER")
+    code, out, err = run_cli(["predict", tmp_path / "grey.tiff", "--model", tiny_model, "--out", tmp_path / "out",
+                              "--device", "cpu", "--outputs", "csv"], capsys)
+    assert code == 0, err
+    said = [line for line in out.splitlines() if "grey.tiff" in line and "greyscale" in line]
+    assert len(said) == 1, out
+    assert "greyscale" in json.loads((tmp_path / "out" / "grey.json").read_text())["no_tissue"]

@@ -46,7 +46,7 @@ from histoeq.slide import Slide, open_slide
 from histoeq.slide.context import NO_CONTEXT, context_kernel, smooth_on_grid
 from histoeq.slide.kept import KeptOpen
 from histoeq.slide.tiler import TileGrid, iter_batches, tile_grid
-from histoeq.slide.tissue import tissue_fraction, tissue_mask
+from histoeq.slide.tissue import no_tissue_reason, tissue_fraction, tissue_mask
 
 THUMBNAIL_PX = 1024  # heatmap background
 TISSUE_PX = 2048  # tissue mask: 1025..2048 px (Slide.tissue_thumbnail); 50 px tiles of a 32k slide are 1.6 px there
@@ -73,6 +73,7 @@ class SlideResult:
     tiles: int = 0
     seconds: float = 0.0
     outputs: dict[str, str] = field(default_factory=dict)
+    no_tissue: str | None = None  # why no tile was scored, when none was
 
     @property
     def tiles_per_s(self) -> float:
@@ -109,6 +110,7 @@ class TileSelection:
     thumbnail_downsample: float
     mask: np.ndarray  # tissue mask (True = tissue) of the slide reduced by `mask_downsample`
     mask_downsample: float
+    no_tissue: str | None = None  # why no tile was kept (`no_tissue_reason`), None when some were
 
 
 def select_tiles(slide: Slide, model: OnnxTileModel, options: PredictOptions) -> TileSelection:
@@ -128,7 +130,11 @@ def select_tiles(slide: Slide, model: OnnxTileModel, options: PredictOptions) ->
     shrink = max(1.0, max(w0, h0) / THUMBNAIL_PX)
     size = (min(image.shape[1], max(1, round(w0 / shrink))), min(image.shape[0], max(1, round(h0 / shrink))))
     thumb = image if size == image.shape[1::-1] else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    return TileSelection(grid, keep, thumb, w0 / size[0], mask, float(mask_ds))
+    why = None
+    if not keep.any():
+        why = (f"no tissue found ({no_tissue_reason(image)})" if not mask.any() else
+               f"no tile has a tissue fraction of at least {options.tissue_threshold:g}; --min-tissue 0 keeps all")
+    return TileSelection(grid, keep, thumb, w0 / size[0], mask, float(mask_ds), why)
 
 
 def slide_stain_transform(slide: Slide, grid: TileGrid, keep: np.ndarray, model: OnnxTileModel,
@@ -191,7 +197,7 @@ def predict_tiles(slide: Slide, model: OnnxTileModel, options: PredictOptions,
         provider=model.provider, options=asdict(options), outputs=tuple(options.outputs),
         stain=None if transform is None else transform.record(), inference_s=time.perf_counter() - start,
         context=options.context, context_scores=context_scores, tissue_mask=chosen.mask,
-        tissue_downsample=chosen.mask_downsample,
+        tissue_downsample=chosen.mask_downsample, no_tissue=chosen.no_tissue,
         region_threshold=options.region_threshold, slide_mpp_in_file=slide.metadata_mpp,
     )
 
@@ -228,7 +234,8 @@ def predict_slide(
     settings = settings or PredictSettings.of(model.path, options)
     written = write_prediction(pred, Path(out_dir), tuple(options.outputs if outputs is None else outputs), start,
                                settings)
-    return SlideResult(str(slide.path), False, pred.tile_count, time.perf_counter() - start, written)
+    return SlideResult(str(slide.path), False, pred.tile_count, time.perf_counter() - start, written,
+                       pred.no_tissue)
 
 
 def predict_slides(

@@ -39,6 +39,7 @@ class SlidePrediction:
     region_threshold: float = 0.5  # p at or above which a tile belongs to a tumour region and the positive area
     context: str = "none"  # spatial context kernel (histoeq.slide.context) or "none"
     context_scores: np.ndarray | None = None  # positive-class probability combined with the grid neighbours'
+    no_tissue: str | None = None  # why no tile was kept (no tissue found, and the reason), None when some were
     slide_mpp_in_file: float | None = None  # the slide's own µm/px as read from the file (`slide_mpp` may override it)
 
     @property
@@ -85,6 +86,7 @@ class SlidePrediction:
             "options": self.options,
             "tile_count": self.tile_count,
             "grid_tiles": self.grid.count,
+            "no_tissue": self.no_tissue,
             "timing": {"inference_s": round(infer_s, 3), "total_s": round(total_s, 3),
                        "tiles_per_s": round(self.tile_count / infer_s, 1) if infer_s else None},
             "outputs": files,

@@ -117,3 +117,21 @@ def test_predict_names_a_grey_slide_as_grey(tiny_model, tmp_path, capsys):
     said = [line for line in out.splitlines() if "grey.tiff" in line and "greyscale" in line]
     assert len(said) == 1, out
     assert "greyscale" in json.loads((tmp_path / "out" / "grey.json").read_text())["no_tissue"]
+
+
+def test_extract_parses_an_annotation_file_once(tmp_path, capsys, monkeypatch):
+    """A big polygon costs minutes and GBs to parse: class order, up-front check and extraction share one parse."""
+    from histoeq.data import annotations
+
+    slide = pink_slide(tmp_path / "s3.tiff", mpp=4.0)
+    square = [[[150, 100], [650, 100], [650, 500], [150, 500], [150, 100]]]
+    (tmp_path / "s3.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": square},
+         "properties": {"classification": {"name": "Tumour"}}}]}))
+    reads = []
+    real = annotations._load_features
+    monkeypatch.setattr(annotations, "_load_features", lambda path: reads.append(path) or real(path))
+    code, _, err = run_cli(["extract", slide, "--annotations", tmp_path / "s3.geojson", "--out", tmp_path / "ds",
+                            "--patch-size", 50, "--mpp", 4.0, "--min-tissue", 0], capsys)
+    assert code == 0, err
+    assert len(reads) == 1, reads

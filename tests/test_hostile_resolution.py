@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from tests.conftest import export_tiny_onnx, run_cli
+from tests.conftest import assert_one_line_error, export_tiny_onnx, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +135,21 @@ def test_extract_parses_an_annotation_file_once(tmp_path, capsys, monkeypatch):
                             "--patch-size", 50, "--mpp", 4.0, "--min-tissue", 0], capsys)
     assert code == 0, err
     assert len(reads) == 1, reads
+
+
+@pytest.mark.parametrize("failure", [MemoryError(), RuntimeError("In draw_path: Exceeded cell block limit")])
+def test_heatmap_failure_is_one_line_and_leaves_no_output(tiny_model, tmp_path, capsys, monkeypatch, failure):
+    """Out of memory (or a matplotlib failure) while drawing the heatmap: one line naming the heatmap file, exit 2,
+    and none of that slide's outputs (CSV, JSON record, temporaries) left behind."""
+    from histoeq.infer import outputs
+
+    def fail(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(outputs, "write_heatmap_png", fail)
+    slide = pink_slide(tmp_path / "s4.tiff", mpp=1.0)
+    out = tmp_path / "out"
+    code, _, err = run_cli(["predict", slide, "--model", tiny_model, "--out", out, "--device", "cpu",
+                            "--outputs", "csv,heatmap"], capsys)
+    assert_one_line_error(code, err, str(out / "s4.heatmap.png"), "cannot draw the heatmap")
+    assert not [p.name for p in out.iterdir() if p.name.startswith(("s4", ".s4"))]

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from histoeq.atomic import write_atomically
-from histoeq.errors import HistoeqError
+from histoeq.errors import HistoeqError, InputError, clip
 from histoeq.infer.heatmap import probability_grid, write_heatmap_png, write_tissue_mask_png
 from histoeq.infer.qupath import class_colour, feature_ids
 from histoeq.infer.regions import tumour_regions, write_regions_geojson
@@ -91,10 +91,22 @@ def write_tiles_geojson_file(path: Path, pred: SlidePrediction) -> None:
 
 
 def write_heatmap(path: Path, pred: SlidePrediction) -> None:
+    """The heatmap PNG. Drawing it is the one step of a slide's outputs whose memory grows with the picture
+    (matplotlib's Agg canvas and PNG encoder), so running out of memory or a matplotlib failure there is reported
+    as one line naming the file; the slide's outputs are then written as none (`write_prediction`)."""
     heat = probability_grid(pred.grid, pred.indices, pred.scores)
     label = pred.positive_class if pred.context_scores is None else f"{pred.positive_class}, context {pred.context}"
-    write_heatmap_png(path, pred.thumbnail, pred.thumbnail_downsample, pred.grid, heat, label,
-                      slide_name=pred.slide.name, model_name=pred.model.get("name"), mpp=pred.slide_mpp)
+    try:
+        write_heatmap_png(path, pred.thumbnail, pred.thumbnail_downsample, pred.grid, heat, label,
+                          slide_name=pred.slide.name, model_name=pred.model.get("name"), mpp=pred.slide_mpp)
+    except HistoeqError:
+        raise
+    except MemoryError:
+        raise InputError(path, "cannot draw the heatmap: out of memory (free memory, or leave heatmap out of "
+                               "--outputs)") from None
+    except (ValueError, RuntimeError, OverflowError) as exc:  # matplotlib / Agg refusing the picture
+        raise InputError(path, f"cannot draw the heatmap ({clip(str(exc), 100) or type(exc).__name__}; leave "
+                               "heatmap out of --outputs to skip it)") from None
 
 
 def write_tissue(path: Path, pred: SlidePrediction) -> None:

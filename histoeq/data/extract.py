@@ -32,10 +32,11 @@ from histoeq.data.annotations import (
     parse_annotations,
 )
 from histoeq.data.dataset import DatasetWriter
-from histoeq.errors import InputError
+from histoeq.errors import InputError, warn_input
 from histoeq.progress import ProgressFn, null_progress
 from histoeq.slide import Slide, open_slide
 from histoeq.slide.kept import KEEP_OPEN, KeptOpen
+from histoeq.slide.reader import mpp_override_problem
 from histoeq.slide.tiler import TileGrid, iter_blocks, ordered_map, tile_grid
 from histoeq.slide.tissue import no_tissue_reason, tissue_fraction, tissue_mask
 
@@ -296,22 +297,28 @@ def extract_dataset(slides: list[Path], out: Path, annotations: Path | None = No
     def opener(path: Path) -> Slide:
         return open_slide(path, mpp=opts.slide_mpp, mpp_option="--slide-mpp")
 
+    own_mpp: dict[Path, float | None] = {}  # each slide's µm/px in its file
     with KeptOpen(opener) as kept:
         for number, (slide_path, ann) in enumerate(zip(slides, ann_paths)):
             regions = kept.check(slide_path, lambda slide, ann=ann: _check_slide(slide, ann, points, classes, opts,
-                                                                                 parsed_of))
+                                                                                 parsed_of, own_mpp))
             if regions is not None and number < KEEP_OPEN:
                 regions_of[number] = regions
         parsed.clear()  # the kept slides' regions hold what extraction needs
+        for slide_path in slides:  # after the checks: a refused run prints its error only
+            problem = mpp_override_problem(opts.slide_mpp, own_mpp.get(slide_path), "--slide-mpp")
+            if problem is not None:
+                warn_input(slide_path, problem)
         return _extract_checked(slides, ann_paths, points, classes, kept, regions_of, out, opts, overwrite,
                                 progress, start)
 
 
 def _check_slide(slide: Slide, ann: Path | None, points: Path | None, classes: list[str],
-                 opts: ExtractOptions, parsed_of: ParsedOf) -> RegionAnnotations | None:
+                 opts: ExtractOptions, parsed_of: ParsedOf,
+                 own_mpp: dict[Path, float | None]) -> RegionAnnotations | None:
     """The up-front check of one slide and its labels; returns its region annotations (grid mode with labels)."""
     slide.mpp  # noqa: B018  (no µm/px in metadata nor --slide-mpp: the InputError naming it comes here)
-    slide.warn_mpp_override()
+    own_mpp[slide.path] = slide.metadata_mpp
     if points is not None:
         load_points(ann)
         return None

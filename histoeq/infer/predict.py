@@ -24,7 +24,7 @@ import numpy as np
 from histoeq import __version__
 from histoeq.atomic import atomic_paths, check_output_dir
 from histoeq.data.stain import StainTransform, sample_evenly
-from histoeq.errors import HistoeqError, InputError
+from histoeq.errors import HistoeqError, InputError, warn_input
 from histoeq.infer.model_index import resolve_model
 from histoeq.infer.onnx_model import OnnxTileModel
 from histoeq.infer.outputs import (
@@ -45,6 +45,7 @@ from histoeq.progress import ProgressFn, null_progress
 from histoeq.slide import Slide, open_slide
 from histoeq.slide.context import NO_CONTEXT, context_kernel, smooth_on_grid
 from histoeq.slide.kept import KeptOpen
+from histoeq.slide.reader import mpp_override_problem
 from histoeq.slide.tiler import TileGrid, iter_batches, tile_grid
 from histoeq.slide.tissue import no_tissue_reason, tissue_fraction, tissue_mask
 
@@ -267,11 +268,15 @@ def predict_slides(
         if not isinstance(model, OnnxTileModel):
             model = OnnxTileModel(resolve_model(model), device)
         meta = model.metadata
-        for path, (dimensions, mpp) in geometry.items():
+        for path, (dimensions, mpp, _) in geometry.items():
             tile_grid(dimensions, mpp, meta.mpp, meta.tile_px, options.stride_px, path)
         settings = PredictSettings.of(model.path, options)
         stale = _stale_slides(out, mine, settings, overwrite)
         claim_folder(out, settings, overwrite)
+        for path, (_, _used, own) in geometry.items():  # after the checks: a refused run prints its error only
+            problem = mpp_override_problem(options.mpp, own, "--slide-mpp")
+            if problem is not None:
+                warn_input(path, problem)
         results = []
         for path in mine:
             if path in stale:
@@ -286,10 +291,9 @@ def predict_slides(
     return model, results
 
 
-def _geometry(slide: Slide) -> tuple[tuple[int, int], float]:
-    """(dimensions, µm/px) of a slide in the up-front check, warning there of a --slide-mpp far from the file's."""
-    slide.warn_mpp_override()
-    return tuple(slide.dimensions), float(slide.mpp)
+def _geometry(slide: Slide) -> tuple[tuple[int, int], float, float | None]:
+    """(dimensions, µm/px used, µm/px in the file) of a slide in the up-front check."""
+    return tuple(slide.dimensions), float(slide.mpp), slide.metadata_mpp
 
 
 def _stale_slides(out: Path, slides: Sequence[Path], settings: PredictSettings, overwrite: bool) -> set[Path]:

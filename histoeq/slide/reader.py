@@ -15,7 +15,7 @@ from types import TracebackType
 import cv2  # opencv-python-headless comes with albumentations; fastest area/linear resize available here
 import numpy as np
 
-from histoeq.errors import InputError, clip, warn_input
+from histoeq.errors import InputError, clip
 from histoeq.slide.backends import SlideBackend, _paste, open_backend
 from histoeq.slide.budget import check_decode
 
@@ -23,6 +23,21 @@ _LEVEL_TOLERANCE = 1e-2  # pyramid downsamples are reported inexactly (2.0008 fo
 # A given µm/px this many times finer or coarser than the file's own is said: the tile count changes by its square.
 MPP_MISMATCH_FACTOR = 1.5
 KEEP_LEVEL_MAX_PX = 32_000_000  # a level this small (<= 96 MB RGB) decoded for a thumbnail is kept in memory
+
+
+def mpp_override_problem(given: float | None, own: float | None, option: str | None = None) -> str | None:
+    """The warning for a given µm/px more than `MPP_MISMATCH_FACTOR` off the file's own, or None.
+
+    Not an error: overriding wrong metadata is what the option is for. But a slip (0.25 for a 4 µm/px slide)
+    changes the tile count by the ratio squared without any other sign, so commands warn (`InputWarning`) once per
+    slide, after their up-front checks, so that a refused run prints its one error line only."""
+    if given is None or own is None or given == own:
+        return None
+    ratio = max(given, own) / min(given, own)
+    if ratio <= MPP_MISMATCH_FACTOR:
+        return None
+    return (f"{option or 'mpp'} {given:g} µm/px is {ratio:.3g}x {'finer' if given < own else 'coarser'} than the "
+            f"{own:g} µm/px recorded in the file; using {given:g}")
 
 
 class Slide:
@@ -56,20 +71,6 @@ class Slide:
             how = f"pass {self.mpp_option}" if self.mpp_option else "give the slide's µm/px (mpp=)"
             raise InputError(self.path, f"no resolution (µm/px) in the slide metadata; {how}")
         return self._mpp
-
-    def warn_mpp_override(self) -> None:
-        """Warn (`InputWarning`) when the given `mpp` is more than `MPP_MISMATCH_FACTOR` off the file's own.
-
-        Not an error: overriding wrong metadata is what the option is for. But a slip (0.25 for a 4 µm/px slide)
-        changes the tile count by the ratio squared without any other sign, so the user is told once per slide."""
-        given, own = self._mpp, self.metadata_mpp
-        if given is None or own is None or given == own:
-            return
-        ratio = max(given, own) / min(given, own)
-        if ratio > MPP_MISMATCH_FACTOR:
-            option = self.mpp_option or "mpp"
-            warn_input(self.path, f"{option} {given:g} µm/px is {ratio:.3g}x {'finer' if given < own else 'coarser'} "
-                                  f"than the {own:g} µm/px recorded in the file; using {given:g}")
 
     @property
     def level_count(self) -> int:

@@ -8,6 +8,7 @@ and exits with code 2, without a traceback. Messages name the file and the probl
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 
@@ -24,6 +25,16 @@ class InputError(HistoeqError):
         self.path = None if path is None else str(path)
         self.problem = problem
         super().__init__(problem if path is None else f"{path}: {problem}")
+
+
+class InputWarning(UserWarning):
+    """Input that is usable but probably not what the user meant (e.g. a --slide-mpp far from the file's own): the
+    run goes on, and the CLI prints the message as one ``warning:`` line on stderr."""
+
+
+def warn_input(path: str | Path | None, problem: str) -> None:
+    """Issue an `InputWarning` worded like an `InputError` (``<file>: <problem>``); library callers can filter it."""
+    warnings.warn(problem if path is None else f"{path}: {problem}", InputWarning, stacklevel=2)
 
 
 # Terminal control sequences (CSI such as colours, OSC such as window titles) and other control characters: a file

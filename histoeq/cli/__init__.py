@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -17,7 +18,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import typer  # noqa: E402
 
 from histoeq import __version__  # noqa: E402
-from histoeq.errors import HistoeqError, one_line  # noqa: E402
+from histoeq.errors import HistoeqError, InputWarning, one_line  # noqa: E402
 
 app = typer.Typer(
     name="histoeq",
@@ -112,6 +113,34 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str] | None) -> tuple[int, str | None]:
     """(exit code, the one-line message for stderr or None)."""
+    with warnings.catch_warnings():  # restores the warning filters and showwarning afterwards
+        warnings.simplefilter("always", InputWarning)  # one per slide, even when two slides warn alike
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
+            if issubclass(category, InputWarning):
+                _print_warning(str(message))
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        return _run_app(argv)
+
+
+def _print_warning(text: str) -> None:
+    """An `InputWarning` as one ``warning:`` line on stderr (above any progress bars; not under --quiet), and as a
+    ``warning`` event in the --log-json file."""
+    from histoeq.cli._render import err_console, settings
+    from histoeq.progress import StepLog
+
+    line = f"warning: {one_line(text)}"
+    if not settings.quiet:
+        err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+    if settings.log is not None:
+        StepLog(json_lines=settings.log).event("warning", message=one_line(text))
+
+
+def _run_app(argv: list[str] | None) -> tuple[int, str | None]:
     try:
         result = app(args=argv, prog_name="histoeq", standalone_mode=False)
         return (result if isinstance(result, int) else 0), None

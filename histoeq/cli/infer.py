@@ -145,9 +145,10 @@ def predict_command(
         for r in results
     ]
     print_table(f"predict → {out}", ["slide", "status", "tiles", "seconds", "tiles/s"], rows)
-    if empty and min_tissue > 0:
-        console.print(f"{len(empty)} slide(s) had no tile with a tissue fraction ≥ {min_tissue}; their outputs "
-                      "are empty (--min-tissue 0 scores every tile)", soft_wrap=True)
+    for r in empty:
+        if r.no_tissue:
+            console.print(f"{Path(r.slide).name}: {r.no_tissue}; its outputs are empty", soft_wrap=True,
+                          markup=False, highlight=False)
     console.print(f"model {loaded.path} ({loaded.metadata.model_name}), execution provider: {loaded.provider}",
                   soft_wrap=True)
 

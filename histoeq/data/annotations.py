@@ -140,6 +140,43 @@ def _geometry(feat: dict, path: Path, i: int) -> shapely.Geometry:
 
 
 @dataclass
+class ParsedAnnotations:
+    """A GeoJSON file's polygons merged per class, before classes are chosen: the costly part of reading
+    annotations (JSON, shapes, make_valid, unions), done once per file however many steps use it."""
+
+    path: Path
+    merged: dict[str, shapely.Geometry]  # union of the polygons of each class
+    counts: dict[str, int]  # polygon features per class
+    ignored: dict[str, int]  # features no class can use (not a polygon, no class): reason -> count
+
+
+def parse_annotations(path: Path) -> ParsedAnnotations:
+    """Read and merge the polygons of a GeoJSON file; `InputError` naming it when it cannot be used."""
+    try:
+        with np.errstate(all="ignore"):  # the overflow below is reported as one error, not also as a warning
+            return _parse(path)
+    except shapely.errors.GEOSException as exc:  # e.g. coordinates near 1e308 overflow GEOS's arithmetic
+        raise InputError(path, f"polygons GEOS cannot process ({clip(str(exc), 100)})") from None
+
+
+def _parse(path: Path) -> ParsedAnnotations:
+    by_class: dict[str, list] = {}
+    ignored: dict[str, int] = {}
+    for i, feat in enumerate(_load_features(path)):
+        props = feat.get("properties")
+        name = _class_name(props if isinstance(props, dict) else None)
+        geom = _geometry(feat, path, i)
+        if geom.geom_type not in ("Polygon", "MultiPolygon"):  # e.g. QuPath point/line annotations
+            ignored["not a polygon"] = ignored.get("not a polygon", 0) + 1
+        elif name is None:
+            ignored["no class"] = ignored.get("no class", 0) + 1
+        else:
+            by_class.setdefault(name, []).append(shapely.make_valid(geom))
+    return ParsedAnnotations(path, {name: unary_union(geoms) for name, geoms in by_class.items()},
+                             {name: len(geoms) for name, geoms in by_class.items()}, ignored)
+
+
+@dataclass
 class RegionAnnotations:
     """Polygons per class (disjoint after priority resolution), in level-0 pixels."""
 
@@ -152,31 +189,29 @@ class RegionAnnotations:
     @classmethod
     def load(cls, path: Path, classes: list[str] | None = None, ignore: set[str] | None = None) -> RegionAnnotations:
         """Read polygons; `classes` fixes the label order (default: by total area, largest first = label 0)."""
-        try:
-            with np.errstate(all="ignore"):  # the overflow below is reported as one error, not also as a warning
-                return cls._load(path, classes, ignore or set())
-        except shapely.errors.GEOSException as exc:  # e.g. coordinates near 1e308 overflow GEOS's arithmetic
-            raise InputError(path, f"polygons GEOS cannot process ({clip(str(exc), 100)})") from None
+        return cls.of(parse_annotations(path), classes, ignore)
 
     @classmethod
-    def _load(cls, path: Path, classes: list[str] | None, ignore: set[str]) -> RegionAnnotations:
-        by_class: dict[str, list] = {}
-        ignored: dict[str, int] = {}
-        for i, feat in enumerate(_load_features(path)):
-            props = feat.get("properties")
-            name = _class_name(props if isinstance(props, dict) else None)
-            geom = _geometry(feat, path, i)
-            if geom.geom_type not in ("Polygon", "MultiPolygon"):  # e.g. QuPath point/line annotations
-                ignored["not a polygon"] = ignored.get("not a polygon", 0) + 1
-                continue
-            if name is None or name in ignore or (classes is not None and name not in classes):
-                key = f"class {name!r} not used" if name else "no class"
-                ignored[key] = ignored.get(key, 0) + 1
-                continue
-            by_class.setdefault(name, []).append(shapely.make_valid(geom))
-        if not by_class:
-            raise InputError(path, "no polygon annotations" + (" of the requested classes" if classes else ""))
-        merged = {name: unary_union(geoms) for name, geoms in by_class.items()}
+    def of(cls, parsed: ParsedAnnotations, classes: list[str] | None = None,
+           ignore: set[str] | None = None) -> RegionAnnotations:
+        """The regions of already parsed annotations, for `classes` without those in `ignore` (see `load`)."""
+        try:
+            with np.errstate(all="ignore"):
+                return cls._resolve(parsed, classes, ignore or set())
+        except shapely.errors.GEOSException as exc:
+            raise InputError(parsed.path, f"polygons GEOS cannot process ({clip(str(exc), 100)})") from None
+
+    @classmethod
+    def _resolve(cls, parsed: ParsedAnnotations, classes: list[str] | None, ignore: set[str]) -> RegionAnnotations:
+        ignored = dict(parsed.ignored)
+        merged = {}
+        for name, geom in parsed.merged.items():
+            if name in ignore or (classes is not None and name not in classes):
+                ignored[f"class {name!r} not used"] = parsed.counts[name]
+            else:
+                merged[name] = geom
+        if not merged:
+            raise InputError(parsed.path, "no polygon annotations" + (" of the requested classes" if classes else ""))
         if classes is None:
             classes = sorted(merged, key=lambda n: (-merged[n].area, n))
         geometries = []
@@ -186,7 +221,7 @@ class RegionAnnotations:
             geometries.append(geom.difference(later) if not later.is_empty else geom)
             later = later.union(geom)
         geometries.reverse()
-        return cls(path=path, classes=list(classes), geometries=geometries, ignored=ignored,
+        return cls(path=parsed.path, classes=list(classes), geometries=geometries, ignored=ignored,
                    areas={name: float(g.area) for name, g in merged.items()})
 
     def bounds(self) -> tuple[float, float, float, float]:

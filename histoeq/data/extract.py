@@ -18,18 +18,25 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from histoeq.data.annotations import RegionAnnotations, find_for_slide, load_points
+from histoeq.data.annotations import (
+    ParsedAnnotations,
+    RegionAnnotations,
+    find_for_slide,
+    load_points,
+    parse_annotations,
+)
 from histoeq.data.dataset import DatasetWriter
-from histoeq.errors import InputError
+from histoeq.errors import InputError, warn_input
 from histoeq.progress import ProgressFn, null_progress
 from histoeq.slide import Slide, open_slide
 from histoeq.slide.kept import KEEP_OPEN, KeptOpen
+from histoeq.slide.reader import mpp_override_problem
 from histoeq.slide.tiler import TileGrid, iter_blocks, ordered_map, tile_grid
 from histoeq.slide.tissue import no_tissue_reason, tissue_fraction, tissue_mask
 
@@ -105,16 +112,21 @@ class TilePlan:
     keep: np.ndarray | None = None
 
 
+ParsedOf = Callable[[Path], ParsedAnnotations]
+
+
 def _count(d: dict[str, int], key: str, n: int) -> None:
     if n:
         d[key] = d.get(key, 0) + int(n)
 
 
 def tissue_of(slide: Slide, tile0: float) -> tuple[np.ndarray, float]:
-    """Tissue mask on a thumbnail fine enough that a tile spans about 8 mask pixels (capped at 4096 px)."""
+    """Tissue mask on a reduced slide fine enough that a tile spans at least 8 mask pixels (the image is capped at
+    4096 px); the same for the same pixels with or without a pyramid (`Slide.tissue_thumbnail`, which halves until
+    the slide fits, so it is asked for twice the size needed)."""
     w, h = slide.dimensions
     max_size = int(min(4096, max(64, math.ceil(max(w, h) / max(1.0, tile0 / 8)))))
-    thumb, ds = slide.thumbnail(max_size)
+    thumb, ds = slide.tissue_thumbnail(min(4096, 2 * max_size))
     mask = tissue_mask(thumb)
     if not mask.any():
         raise InputError(slide.path, f"no tissue found ({no_tissue_reason(thumb)})")
@@ -207,15 +219,15 @@ def read_plan(plan: TilePlan, opts: ExtractOptions) -> Iterator[tuple[np.ndarray
     yield from ordered_map(read, range(len(plan.xs)), opts.workers, 4 * max(1, opts.workers))
 
 
-def _class_order(paths: list[Path], opts: ExtractOptions) -> list[str]:
+def _class_order(paths: list[Path], opts: ExtractOptions, parsed_of: ParsedOf) -> list[str]:
     """All class names over all slides, largest total area first (label 0), unless given.
 
     A name in --classes or --ignore that no annotation file has is a typo (it would make an empty class, or keep
     the class meant to be left out), so it is an error listing the names there are."""
     areas: dict[str, float] = {}
     for path in paths:
-        for name, area in RegionAnnotations.load(path, None, set()).areas.items():
-            areas[name] = areas.get(name, 0.0) + area
+        for name, geom in parsed_of(path).merged.items():
+            areas[name] = areas.get(name, 0.0) + float(geom.area)
     for option, names in (("--classes", opts.classes or []), ("--ignore", sorted(opts.ignore))):
         unknown = [n for n in names if n not in areas]
         if unknown:
@@ -257,8 +269,21 @@ def extract_dataset(slides: list[Path], out: Path, annotations: Path | None = No
         else:
             found = None
         ann_paths.append(found)
+    # Each GeoJSON file is parsed once (a 2M-vertex polygon takes minutes and GBs): the class order, the up-front
+    # check and the extraction share it; only the first KEEP_OPEN files are kept parsed, so memory stays bounded,
+    # and a file beyond them is parsed again when its slide's turn comes.
+    parsed: dict[Path, ParsedAnnotations] = {}
+
+    def parsed_of(path: Path) -> ParsedAnnotations:
+        found = parsed.get(path)
+        if found is None:
+            found = parse_annotations(path)
+            if len(parsed) < KEEP_OPEN:
+                parsed[path] = found
+        return found
+
     if annotations is not None:
-        classes = _class_order([p for p in ann_paths if p is not None], opts)
+        classes = _class_order([p for p in ann_paths if p is not None], opts, parsed_of)
     elif points is not None:
         classes = ["negative", "positive"]
     else:
@@ -272,25 +297,34 @@ def extract_dataset(slides: list[Path], out: Path, annotations: Path | None = No
     def opener(path: Path) -> Slide:
         return open_slide(path, mpp=opts.slide_mpp, mpp_option="--slide-mpp")
 
+    own_mpp: dict[Path, float | None] = {}  # each slide's µm/px in its file
     with KeptOpen(opener) as kept:
         for number, (slide_path, ann) in enumerate(zip(slides, ann_paths)):
-            regions = kept.check(slide_path, lambda slide, ann=ann: _check_slide(slide, ann, points, classes, opts))
+            regions = kept.check(slide_path, lambda slide, ann=ann: _check_slide(slide, ann, points, classes, opts,
+                                                                                 parsed_of, own_mpp))
             if regions is not None and number < KEEP_OPEN:
                 regions_of[number] = regions
+        parsed.clear()  # the kept slides' regions hold what extraction needs
+        for slide_path in slides:  # after the checks: a refused run prints its error only
+            problem = mpp_override_problem(opts.slide_mpp, own_mpp.get(slide_path), "--slide-mpp")
+            if problem is not None:
+                warn_input(slide_path, problem)
         return _extract_checked(slides, ann_paths, points, classes, kept, regions_of, out, opts, overwrite,
                                 progress, start)
 
 
 def _check_slide(slide: Slide, ann: Path | None, points: Path | None, classes: list[str],
-                 opts: ExtractOptions) -> RegionAnnotations | None:
+                 opts: ExtractOptions, parsed_of: ParsedOf,
+                 own_mpp: dict[Path, float | None]) -> RegionAnnotations | None:
     """The up-front check of one slide and its labels; returns its region annotations (grid mode with labels)."""
     slide.mpp  # noqa: B018  (no µm/px in metadata nor --slide-mpp: the InputError naming it comes here)
+    own_mpp[slide.path] = slide.metadata_mpp
     if points is not None:
         load_points(ann)
         return None
     if ann is None:
         return None
-    regions = RegionAnnotations.load(ann, classes, opts.ignore)
+    regions = RegionAnnotations.of(parsed_of(ann), classes, opts.ignore)
     regions.check_inside(*slide.dimensions)
     return regions
 

@@ -111,7 +111,8 @@ def bench_predict(
     meter = PeakMemory()
     baseline = rss_bytes()
     with open_slide(slide_path, options.mpp, mpp_option="--slide-mpp") as slide:
-        grid, keep, _, _, _ = select_tiles(slide, model, options)
+        chosen = select_tiles(slide, model, options)
+        grid, keep = chosen.grid, chosen.keep
         total = int(keep.sum())
         result = PredictBenchResult(
             str(slide_path), tuple(slide.dimensions), total, model.provider, options.batch_size, options.workers

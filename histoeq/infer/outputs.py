@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from histoeq.atomic import write_atomically
-from histoeq.errors import HistoeqError
+from histoeq.errors import HistoeqError, InputError, clip
 from histoeq.infer.heatmap import probability_grid, write_heatmap_png, write_tissue_mask_png
 from histoeq.infer.qupath import class_colour, feature_ids
 from histoeq.infer.regions import tumour_regions, write_regions_geojson
@@ -91,16 +91,28 @@ def write_tiles_geojson_file(path: Path, pred: SlidePrediction) -> None:
 
 
 def write_heatmap(path: Path, pred: SlidePrediction) -> None:
+    """The heatmap PNG. Drawing it is the one step of a slide's outputs whose memory grows with the picture
+    (matplotlib's Agg canvas and PNG encoder), so running out of memory or a matplotlib failure there is reported
+    as one line naming the file; the slide's outputs are then written as none (`write_prediction`)."""
     heat = probability_grid(pred.grid, pred.indices, pred.scores)
     label = pred.positive_class if pred.context_scores is None else f"{pred.positive_class}, context {pred.context}"
-    write_heatmap_png(path, pred.thumbnail, pred.thumbnail_downsample, pred.grid, heat, label,
-                      slide_name=pred.slide.name, model_name=pred.model.get("name"), mpp=pred.slide_mpp)
+    try:
+        write_heatmap_png(path, pred.thumbnail, pred.thumbnail_downsample, pred.grid, heat, label,
+                          slide_name=pred.slide.name, model_name=pred.model.get("name"), mpp=pred.slide_mpp)
+    except HistoeqError:
+        raise
+    except MemoryError:
+        raise InputError(path, "cannot draw the heatmap: out of memory (free memory, or leave heatmap out of "
+                               "--outputs)") from None
+    except (ValueError, RuntimeError, OverflowError) as exc:  # matplotlib / Agg refusing the picture
+        raise InputError(path, f"cannot draw the heatmap ({clip(str(exc), 100) or type(exc).__name__}; leave "
+                               "heatmap out of --outputs to skip it)") from None
 
 
 def write_tissue(path: Path, pred: SlidePrediction) -> None:
     if pred.tissue_mask is None:
         raise HistoeqError(f"{pred.slide}: no tissue mask to write")
-    write_tissue_mask_png(path, pred.tissue_mask, pred.thumbnail_downsample, pred.slide_mpp)
+    write_tissue_mask_png(path, pred.tissue_mask, pred.mask_downsample, pred.slide_mpp)
 
 
 def write_regions(path: Path, pred: SlidePrediction) -> None:
@@ -114,7 +126,7 @@ def slide_summary(pred: SlidePrediction) -> SlideSummary:
     """Tiles, tissue and positive area in mm² and mean p of one slide, for its JSON record."""
     mask = pred.tissue_mask if pred.tissue_mask is not None else np.zeros((1, 1), dtype=bool)
     return summarise_slide(pred.slide.name, str(pred.model.get("name")), pred.positive_class, pred.grid, pred.scores,
-                           mask, pred.thumbnail_downsample, pred.slide_mpp, pred.region_threshold)
+                           mask, pred.mask_downsample, pred.slide_mpp, pred.region_threshold)
 
 
 @dataclass(frozen=True)

@@ -18,12 +18,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2  # opencv-python-headless (albumentations' dependency): the heatmap thumbnail from the tissue image
 import numpy as np
 
 from histoeq import __version__
 from histoeq.atomic import atomic_paths, check_output_dir
 from histoeq.data.stain import StainTransform, sample_evenly
-from histoeq.errors import HistoeqError, InputError
+from histoeq.errors import HistoeqError, InputError, warn_input
 from histoeq.infer.model_index import resolve_model
 from histoeq.infer.onnx_model import OnnxTileModel
 from histoeq.infer.outputs import (
@@ -44,10 +45,12 @@ from histoeq.progress import ProgressFn, null_progress
 from histoeq.slide import Slide, open_slide
 from histoeq.slide.context import NO_CONTEXT, context_kernel, smooth_on_grid
 from histoeq.slide.kept import KeptOpen
+from histoeq.slide.reader import mpp_override_problem
 from histoeq.slide.tiler import TileGrid, iter_batches, tile_grid
-from histoeq.slide.tissue import tissue_fraction, tissue_mask
+from histoeq.slide.tissue import no_tissue_reason, tissue_fraction, tissue_mask
 
-THUMBNAIL_PX = 1024  # tissue mask and heatmap background; 50 px tiles of a 32k slide are still 1.6 px here
+THUMBNAIL_PX = 1024  # heatmap background
+TISSUE_PX = 2048  # tissue mask: 1025..2048 px (Slide.tissue_thumbnail); 50 px tiles of a 32k slide are 1.6 px there
 STAIN_SAMPLE_TILES = 2048  # tiles read (evenly spread) to measure a slide's colour for a stain-normalised model
 
 
@@ -71,6 +74,7 @@ class SlideResult:
     tiles: int = 0
     seconds: float = 0.0
     outputs: dict[str, str] = field(default_factory=dict)
+    no_tissue: str | None = None  # why no tile was scored, when none was
 
     @property
     def tiles_per_s(self) -> float:
@@ -97,20 +101,41 @@ def shard_slides(slides: Sequence[Path], shard: str | None) -> list[Path]:
     return ordered[i::n]
 
 
-def select_tiles(slide: Slide, model: OnnxTileModel,
-                 options: PredictOptions) -> tuple[TileGrid, np.ndarray, np.ndarray, float, np.ndarray]:
-    """(grid, keep mask (rows, cols), thumbnail, thumbnail downsample, the thumbnail's tissue mask) for one slide."""
+@dataclass(frozen=True)
+class TileSelection:
+    """The tiles of one slide to score, and the images they were chosen on."""
+
+    grid: TileGrid
+    keep: np.ndarray  # bool (rows, cols)
+    thumbnail: np.ndarray  # RGB heatmap background, longer side <= THUMBNAIL_PX
+    thumbnail_downsample: float
+    mask: np.ndarray  # tissue mask (True = tissue) of the slide reduced by `mask_downsample`
+    mask_downsample: float
+    no_tissue: str | None = None  # why no tile was kept (`no_tissue_reason`), None when some were
+
+
+def select_tiles(slide: Slide, model: OnnxTileModel, options: PredictOptions) -> TileSelection:
+    """The grid of one slide, the tiles on tissue, and the heatmap's thumbnail (made from the tissue image, so the
+    slide is decoded for both once)."""
     meta = model.metadata
     grid = tile_grid(slide.dimensions, float(slide.mpp), meta.mpp, meta.tile_px, options.stride_px, slide.path)
-    thumb, downsample = slide.thumbnail(THUMBNAIL_PX)
-    thumb = np.asarray(thumb)[..., :3]
-    mask = tissue_mask(thumb)
+    image, mask_ds = slide.tissue_thumbnail(TISSUE_PX)
+    image = np.asarray(image)[..., :3]
+    mask = tissue_mask(image)
     if options.tissue_threshold <= 0:
         keep = np.ones((grid.rows, grid.cols), dtype=bool)
     else:
-        fraction = tissue_fraction(mask, float(downsample), grid.rects())
+        fraction = tissue_fraction(mask, float(mask_ds), grid.rects())
         keep = fraction.reshape(grid.rows, grid.cols) >= options.tissue_threshold
-    return grid, keep, thumb, float(downsample), mask
+    w0, h0 = slide.dimensions
+    shrink = max(1.0, max(w0, h0) / THUMBNAIL_PX)
+    size = (min(image.shape[1], max(1, round(w0 / shrink))), min(image.shape[0], max(1, round(h0 / shrink))))
+    thumb = image if size == image.shape[1::-1] else cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    why = None
+    if not keep.any():
+        why = (f"no tissue found ({no_tissue_reason(image)})" if not mask.any() else
+               f"no tile has a tissue fraction of at least {options.tissue_threshold:g}; --min-tissue 0 keeps all")
+    return TileSelection(grid, keep, thumb, w0 / size[0], mask, float(mask_ds), why)
 
 
 def slide_stain_transform(slide: Slide, grid: TileGrid, keep: np.ndarray, model: OnnxTileModel,
@@ -153,7 +178,8 @@ def predict_tiles(slide: Slide, model: OnnxTileModel, options: PredictOptions,
                   progress: ProgressFn = null_progress) -> SlidePrediction:
     """Run the model over the tissue tiles of one open slide; the result record every output is written from."""
     start = time.perf_counter()
-    grid, keep, thumb, downsample, mask = select_tiles(slide, model, options)
+    chosen = select_tiles(slide, model, options)
+    grid, keep = chosen.grid, chosen.keep
     transform = slide_stain_transform(slide, grid, keep, model, options)
     indices, probs = run_tiles(slide, grid, keep, model, options, progress, task=slide.path.name,
                                transform=transform)
@@ -165,14 +191,15 @@ def predict_tiles(slide: Slide, model: OnnxTileModel, options: PredictOptions,
     return SlidePrediction(
         slide=slide.path, dimensions=tuple(slide.dimensions), slide_mpp=float(slide.mpp), grid=grid,
         indices=indices, probabilities=probs, classes=list(model.classes), positive_class=meta.positive_class,
-        thumbnail=thumb, thumbnail_downsample=downsample,
+        thumbnail=chosen.thumbnail, thumbnail_downsample=chosen.thumbnail_downsample,
         model={"path": str(model.path), "name": meta.model_name, "group": meta.group, "classes": model.classes,
                "tile_px": meta.tile_px, "mpp": meta.mpp, "precision": meta.precision, "data_hash": meta.data_hash,
                "metrics": meta.metrics, "histoeq_version": meta.histoeq_version},
         provider=model.provider, options=asdict(options), outputs=tuple(options.outputs),
         stain=None if transform is None else transform.record(), inference_s=time.perf_counter() - start,
-        context=options.context, context_scores=context_scores, tissue_mask=mask,
-        region_threshold=options.region_threshold,
+        context=options.context, context_scores=context_scores, tissue_mask=chosen.mask,
+        tissue_downsample=chosen.mask_downsample, no_tissue=chosen.no_tissue,
+        region_threshold=options.region_threshold, slide_mpp_in_file=slide.metadata_mpp,
     )
 
 
@@ -208,7 +235,8 @@ def predict_slide(
     settings = settings or PredictSettings.of(model.path, options)
     written = write_prediction(pred, Path(out_dir), tuple(options.outputs if outputs is None else outputs), start,
                                settings)
-    return SlideResult(str(slide.path), False, pred.tile_count, time.perf_counter() - start, written)
+    return SlideResult(str(slide.path), False, pred.tile_count, time.perf_counter() - start, written,
+                       pred.no_tissue)
 
 
 def predict_slides(
@@ -236,15 +264,19 @@ def predict_slides(
         geometry = {}
         for path in mine:
             _check_paths(path, out, options)
-            geometry[path] = kept.check(path, lambda slide: (tuple(slide.dimensions), float(slide.mpp)))
+            geometry[path] = kept.check(path, _geometry)
         if not isinstance(model, OnnxTileModel):
             model = OnnxTileModel(resolve_model(model), device)
         meta = model.metadata
-        for path, (dimensions, mpp) in geometry.items():
+        for path, (dimensions, mpp, _) in geometry.items():
             tile_grid(dimensions, mpp, meta.mpp, meta.tile_px, options.stride_px, path)
         settings = PredictSettings.of(model.path, options)
         stale = _stale_slides(out, mine, settings, overwrite)
         claim_folder(out, settings, overwrite)
+        for path, (_, _used, own) in geometry.items():  # after the checks: a refused run prints its error only
+            problem = mpp_override_problem(options.mpp, own, "--slide-mpp")
+            if problem is not None:
+                warn_input(path, problem)
         results = []
         for path in mine:
             if path in stale:
@@ -257,6 +289,11 @@ def predict_slides(
                 results.append(predict_slide(slide, model, out, options, progress, outputs=missing,
                                              settings=settings))
     return model, results
+
+
+def _geometry(slide: Slide) -> tuple[tuple[int, int], float, float | None]:
+    """(dimensions, µm/px used, µm/px in the file) of a slide in the up-front check."""
+    return tuple(slide.dimensions), float(slide.mpp), slide.metadata_mpp
 
 
 def _stale_slides(out: Path, slides: Sequence[Path], settings: PredictSettings, overwrite: bool) -> set[Path]:

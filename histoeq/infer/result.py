@@ -34,10 +34,13 @@ class SlidePrediction:
     outputs: tuple[str, ...]
     stain: dict[str, Any] | None = None
     inference_s: float = 0.0
-    tissue_mask: np.ndarray | None = None  # tissue mask of the thumbnail (histoeq.slide.tissue), True = tissue
+    tissue_mask: np.ndarray | None = None  # tissue mask (histoeq.slide.tissue), True = tissue
+    tissue_downsample: float | None = None  # level-0 px per tissue mask pixel; None: the mask is the thumbnail's
     region_threshold: float = 0.5  # p at or above which a tile belongs to a tumour region and the positive area
     context: str = "none"  # spatial context kernel (histoeq.slide.context) or "none"
     context_scores: np.ndarray | None = None  # positive-class probability combined with the grid neighbours'
+    no_tissue: str | None = None  # why no tile was kept (no tissue found, and the reason), None when some were
+    slide_mpp_in_file: float | None = None  # the slide's own µm/px as read from the file (`slide_mpp` may override it)
 
     @property
     def scores(self) -> np.ndarray:
@@ -48,6 +51,11 @@ class SlidePrediction:
     def context_column(self) -> str:
         """Name of the combined probability in tables: ``prob_<positive class>_<kernel>``."""
         return f"prob_{self.positive_class}_{self.context}"
+
+    @property
+    def mask_downsample(self) -> float:
+        """Level-0 px per pixel of `tissue_mask` (made on its own image, finer than the heatmap's thumbnail)."""
+        return self.thumbnail_downsample if self.tissue_downsample is None else self.tissue_downsample
 
     @property
     def tile_count(self) -> int:
@@ -70,6 +78,7 @@ class SlidePrediction:
             "slide": str(self.slide),
             "slide_dimensions": list(self.dimensions),
             "slide_mpp": float(self.slide_mpp),
+            "slide_mpp_in_file": None if self.slide_mpp_in_file is None else float(self.slide_mpp_in_file),
             "model": self.model,
             "stain": self.stain,
             "provider": self.provider,
@@ -77,6 +86,7 @@ class SlidePrediction:
             "options": self.options,
             "tile_count": self.tile_count,
             "grid_tiles": self.grid.count,
+            "no_tissue": self.no_tissue,
             "timing": {"inference_s": round(infer_s, 3), "total_s": round(total_s, 3),
                        "tiles_per_s": round(self.tile_count / infer_s, 1) if infer_s else None},
             "outputs": files,

@@ -20,7 +20,24 @@ from histoeq.slide.backends import SlideBackend, _paste, open_backend
 from histoeq.slide.budget import check_decode
 
 _LEVEL_TOLERANCE = 1e-2  # pyramid downsamples are reported inexactly (2.0008 for 2)
+# A given µm/px this many times finer or coarser than the file's own is said: the tile count changes by its square.
+MPP_MISMATCH_FACTOR = 1.5
 KEEP_LEVEL_MAX_PX = 32_000_000  # a level this small (<= 96 MB RGB) decoded for a thumbnail is kept in memory
+
+
+def mpp_override_problem(given: float | None, own: float | None, option: str | None = None) -> str | None:
+    """The warning for a given µm/px more than `MPP_MISMATCH_FACTOR` off the file's own, or None.
+
+    Not an error: overriding wrong metadata is what the option is for. But a slip (0.25 for a 4 µm/px slide)
+    changes the tile count by the ratio squared without any other sign, so commands warn (`InputWarning`) once per
+    slide, after their up-front checks, so that a refused run prints its one error line only."""
+    if given is None or own is None or given == own:
+        return None
+    ratio = max(given, own) / min(given, own)
+    if ratio <= MPP_MISMATCH_FACTOR:
+        return None
+    return (f"{option or 'mpp'} {given:g} µm/px is {ratio:.3g}x {'finer' if given < own else 'coarser'} than the "
+            f"{own:g} µm/px recorded in the file; using {given:g}")
 
 
 class Slide:
@@ -112,6 +129,31 @@ class Slide:
         w0, h0 = self.dimensions
         downsample = max(1.0, max(w0, h0) / max_size)
         tw, th = max(1, int(round(w0 / downsample))), max(1, int(round(h0 / downsample)))
+        return self._scaled(downsample, tw, th)
+
+    def tissue_thumbnail(self, max_size: int = 2048) -> tuple[np.ndarray, float]:
+        """The image tissue is detected on: the slide reduced by the smallest power of two that brings its longer
+        side to at most `max_size`; returns (RGB, downsample vs level 0).
+
+        A pyramid level at that power of two is taken as stored; otherwise the nearest finer level is reduced once
+        (area averaging) to ``level-0 size // 2^k``. So the same level-0 pixels give the same mask with and without a
+        pyramid whose levels are area averages of level 0, and no mask is resampled twice, which a thumbnail of
+        arbitrary size is (level -> thumbnail after level 0 -> level): that double blur moved the Otsu threshold and
+        the kept tiles. A pyramid whose levels were made otherwise (JPEG-compressed, another filter) still gives
+        its own level's mask: 411 tiles on an IDC slide vs 394 on its level 0 stored flat."""
+        w0, h0 = self.dimensions
+        scale = 1
+        while max(w0, h0) > scale * max_size:
+            scale *= 2
+        level = self.best_level(scale)
+        if abs(self.level_downsamples[level] / scale - 1.0) <= _LEVEL_TOLERANCE:
+            lw, lh = self.level_dimensions[level]
+            return self._scaled(self.level_downsamples[level], lw, lh)
+        return self._scaled(float(scale), max(1, w0 // scale), max(1, h0 // scale))
+
+    def _scaled(self, downsample: float, tw: int, th: int) -> tuple[np.ndarray, float]:
+        """The whole slide as a `tw` x `th` image at about `downsample`; returns (RGB, level-0 px per pixel in x)."""
+        w0, h0 = self.dimensions
         level = self.best_level(downsample)
         lw, lh = self.level_dimensions[level]
         if self.level_downsamples[level] < downsample / 2 and level not in self._level_cache:

@@ -3,8 +3,8 @@
 # metrics.jsonl, val_predictions.csv; no weights), so an arm interrupted between sessions resumes from git:
 #   experiments/idc-cv-protocol/keep_folds.sh WORK RESULTS ARM...      # WORK/ARM -> RESULTS/ARM
 #   experiments/idc-cv-protocol/keep_folds.sh --restore WORK RESULTS ARM...   # RESULTS/ARM -> WORK/ARM
-# A finished cell (cell.json present) is skipped by run_arm.sh on resume; oof.csv is regenerated from them by
-# `histoeq sweep --report-only --out WORK/ARM ...` or by the next run_arm.sh call.
+# A finished cell (cell.json present) is skipped by run_arm.sh on resume; WORK/ARM/oof.csv (the folds'
+# val_predictions.csv together) is rewritten from them by the next run_arm.sh call, which trains only what is missing.
 set -euo pipefail
 restore=0
 if [[ ${1:-} == --restore ]]; then restore=1; shift; fi
@@ -19,5 +19,4 @@ for arm in "$@"; do
       [[ -e $run/$f ]] && cp -p "$run/$f" "$dst/runs/$name/$f"
     done
   done
-  if (( ! restore )) && [[ -e $src/oof.csv ]]; then cp -p "$src/oof.csv" "$dst/oof.csv"; fi
 done

@@ -30,6 +30,11 @@ MAX_ANNOTATION_BYTES = 256 << 20
 MAX_ANNOTATION_VERTICES = 10_000_000
 # GeoJSON nests ~8 levels (collection, feature, geometry, polygon rings, positions) plus QuPath's properties.
 MAX_ANNOTATION_DEPTH = 64
+# GEOS's validity check and repair grow faster than the vertex count on dense rings (a 200k-vertex ring 2 s, 1M 45 s),
+# so a polygon denser than this is first simplified by a quarter of a level-0 pixel: detail finer than that cannot
+# move a tile's label, and make_valid repairs anything the simplification crosses.
+SIMPLIFY_ABOVE_VERTICES = 50_000
+SIMPLIFY_TOLERANCE_PX = 0.25
 
 
 def find_for_slide(source: Path, slide: Path, suffixes: tuple[str, ...]) -> Path | None:
@@ -171,6 +176,8 @@ def _parse(path: Path) -> ParsedAnnotations:
         elif name is None:
             ignored["no class"] = ignored.get("no class", 0) + 1
         else:
+            if shapely.get_num_coordinates(geom) > SIMPLIFY_ABOVE_VERTICES:
+                geom = shapely.simplify(geom, SIMPLIFY_TOLERANCE_PX, preserve_topology=False)
             by_class.setdefault(name, []).append(shapely.make_valid(geom))
     return ParsedAnnotations(path, {name: unary_union(geoms) for name, geoms in by_class.items()},
                              {name: len(geoms) for name, geoms in by_class.items()}, ignored)

@@ -109,3 +109,18 @@ def zip_bomb_checkpoint(path: Path, unpacked_bytes: int) -> Path:
 def nested_json(depth: int) -> str:
     """A JSON document of `depth` nested lists."""
     return "[" * depth + "]" * depth
+
+
+def model_with_metadata(source: Path, path: Path, **changes: object) -> Path:
+    """A copy of the exported ONNX model `source` whose histoeq metadata document has `changes` merged in (as a
+    foreign or edited file would carry them), written to `path`."""
+    import json
+
+    import onnx
+
+    proto = onnx.load(str(source))
+    for prop in proto.metadata_props:
+        if prop.key == "histoeq":
+            prop.value = json.dumps({**json.loads(prop.value), **changes})
+    onnx.save(proto, str(path))
+    return path

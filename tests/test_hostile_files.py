@@ -175,3 +175,29 @@ def test_checkpoint_with_foreign_objects_gets_no_torch_advice(tmp_path):
     message = str(info.value)
     assert "Unsupported global: GLOBAL datetime.date" in message and "loaded without running code" in message
     assert "weights_only" not in message and "\x1b" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize("point, problem", [
+    ({"threshold": 1.5}, "threshold must be a number in (0, 1), got 1.5"),
+    ({"threshold": 0}, "threshold must be a number in (0, 1), got 0"),
+    ({"threshold": "0.4"}, "threshold must be a number in (0, 1), got '0.4'"),
+    ({"threshold": True}, "threshold must be a number in (0, 1), got True"),
+    ({"threshold": 0.4, "context": "gauss"}, "unknown context kernel 'gauss' (choose from none, box3, binomial3, "
+                                             "binomial5)"),
+    ({"threshold": 0.4, "context": ["box3"]}, "unknown context kernel ['box3']"),
+    ({"context": "box3"}, "no threshold"),
+    ("0.4", "no threshold"),
+])
+def test_model_with_an_unusable_operating_point_is_a_one_line_error(onnx_models, tmp_path, capsys, point, problem):
+    import numpy as np
+    import tifffile
+
+    from tests.conftest import assert_one_line_error, run_cli
+
+    bad = hostile.model_with_metadata(onnx_models["good"], tmp_path / "bad.onnx", operating_point=point)
+    rgb = np.random.default_rng(0).integers(0, 255, (120, 120, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "s.tiff", rgb, photometric="rgb", resolution=(2500, 2500), resolutionunit="CENTIMETER")
+    code, _, err = run_cli(["predict", tmp_path / "s.tiff", "--model", bad, "--out", tmp_path / "out", "--device",
+                            "cpu"], capsys)
+    assert_one_line_error(code, err, "bad.onnx: histoeq metadata has an unusable operating point", problem)
+    assert not (tmp_path / "out" / "s.json").exists()

@@ -161,7 +161,8 @@ def test_two_jobs_with_different_models_cannot_share_a_folder(model: Path, other
 
     out = tmp_path / "out"
     out.mkdir()
-    claim_folder(out, PredictSettings.of(model, PredictOptions(tissue_threshold=0.0)), overwrite=False)
+    options = PredictOptions(tissue_threshold=0.0, context="none", region_threshold=0.5)  # as the run resolves
+    claim_folder(out, PredictSettings.of(model, options), overwrite=False)
     rgb = np.random.default_rng(1).integers(0, 255, (120, 120, 3), dtype=np.uint8)
     tifffile.imwrite(tmp_path / "t.tiff", rgb, photometric="rgb", resolution=(2500, 2500),
                      resolutionunit="CENTIMETER")

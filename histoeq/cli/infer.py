@@ -27,6 +27,11 @@ _EXPORT_EPILOG = """\
 
   # a CNN made exactly D4-invariant by averaging its 8 views
   histoeq export runs/cnn --out cnn-d4.onnx --invariant-to d4
+
+  # with the operating point chosen by cross-validation, which predict
+  # then uses by default
+  histoeq export runs/p4m --out p4m.onnx --threshold 0.42 \\
+      --context binomial3 --chosen-by "pooled OOF BA, 5-fold CV"
 """
 
 
@@ -46,16 +51,25 @@ def export_command(
         "lacks (2 views for se2/p4, 8 for cnn, none for p4m), making the file exactly D4-invariant."),
     mpp: float | None = typer.Option(
         None, "--mpp", help="µm/px of the training patches, for runs on a dataset imported without --mpp."),
+    threshold: float | None = typer.Option(
+        None, "--threshold", help="Operating point stored in the model: the region threshold predict uses by default, "
+        "in (0, 1).", show_default="none stored"),
+    context: str | None = typer.Option(
+        None, "--context", help="Operating point: the context kernel predict uses by default (none, box3, binomial3, "
+        "binomial5); needs --threshold.", show_default="none"),
+    chosen_by: str | None = typer.Option(
+        None, "--chosen-by", help="How the operating point was chosen (free text, stored with it); needs --threshold."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file at --out (refused without)."),
 ) -> None:
     """Export a trained model (or a seed ensemble) to ONNX (plain operators, uint8 tiles in), verified in onnxruntime
     before writing."""
-    from histoeq.export.exporter import export_run
+    from histoeq.export.exporter import export_run, operating_point_from_options
 
+    point = operating_point_from_options(threshold, context, chosen_by)
     refuse_existing([out], overwrite)
     with rich_progress(transient=True) as progress:
         result = export_run(runs, out, opset=opset, fp16=fp16, val_metrics=val_metrics, test_metrics=test_metrics,
-                            invariant_to=invariant_to, mpp=mpp, progress=progress)
+                            invariant_to=invariant_to, mpp=mpp, operating_point=point, progress=progress)
     v, m = result.verification, result.metadata
     inv = ("not claimed (no group)" if v.invariance_max_abs is None
            else f"{v.invariance_group} max |Δp| {v.invariance_max_abs:.1e}")
@@ -63,8 +77,9 @@ def export_command(
         f"wrote {result.path} ({result.size_bytes / 1e6:.2f} MB, {m.precision}, {m.model_name} on {m.group['name']}, "
         f"classes {','.join(m.classes)}, {m.tile_px} px at {m.mpp:g} µm/px)\n"
         f"checked on {v.patches} in onnxruntime {v.onnxruntime_version}: ORT vs torch max |Δp| "
-        f"{v.agreement_max_abs:.1e} (≤ {v.agreement_tolerance:.0e}); invariance {inv}",
-        soft_wrap=True,
+        f"{v.agreement_max_abs:.1e} (≤ {v.agreement_tolerance:.0e}); invariance {inv}"
+        + ("" if m.operating_point is None else f"\noperating point: {m.operating_point.describe()}"),
+        soft_wrap=True, markup=False,
     )
 
 
@@ -115,11 +130,14 @@ def predict_command(
         None, "--outputs", help="Comma-separated outputs per slide, from csv, geojson, heatmap, tissue (the tissue "
         "mask PNG), regions (tumour regions as QuPath annotations); the JSON run record is always written. A rerun "
         "writes the ones a slide still lacks.", show_default="csv,geojson,heatmap,tissue"),
-    region_threshold: float = typer.Option(0.5, "--region-threshold", help="Tiles with p at or above this form the "
-                                           "tumour regions and the positive area in the JSON summary."),
-    context: str = typer.Option("none", "--context", help="Also combine each tile's probability with its grid "
-                                "neighbours' (none, box3, binomial3, binomial5): an extra prob_<class>_<kernel> "
-                                "column, and the heatmap shows it."),
+    region_threshold: float | None = typer.Option(
+        None, "--region-threshold", help="Tiles with p at or above this form the tumour regions and the positive "
+        "area in the JSON summary. Default: the model's operating point (the threshold chosen for it and stored at "
+        "export), else 0.5.", show_default="from the model, else 0.5"),
+    context: str | None = typer.Option(
+        None, "--context", help="Also combine each tile's probability with its grid neighbours' (none, box3, "
+        "binomial3, binomial5): an extra prob_<class>_<kernel> column, and the heatmap shows it. Default: the "
+        "model's operating point, else none.", show_default="from the model, else none"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace outputs in --out made with another model or "
                                    "other options (refused without it)."),
 ) -> None:
@@ -151,6 +169,10 @@ def predict_command(
                           markup=False, highlight=False)
     console.print(f"model {loaded.path} ({loaded.metadata.model_name}), execution provider: {loaded.provider}",
                   soft_wrap=True)
+    point = loaded.metadata.operating_point
+    if point is not None:
+        console.print(f"model operating point: {point.describe()}; an explicit --region-threshold or --context wins",
+                      soft_wrap=True, markup=False, highlight=False)
 
 
 @bench_app.command("predict")

@@ -25,7 +25,7 @@ from histoeq.atomic import check_output_file, write_bytes_atomic
 from histoeq.errors import HistoeqError, InputError
 from histoeq.export.check_patches import check_patches
 from histoeq.export.graph import build_classifier, export_graph
-from histoeq.export.metadata import ModelMetadata
+from histoeq.export.metadata import ModelMetadata, OperatingPoint
 from histoeq.export.verify import Verification, verify_onnx
 from histoeq.models.ensemble import ProbabilityEnsemble
 from histoeq.models.view_average import make_invariant
@@ -109,15 +109,20 @@ def export_model(
     fp16: bool = False,
     idc_dir: Path | None = None,
     source: str | Path | None = None,
+    operating_point: OperatingPoint | None = None,
     progress: ProgressFn = null_progress,
 ) -> ExportResult:
-    """Export an in-memory model with its training `info` (checkpoint payload keys) to `out`, verified."""
+    """Export an in-memory model with its training `info` (checkpoint payload keys) to `out`, verified;
+    `operating_point` (threshold and context chosen for the model) travels in the metadata for `predict`."""
     start = time.perf_counter()
+    check_operating_point(operating_point)
     if not MIN_OPSET <= opset <= onnx.defs.onnx_opset_version():
         raise HistoeqError(f"--opset must be between {MIN_OPSET} (the exporter's own) and "
                            f"{onnx.defs.onnx_opset_version()} (this onnx's newest), got {opset}")
     out = check_export_target(out)
     meta = _model_metadata(model, info, fp16, source)
+    if operating_point is not None:
+        meta = ModelMetadata(**{**meta.__dict__, "operating_point": operating_point})
     _check_outputs(model, meta, source)
     mean, std = meta.normalisation["mean"], meta.normalisation["std"]
     progress("export", 0, 3, "tracing")
@@ -147,6 +152,26 @@ def export_model(
     write_bytes_atomic(out, data)
     progress("export", 3, 3, "done")
     return ExportResult(out, meta, verification, len(data), time.perf_counter() - start)
+
+
+def check_operating_point(point: OperatingPoint | None) -> None:
+    """Refuse an operating point the metadata parser would refuse later, before any export work."""
+    problem = None if point is None else point.problem()
+    if problem is not None:
+        raise HistoeqError(f"operating point: {problem}")
+
+
+def operating_point_from_options(threshold: float | None, context: str | None,
+                                 chosen_by: str | None) -> OperatingPoint | None:
+    """The operating point given as export options (``--threshold``, ``--context``, ``--chosen-by``), checked;
+    None when none was given. A context or provenance without the threshold they belong to is refused."""
+    if threshold is None:
+        if context is not None or chosen_by is not None:
+            raise HistoeqError("--context and --chosen-by describe an operating point; give its --threshold too")
+        return None
+    point = OperatingPoint(threshold, "none" if context is None else context, chosen_by or "")
+    check_operating_point(point)
+    return point
 
 
 def _set_metadata(proto: onnx.ModelProto, meta: ModelMetadata) -> None:
@@ -192,6 +217,7 @@ def export_run(
     test_metrics: str | Path | None = None,
     invariant_to: str | None = None,
     mpp: float | None = None,
+    operating_point: OperatingPoint | None = None,
     progress: ProgressFn = null_progress,
 ) -> ExportResult:
     """Export the best checkpoint of a training run folder (or a checkpoint file), or several of them as one
@@ -200,7 +226,9 @@ def export_run(
     validation entry replaces the run's own best-epoch validation metrics. ``invariant_to="d4"`` averages the
     model over the D4 views its group lacks (`histoeq.models.view_average`), so the file is exactly invariant to
     the 8 rotations and mirrors whatever the architecture. ``mpp`` states the µm/px of the training patches for
-    runs whose dataset was imported without one (a run that has one must agree with it)."""
+    runs whose dataset was imported without one (a run that has one must agree with it). ``operating_point`` is
+    stored for `predict` (see `export_model`)."""
+    check_operating_point(operating_point)
     runs = [run] if isinstance(run, str | Path) else list(run)
     if not runs:
         raise InputError(None, "no run to export")
@@ -221,7 +249,8 @@ def export_run(
         info = {**info, "mpp": float(mpp)}
     info = _metrics_from_evals(info, {"val": val_metrics, "test": test_metrics})
     source = runs[0] if len(runs) == 1 else ", ".join(map(str, runs))
-    return export_model(model, info, out, opset=opset, fp16=fp16, idc_dir=idc_dir, source=source, progress=progress)
+    return export_model(model, info, out, opset=opset, fp16=fp16, idc_dir=idc_dir, source=source,
+                        operating_point=operating_point, progress=progress)
 
 
 _MUST_MATCH = ("classes", "tile_px", "mpp", "normalisation", "stain")

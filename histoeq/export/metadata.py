@@ -22,12 +22,42 @@ from typing import Any
 from histoeq.data.stain import check_stain
 from histoeq.errors import HistoeqError, InputError
 from histoeq.slide.budget import check_json_text
+from histoeq.slide.context import KERNELS, NO_CONTEXT
 
 METADATA_KEY = "histoeq"
 FORMAT = "histoeq-onnx"
 FORMAT_VERSION = 1
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("logits", "probabilities")
+
+
+CONTEXT_CHOICES = (NO_CONTEXT, *KERNELS)
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """The decision threshold and spatial-context kernel chosen for this model (by cross-validation, see
+    docs/protocol.md), so that `predict` applies them without the user having to know the numbers."""
+
+    threshold: float  # positive-class probability at or above which a tile counts as positive, in (0, 1)
+    context: str = NO_CONTEXT  # kernel name of histoeq.slide.context, or "none"
+    chosen_by: str = ""  # how they were chosen, e.g. "pooled OOF balanced accuracy, 5-fold patient CV"
+
+    def problem(self) -> str | None:
+        """What makes this operating point unusable, or None; the same checks for export options and metadata."""
+        t = self.threshold
+        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or not 0 < t < 1:
+            return f"threshold must be a number in (0, 1), got {t!r}"
+        if not isinstance(self.context, str) or self.context not in CONTEXT_CHOICES:
+            return f"unknown context kernel {self.context!r} (choose from {', '.join(CONTEXT_CHOICES)})"
+        if not isinstance(self.chosen_by, str):
+            return f"chosen_by must be text, got {self.chosen_by!r}"
+        return None
+
+    def describe(self) -> str:
+        """One line for people: ``threshold 0.42, context binomial3 (chosen by ...)``."""
+        how = f" (chosen by {self.chosen_by})" if self.chosen_by else ""
+        return f"threshold {self.threshold:g}, context {self.context}{how}"
 
 
 @dataclass(frozen=True)
@@ -50,6 +80,7 @@ class ModelMetadata:
     metrics: dict[str, Any] = field(default_factory=dict)
     histoeq_version: str = ""
     verification: dict[str, Any] = field(default_factory=dict)
+    operating_point: OperatingPoint | None = None  # absent in models exported without one (and older models)
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
     input: dict[str, Any] = field(
@@ -65,6 +96,9 @@ class ModelMetadata:
     def to_props(self) -> dict[str, str]:
         """ONNX ``metadata_props``: the JSON document plus flat keys for people and generic tools."""
         doc = asdict(self)
+        if self.operating_point is None:
+            del doc["operating_point"]  # the document of a model without one stays as older versions wrote it
+        flat = {} if self.operating_point is None else {"histoeq.operating_point": self.operating_point.describe()}
         return {
             METADATA_KEY: json.dumps(doc, sort_keys=True),
             "histoeq.model": self.model_name,
@@ -73,6 +107,7 @@ class ModelMetadata:
             "histoeq.tile_px": str(self.tile_px),
             "histoeq.mpp": repr(self.mpp),
             "histoeq.version": self.histoeq_version,
+            **flat,
         }
 
 
@@ -107,7 +142,9 @@ def parse_metadata(props: Mapping[str, str], path: str | Path) -> ModelMetadata:
     if missing:
         raise InputError(path, f"histoeq metadata lacks {', '.join(missing)}")
     known = {f for f in ModelMetadata.__dataclass_fields__}
-    meta = ModelMetadata(**{k: v for k, v in doc.items() if k in known})
+    fields = {k: v for k, v in doc.items() if k in known}
+    fields["operating_point"] = _parse_operating_point(doc.get("operating_point"), path)
+    meta = ModelMetadata(**fields)
     if not isinstance(meta.classes, list) or not meta.classes or not all(isinstance(c, str) for c in meta.classes):
         raise InputError(path, "histoeq metadata has no class names")
     if isinstance(meta.tile_px, bool) or not isinstance(meta.tile_px, int) or meta.tile_px < 4:
@@ -121,3 +158,16 @@ def parse_metadata(props: Mapping[str, str], path: str | Path) -> ModelMetadata:
         except HistoeqError as exc:
             raise InputError(path, f"histoeq metadata has an unusable stain normalisation ({exc})") from None
     return meta
+
+
+def _parse_operating_point(raw: Any, path: str | Path) -> OperatingPoint | None:
+    """The stored operating point, validated like the export options that made it; None when there is none."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or "threshold" not in raw:
+        raise InputError(path, "histoeq metadata has an unusable operating point (no threshold)")
+    point = OperatingPoint(raw["threshold"], raw.get("context", NO_CONTEXT), raw.get("chosen_by", ""))
+    problem = point.problem()
+    if problem is not None:
+        raise InputError(path, f"histoeq metadata has an unusable operating point ({problem})")
+    return point

@@ -27,6 +27,7 @@ from histoeq.data.stain import StainTransform, sample_evenly
 from histoeq.errors import HistoeqError, InputError, warn_input
 from histoeq.infer.model_index import resolve_model
 from histoeq.infer.onnx_model import OnnxTileModel
+from histoeq.infer.operating_point import ResolvedOperatingPoint, apply_operating_point
 from histoeq.infer.outputs import (
     DEFAULT_OUTPUTS,
     WRITERS,
@@ -63,8 +64,11 @@ class PredictOptions:
     block: int = 8  # tiles per side of one region read
     workers: int = max(2, min(8, os.cpu_count() or 2))
     outputs: tuple[str, ...] = DEFAULT_OUTPUTS  # writer names (see `histoeq.infer.outputs.WRITERS`)
-    context: str = NO_CONTEXT  # spatial context kernel over the tile grid (histoeq.slide.context)
-    region_threshold: float = 0.5  # tumour regions and positive area: tiles with p >= this
+    # Spatial context kernel over the tile grid (histoeq.slide.context) and the p at or above which tiles form
+    # tumour regions and the positive area; None: the model's operating point, else "none" / 0.5
+    # (histoeq.infer.operating_point).
+    context: str | None = None
+    region_threshold: float | None = None
 
 
 @dataclass
@@ -175,9 +179,12 @@ def run_tiles(
 
 
 def predict_tiles(slide: Slide, model: OnnxTileModel, options: PredictOptions,
-                  progress: ProgressFn = null_progress) -> SlidePrediction:
-    """Run the model over the tissue tiles of one open slide; the result record every output is written from."""
+                  progress: ProgressFn = null_progress, point: ResolvedOperatingPoint | None = None) -> SlidePrediction:
+    """Run the model over the tissue tiles of one open slide; the result record every output is written from.
+    `point` is the resolved threshold and context when the caller has resolved `options` already."""
     start = time.perf_counter()
+    if point is None:
+        options, point = apply_operating_point(options, model.metadata.operating_point)
     chosen = select_tiles(slide, model, options)
     grid, keep = chosen.grid, chosen.keep
     transform = slide_stain_transform(slide, grid, keep, model, options)
@@ -200,6 +207,7 @@ def predict_tiles(slide: Slide, model: OnnxTileModel, options: PredictOptions,
         context=options.context, context_scores=context_scores, tissue_mask=chosen.mask,
         tissue_downsample=chosen.mask_downsample, no_tissue=chosen.no_tissue,
         region_threshold=options.region_threshold, slide_mpp_in_file=slide.metadata_mpp,
+        operating_point=point.record(),
     )
 
 
@@ -228,11 +236,15 @@ def write_prediction(pred: SlidePrediction, out_dir: Path, outputs: Sequence[str
 def predict_slide(
     slide: Slide, model: OnnxTileModel, out_dir: Path, options: PredictOptions, progress: ProgressFn = null_progress,
     outputs: Sequence[str] | None = None, settings: PredictSettings | None = None,
+    point: ResolvedOperatingPoint | None = None,
 ) -> SlideResult:
-    """Predict one open slide and write `outputs` (default: those of `options`) and its JSON record."""
+    """Predict one open slide and write `outputs` (default: those of `options`) and its JSON record. `point` is
+    the resolved threshold and context when the caller has resolved `options` already."""
     start = time.perf_counter()
-    pred = predict_tiles(slide, model, options, progress)
-    settings = settings or PredictSettings.of(model.path, options)
+    if point is None:
+        options, point = apply_operating_point(options, model.metadata.operating_point)
+    pred = predict_tiles(slide, model, options, progress, point)
+    settings = settings or PredictSettings.of(model.path, options, point.sources)
     written = write_prediction(pred, Path(out_dir), tuple(options.outputs if outputs is None else outputs), start,
                                settings)
     return SlideResult(str(slide.path), False, pred.tile_count, time.perf_counter() - start, written,
@@ -270,7 +282,8 @@ def predict_slides(
         meta = model.metadata
         for path, (dimensions, mpp, _) in geometry.items():
             tile_grid(dimensions, mpp, meta.mpp, meta.tile_px, options.stride_px, path)
-        settings = PredictSettings.of(model.path, options)
+        options, point = apply_operating_point(options, meta.operating_point)
+        settings = PredictSettings.of(model.path, options, point.sources)
         stale = _stale_slides(out, mine, settings, overwrite)
         claim_folder(out, settings, overwrite)
         for path, (_, _used, own) in geometry.items():  # after the checks: a refused run prints its error only
@@ -287,7 +300,7 @@ def predict_slides(
                 continue
             with kept.take(path) as slide:
                 results.append(predict_slide(slide, model, out, options, progress, outputs=missing,
-                                             settings=settings))
+                                             settings=settings, point=point))
     return model, results
 
 
@@ -321,9 +334,9 @@ def check_options(options: PredictOptions) -> None:
     if options.workers < 1:
         raise HistoeqError(f"--workers must be at least 1 (got {options.workers})")
     options.outputs = parse_outputs(options.outputs)
-    if options.context != NO_CONTEXT:
+    if options.context is not None and options.context != NO_CONTEXT:
         context_kernel(options.context)
-    if not 0 < options.region_threshold <= 1:
+    if options.region_threshold is not None and not 0 < options.region_threshold <= 1:
         raise HistoeqError(f"--region-threshold must be in (0, 1] (got {options.region_threshold})")
 
 

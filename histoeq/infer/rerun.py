@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +26,19 @@ OPTION_DEFAULTS = {"context": "none", "region_threshold": 0.5}
 
 @dataclass(frozen=True)
 class PredictSettings:
-    """The model file's sha256 and the options that change the tiles or their probabilities."""
+    """The model file's sha256 and the options that change the tiles or their probabilities (their effective
+    values), with where the threshold and context came from ("option", "model" or "default"; informative only:
+    the same value from another source gives the same outputs)."""
 
     model_sha256: str
     model: str
     options: dict[str, Any]
+    sources: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, model_path: Path, options: Any) -> PredictSettings:
-        return cls(file_sha256(model_path), str(model_path), {k: getattr(options, k) for k in RESULT_OPTIONS})
+    def of(cls, model_path: Path, options: Any, sources: dict[str, str] | None = None) -> PredictSettings:
+        return cls(file_sha256(model_path), str(model_path), {k: getattr(options, k) for k in RESULT_OPTIONS},
+                   dict(sources or {}))
 
     def differences(self, other: dict[str, Any]) -> list[str]:
         """Human-readable differences from a recorded settings dict."""

@@ -41,6 +41,8 @@ class SlidePrediction:
     context_scores: np.ndarray | None = None  # positive-class probability combined with the grid neighbours'
     no_tissue: str | None = None  # why no tile was kept (no tissue found, and the reason), None when some were
     slide_mpp_in_file: float | None = None  # the slide's own µm/px as read from the file (`slide_mpp` may override it)
+    # Threshold and context in effect, and their sources (histoeq.infer.operating_point: option, model or default)
+    operating_point: dict[str, Any] | None = None
 
     @property
     def scores(self) -> np.ndarray:
@@ -92,5 +94,6 @@ class SlidePrediction:
             "outputs": files,
             "context": {"kernel": self.context, "column": self.context_column if self.context_scores is not None
                         else None, "heatmap": "with context" if self.context_scores is not None else "tile only"},
+            "operating_point": self.operating_point,
             **extra,
         }

@@ -189,6 +189,9 @@ def _default_model() -> Section:
         section.items.append(Item("model", f"{entry.name}: {path} ({meta.model_name}, "
                                            f"classes {','.join(meta.classes)}, "
                                            f"{meta.tile_px} px at {meta.mpp:g} µm/px)"))
+        point = meta.operating_point
+        section.items.append(Item("operating point", "none stored (predict uses threshold 0.5, context none)"
+                                  if point is None else point.describe()))
     except HistoeqError as exc:
         section.items.append(Item("model", _first_line(exc), ok=False))
     except Exception as exc:  # noqa: BLE001

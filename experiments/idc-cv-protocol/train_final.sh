@@ -22,7 +22,7 @@ candidate=$work/idc-p4m-w$width.onnx
 histoeq export "$run" --test-metrics "$work/test-patch/eval.json" --out "$candidate" --overwrite \
   --threshold "$threshold" --context "$kernel" --chosen-by "docs/protocol.md: pooled OOF balanced accuracy, 5-fold patient CV"
 histoeq eval "$candidate" --data "$data" --split test --rotations 4 --flips --context "$kernel" --device cpu \
-  --out "$work/test-onnx-$kernel" --overwrite 2>/dev/null || true
+  --out "$work/test-onnx-$kernel" --overwrite
 slide=${SLIDE:-../shared/data/idc/slides/9124.tiff}
 for _ in 1 2 3; do
   for model in models/idc-se2.onnx "$candidate"; do

@@ -58,7 +58,7 @@ TINY_INFO = {"model_config": {"name": "tiny"}, "classes": ["a", "b"], "tile_px":
              "normalisation": {"mean": [0.5] * 3, "std": [0.25] * 3}}
 
 
-def export_tiny_onnx(path: Path, seed: int = 0) -> Path:
+def export_tiny_onnx(path: Path, seed: int = 0, **export_options) -> Path:  # noqa: ANN003 (export_model's options)
     """A two-class conv net of random weights (seeded) exported with the metadata predict needs: a fast stand-in
     for a trained model wherever only the pipeline around the model is tested."""
     from histoeq.export.exporter import export_model
@@ -66,4 +66,16 @@ def export_tiny_onnx(path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
                               torch.nn.Linear(4, 2)).eval()
-    return export_model(net, TINY_INFO, path).path
+    return export_model(net, TINY_INFO, path, **export_options).path
+
+
+@pytest.fixture
+def random_rgb_tiff(tmp_path: Path) -> Path:
+    """A small flat RGB TIFF of random pixels at 4 µm/px: a slide for tests of the pipeline around the model."""
+    import numpy as np
+    import tifffile
+
+    path = tmp_path / "s.tiff"
+    rgb = np.random.default_rng(0).integers(0, 255, (300, 260, 3), dtype=np.uint8)
+    tifffile.imwrite(path, rgb, photometric="rgb", resolution=(2500, 2500), resolutionunit="CENTIMETER")
+    return path

@@ -6,41 +6,28 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
-import tifffile
 import torch
 
-from histoeq.export.exporter import export_model
 from histoeq.export.metadata import ModelMetadata, OperatingPoint, parse_metadata
 from histoeq.infer import OnnxTileModel
 from histoeq.infer.operating_point import resolve_operating_point
-from tests.conftest import TINY_INFO, assert_one_line_error, run_cli
+from tests.conftest import assert_one_line_error, export_tiny_onnx, run_cli
 
 POINT = OperatingPoint(0.3, "box3", "pooled OOF balanced accuracy, 5-fold patient CV")
-
-
-def _tiny_net() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
-                               torch.nn.Linear(4, 2)).eval()
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("models")
-    net = _tiny_net()
-    return {"plain": export_model(net, TINY_INFO, folder / "plain.onnx").path,
-            "point": export_model(net, TINY_INFO, folder / "point.onnx", operating_point=POINT).path}
+    return {"plain": export_tiny_onnx(folder / "plain.onnx"),
+            "point": export_tiny_onnx(folder / "point.onnx", operating_point=POINT)}
 
 
 @pytest.fixture
-def slide(tmp_path: Path) -> Path:
-    path = tmp_path / "s.tiff"
-    rgb = np.random.default_rng(0).integers(0, 255, (300, 260, 3), dtype=np.uint8)
-    tifffile.imwrite(path, rgb, photometric="rgb", resolution=(2500, 2500), resolutionunit="CENTIMETER")
-    return path
+def slide(random_rgb_tiff: Path) -> Path:
+    return random_rgb_tiff
 
 
 def _predict(capsys, slide: Path, model: Path, out: Path, *extra: str) -> tuple[int, str, str]:

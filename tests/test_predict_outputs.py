@@ -18,11 +18,8 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def slide(tmp_path: Path) -> Path:
-    path = tmp_path / "s.tiff"
-    rgb = np.random.default_rng(0).integers(0, 255, (300, 260, 3), dtype=np.uint8)
-    tifffile.imwrite(path, rgb, photometric="rgb", resolution=(2500, 2500), resolutionunit="CENTIMETER")
-    return path
+def slide(random_rgb_tiff: Path) -> Path:
+    return random_rgb_tiff
 
 
 def _predict(capsys, slide: Path, model: Path, out: Path, *extra: str) -> tuple[int, str, str]:

@@ -146,3 +146,14 @@ def test_doctor_shows_the_default_models_operating_point(models, monkeypatch) ->
         monkeypatch.setattr(model_index, "find_model", lambda entry=entry: entry)
         items = {item.name: item.value for item in _default_model().items}
         assert items["operating point"] == shown
+
+
+def test_eval_reads_the_operating_point_of_an_exported_model(models: dict[str, Path]) -> None:
+    import torch
+
+    from histoeq.lab.model_files import load_onnx_predictor
+
+    cpu = torch.device("cpu")
+    assert load_onnx_predictor(models["point"], cpu).info["operating_point"] == {
+        "threshold": POINT.threshold, "context": POINT.context, "chosen_by": POINT.chosen_by}
+    assert load_onnx_predictor(models["plain"], cpu).info["operating_point"] is None

@@ -171,6 +171,10 @@ def eval_command(
     context: str = typer.Option("none", "--context", help="Combine each patch's probability with its slide "
                                 "neighbours' (index x, y): none, box3, binomial3 or binomial5. Patch-only figures "
                                 "are reported beside."),
+    threshold: float | None = typer.Option(
+        None, "--threshold", help="Binary tasks: a patch is positive when p(positive) is at or above this, for "
+        "accuracy, balanced accuracy, F1 and label changes. Default: an exported model's operating point (the "
+        "threshold chosen for it and stored at export), else 0.5.", show_default="from the model, else 0.5"),
     device: str = typer.Option("auto", "--device", help=_DEVICE_HELP),
     batch_size: int = typer.Option(512, "--batch-size"),
     overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
@@ -185,11 +189,12 @@ def eval_command(
     with rich_progress(transient=True) as progress:
         record = evaluate_runs(runs, data, out, split=split, rotations=rotations, flips=flips, tta=invariant_to.value,
                                slides=slides, device=device, batch_size=batch_size, context=context,
-                               loaders=PREDICTOR_LOADERS, progress=progress)
+                               threshold=threshold, loaders=PREDICTOR_LOADERS, progress=progress)
     for result in record["runs"]:
         rows = [[r["view"], r["exact"], r["auc"], r["accuracy"], r["balanced_accuracy"], r["f1"],
                  r["invariance_mean"], r["invariance_max"]] for r in result["views"]]
-        print_table(f"{result['run']} on {split} (n={result['n']}, tta={record['tta']}, context={context})",
+        print_table(f"{result['run']} on {split} (n={result['n']}, tta={record['tta']}, context={context}, "
+                    f"threshold={result['threshold']:g} ({result['threshold_source']}))",
                     ["View (deg)", "Exact", "AUC", "Acc", "Bal. acc", "F1", "|dp| mean", "|dp| max"], rows)
         inv = result["invariance"]
         console.print(f"invariance exact: mean {_fmt(inv['exact']['mean'])} max {_fmt(inv['exact']['max'])}; "

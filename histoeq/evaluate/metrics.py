@@ -1,8 +1,8 @@
 """Classification metrics from predicted probabilities, all from scikit-learn.
 
 Shared by validation during training and by rotation evaluation so that "AUC" means the same number everywhere.
-Binary tasks score the positive class (index 1) and threshold its probability at 0.5; multi-class tasks use
-one-vs-rest macro AUC and the arg-max label.
+Binary tasks score the positive class (index 1) and threshold its probability (at 0.5 unless a model's chosen
+operating point says otherwise); multi-class tasks use one-vs-rest macro AUC and the arg-max label.
 """
 
 from __future__ import annotations
@@ -24,15 +24,16 @@ def positive_score(probs: np.ndarray) -> np.ndarray:
     return probs[:, 1] if probs.shape[1] == 2 else probs
 
 
-def predicted_labels(probs: np.ndarray) -> np.ndarray:
+def predicted_labels(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Binary: 1 where p(class 1) is at or above `threshold`; multi-class: the arg-max class."""
     probs = np.asarray(probs, dtype=np.float64)
-    if probs.ndim == 1:
-        return (probs >= 0.5).astype(np.int64)
+    if probs.ndim == 1 or probs.shape[1] == 2:
+        return (positive_score(probs) >= threshold).astype(np.int64)
     return probs.argmax(axis=1)
 
 
-def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    """AUC, accuracy, balanced accuracy and F1 (binary: of the positive class; multi-class: macro).
+def classification_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """AUC, accuracy, balanced accuracy and F1 (binary: of the positive class at `threshold`; multi-class: macro).
 
     AUC is NaN when only one class is present in `labels` (a tiny subset, a one-class split), instead of raising;
     multi-class AUC is NaN when any class is absent. scikit-learn's warnings about such subsets (undefined AUC,
@@ -41,7 +42,7 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict[str, f
     """
     labels = np.asarray(labels, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
-    pred = predicted_labels(probs)
+    pred = predicted_labels(probs, threshold)
     binary = probs.ndim == 1 or probs.shape[1] == 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)

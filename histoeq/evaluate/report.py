@@ -89,13 +89,15 @@ def replicate_key(run: str | Path) -> str | None:
 def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path, *, split: str = "test",
                   rotations: int = 8, flips: bool = False, tta: str | None = None, slides: Path | None = None,
                   device: str = "auto", batch_size: int = 512, limit: int | None = None, context: str = NO_CONTEXT,
-                  loaders: Mapping[str, PredictorLoader] = CHECKPOINT_LOADERS,
+                  threshold: float | None = None, loaders: Mapping[str, PredictorLoader] = CHECKPOINT_LOADERS,
                   progress: ProgressFn = null_progress) -> dict[str, Any]:
     """Evaluate each run on `split` of `data` at N rotations (and mirrors); write eval.json and the plot.
 
     With a ``context`` kernel, metrics are of each patch's probability combined with its slide neighbours'
-    (`histoeq.slide.context`), with the patch-only figures kept beside them. `loaders` opens model files by suffix
-    (`load_predictor`); run folders are always checkpoints."""
+    (`histoeq.slide.context`), with the patch-only figures kept beside them. Binary labels are p(positive) at or
+    above ``threshold``; None takes each model's own operating point (an exported model that carries one, see
+    `histoeq.export.metadata.OperatingPoint`), else 0.5, and each run records the threshold and where it came
+    from. `loaders` opens model files by suffix (`load_predictor`); run folders are always checkpoints."""
     if not runs:
         raise InputError(None, "no run folder or model given")
     if (tta or "none") not in TTA_CHOICES:
@@ -106,6 +108,8 @@ def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path,
         raise HistoeqError(f"--batch-size must be at least 1, got {batch_size}")
     if context != NO_CONTEXT:
         context_kernel(context)
+    if threshold is not None and not 0 < threshold < 1:  # NaN fails both comparisons
+        raise HistoeqError(f"--threshold must be in (0, 1), got {threshold}")
     if slides is not None and not Path(slides).is_dir():  # a typo would go unnoticed when every view is exact
         raise InputError(slides, "--slides is not a folder" if Path(slides).exists() else "no such --slides folder")
     out = Path(out)
@@ -131,15 +135,16 @@ def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path,
     stain = _normalise_stain(inputs, predictors, dataset.meta)
     results, probabilities, context_probabilities = [], [], []
     for i, p in enumerate(predictors):
+        run_threshold, threshold_source = _threshold_for(p, threshold)
         try:
             result = evaluate_predictor(p.predict, inputs, tta=tta, batch_size=batch_size, progress=progress,
                                         task=f"eval {i + 1}/{len(predictors)}", keep_probabilities=True,
-                                        context=context)
+                                        context=context, threshold=run_threshold)
         except NonFiniteOutput as exc:
             raise InputError(p.name, f"model {exc}") from None
         probabilities.append(result.pop("probabilities"))
         context_probabilities.append(result.pop("context_probabilities", None))
-        results.append({"run": p.name, **p.info, **result})
+        results.append({"run": p.name, **p.info, **result, "threshold_source": threshold_source})
     record = {"data": str(data), "split": split, "rotations": rotations, "flips": flips, "tta": tta or "none",
               "context": inputs.context, "spatial_context": context, "n": int(len(inputs.labels)), "stain": stain,
               "runs": results}
@@ -238,6 +243,16 @@ def _normalise_stain(inputs: EvalInputs, predictors: Sequence[Predictor], datase
     patients = inputs.patients if inputs.patients is not None else np.zeros(len(images), dtype=int)
     unchanged = normalise_groups(images, patients, stain, companions)
     return {"method": stain.get("method"), "applied": "per patient, by eval", "unchanged": unchanged}
+
+
+def _threshold_for(predictor: Predictor, threshold: float | None) -> tuple[float, str]:
+    """The threshold a run is scored at and its source: the option, the model's operating point, or 0.5."""
+    if threshold is not None:
+        return float(threshold), "option"
+    point = predictor.info.get("operating_point")
+    if point is not None:
+        return float(point["threshold"]), "model"
+    return 0.5, "default"
 
 
 def _short_label(run: str, config: dict[str, Any] | None) -> str:

@@ -140,14 +140,15 @@ class NonFiniteOutput(ValueError):
 
 def evaluate_predictor(predict_fn: PredictFn, inputs: Any, *, tta: str | None = None, batch_size: int = 512,
                        progress: ProgressFn = null_progress, task: str = "eval", keep_probabilities: bool = False,
-                       context: str = NO_CONTEXT, **prepare_kw: Any) -> dict[str, Any]:
+                       context: str = NO_CONTEXT, threshold: float = 0.5, **prepare_kw: Any) -> dict[str, Any]:
     """Score `predict_fn` on every view of `inputs` (an `EvalInputs`, or a `PatchDataset` plus `prepare_inputs`
     keyword arguments: split, rotations, flips, slides). Returns a JSON-able dict (see module docstring), plus the
     unrotated view's class probabilities under "probabilities" (a numpy array) with `keep_probabilities`, and with
     a context its combined probabilities under "context_probabilities".
 
     With a ``context`` kernel every view's probabilities are first combined with their grid neighbours'
-    (`with_context`); the unrotated view's patch-only metrics are kept beside them under "patch_only"."""
+    (`with_context`); the unrotated view's patch-only metrics are kept beside them under "patch_only". Binary
+    labels (accuracy, balanced accuracy, F1, label changes) are p(class 1) at or above `threshold`."""
     if batch_size < 1:
         raise HistoeqError(f"--batch-size must be at least 1, got {batch_size}")
     if not isinstance(inputs, EvalInputs):
@@ -175,17 +176,18 @@ def evaluate_predictor(predict_fn: PredictFn, inputs: Any, *, tta: str | None = 
             reference, identity_probs = score, probs
         diff = np.abs(score - reference).reshape(len(score), -1).max(axis=1)
         rows.append({"angle": view.angle, "mirrored": view.mirrored, "exact": view.exact, "view": view.name,
-                     **classification_metrics(inputs.labels, probs),
+                     **classification_metrics(inputs.labels, probs, threshold),
                      "invariance_mean": float(diff.mean()), "invariance_max": float(diff.max())})
         scores.append(score)
-        labels_per_view.append(predicted_labels(probs))
+        labels_per_view.append(predicted_labels(probs, threshold))
         progress(task, i + 1, len(inputs.views), f"view {view.name}: AUC {rows[-1]['auc']:.4f}")
     result = _summarise(inputs, rows, scores, labels_per_view, tta)
-    result["per_patient"] = per_patient_metrics(inputs, identity_probs)
+    result["threshold"] = threshold
+    result["per_patient"] = per_patient_metrics(inputs, identity_probs, threshold)
     result["patient_level"] = patient_level(inputs, identity_probs)
     result["spatial_context"] = context
     if context != NO_CONTEXT and patch_only is not None:
-        result["patch_only"] = {**classification_metrics(inputs.labels, patch_only),
+        result["patch_only"] = {**classification_metrics(inputs.labels, patch_only, threshold),
                                 "patient_level": patient_level(inputs, patch_only)}
     if keep_probabilities:  # the model's own output, and the combined one when there is a context
         result["probabilities"] = patch_only
@@ -194,7 +196,7 @@ def evaluate_predictor(predict_fn: PredictFn, inputs: Any, *, tta: str | None = 
     return result
 
 
-def per_patient_metrics(inputs: EvalInputs, probs: np.ndarray | None) -> list[dict[str, Any]]:
+def per_patient_metrics(inputs: EvalInputs, probs: np.ndarray | None, threshold: float = 0.5) -> list[dict[str, Any]]:
     """Metrics of the unrotated view for each patient: a pooled figure can hide one patient on whom the fixed
     threshold falls badly, which is how a model fails on the next patient's slide."""
     if inputs.patients is None or probs is None:
@@ -207,7 +209,7 @@ def per_patient_metrics(inputs: EvalInputs, probs: np.ndarray | None) -> list[di
         rows.append({"patient": str(patient), "n": int(sel.sum()),
                      "positives": int((labels == 1).sum()) if binary else None,
                      "mean_score": float(positive_score(probs[sel]).mean()) if binary else None,
-                     **classification_metrics(labels, probs[sel])})
+                     **classification_metrics(labels, probs[sel], threshold)})
     return rows
 
 

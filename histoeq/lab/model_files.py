@@ -9,6 +9,7 @@ both evaluation and inference, so that neither imports the other and nothing reg
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from types import MappingProxyType
 
@@ -26,7 +27,8 @@ def load_onnx_predictor(path: Path, device: torch.device) -> Predictor:
         predict=model,
         tile_px=meta.tile_px,
         info={"onnx": str(path), "provider": model.provider, "model_config": meta.model_config,
-              "classes": meta.classes, "val": meta.metrics.get("val"), "precision": meta.precision},
+              "classes": meta.classes, "val": meta.metrics.get("val"), "precision": meta.precision,
+              "operating_point": None if meta.operating_point is None else asdict(meta.operating_point)},
         stain=meta.stain,
     )
 

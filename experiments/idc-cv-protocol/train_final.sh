@@ -15,9 +15,12 @@ if ! grep -qs '"status": "finished"' "$run/run.json"; then
   histoeq train --data "$data" --model p4m --width "$width" --augment none --epochs 8 --batch-size 128 --lr 1e-3 \
     --weight-decay 1e-4 --select last --train-on train+val --seed 0 --device cpu --out "$run" "${resume[@]}" "$@"
 fi
-histoeq eval "$run" --data "$data" --split test --rotations 4 --flips --device cpu --out "$work/test-patch" --overwrite
-histoeq eval "$run" --data "$data" --split test --rotations 4 --flips --context "$kernel" --device cpu \
-  --out "$work/test-$kernel" --overwrite
+histoeq eval "$run" --data "$data" --split test --rotations 4 --flips --threshold "$threshold" --device cpu \
+  --out "$work/test-patch" --overwrite
+histoeq eval "$run" --data "$data" --split test --rotations 4 --flips --threshold "$threshold" --context "$kernel" \
+  --device cpu --out "$work/test-$kernel" --overwrite
+python experiments/idc-cv-protocol/test_at_threshold.py "$work/test-$kernel/predictions.csv" "$threshold" \
+  "$work/test-per-patient.csv"
 candidate=$work/idc-p4m-w$width.onnx
 histoeq export "$run" --test-metrics "$work/test-patch/eval.json" --out "$candidate" --overwrite \
   --threshold "$threshold" --context "$kernel" --chosen-by "docs/protocol.md: pooled OOF balanced accuracy, 5-fold patient CV"

@@ -85,3 +85,63 @@ def test_unknown_context_kernel_is_refused(model, tmp_path, capsys):
     code, _, err = run_cli(["eval", model, "--data", tmp_path / "ds", "--out", tmp_path / "ev", "--rotations", 1,
                             "--device", "cpu", "--context", "gauss9"], capsys)
     assert_one_line_error(code, err, "gauss9")
+
+
+@pytest.fixture
+def chosen_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A factory of stand-in exported models whose operating point names a context kernel."""
+    def load(path: Path, device: object) -> Predictor:
+        point = json.loads(path.read_text())
+        return Predictor(name=str(path), predict=_darkness, tile_px=8, info={"operating_point": point})
+
+    monkeypatch.setattr(model_files, "PREDICTOR_LOADERS", {**model_files.PREDICTOR_LOADERS, ".chosen": load})
+
+    def make(name: str, kernel: str) -> Path:
+        path = tmp_path / f"{name}.chosen"
+        path.write_text(json.dumps({"threshold": 0.5, "context": kernel, "chosen_by": "test"}))
+        return path
+    return make
+
+
+def _eval(capsys, models, data: Path, out: Path, *extra) -> tuple[int, dict, str, str]:
+    code, stdout, err = run_cli(["eval", *models, "--data", data, "--out", out, "--rotations", 1, "--device", "cpu",
+                                 *extra], capsys)
+    record = json.loads((out / "eval.json").read_text()) if code == 0 else {}
+    return code, record, stdout, err
+
+
+def test_context_defaults_to_the_models_operating_point(chosen_models, tmp_path, capsys):
+    """The threshold stored with a model was chosen for its kernel's probabilities: eval scores both, as predict."""
+    _grid_dataset(tmp_path / "ds")
+    model = chosen_models("m", "box3")
+    code, record, stdout, err = _eval(capsys, [model], tmp_path / "ds", tmp_path / "model")
+    assert code == 0, err
+    assert (record["spatial_context"], record["spatial_context_source"]) == ("box3", "model")
+    assert "context=box3 (model)" in stdout.replace("\n", " ")
+    table = pd.read_csv(tmp_path / "model" / "predictions.csv")
+    assert "prob_pos_box3" in table
+    code, record_none, _, err = _eval(capsys, [model], tmp_path / "ds", tmp_path / "none", "--context", "none")
+    assert code == 0, err
+    assert (record_none["spatial_context"], record_none["spatial_context_source"]) == ("none", "option")
+    # the context changes the scored probabilities, so the figures differ from the patch-only ones
+    assert record["runs"][0]["views"][0]["auc"] != record_none["runs"][0]["views"][0]["auc"]
+    assert record["runs"][0]["patch_only"]["auc"] == pytest.approx(record_none["runs"][0]["views"][0]["auc"])
+
+
+def test_model_context_without_positions_falls_back_to_patch_only(chosen_models, tmp_path, capsys):
+    _grid_dataset(tmp_path / "ds", with_positions=False)
+    code, record, stdout, err = _eval(capsys, [chosen_models("m", "box3")], tmp_path / "ds", tmp_path / "ev")
+    assert code == 0, err
+    assert record["spatial_context"] == "none"
+    assert record["spatial_context_source"].startswith("default (") and "x, y" in record["spatial_context_source"]
+    assert "note: no spatial context" in stdout
+
+
+def test_models_with_different_kernels_are_scored_patch_only(chosen_models, tmp_path, capsys):
+    _grid_dataset(tmp_path / "ds")
+    models = [chosen_models("a", "box3"), chosen_models("b", "binomial5")]
+    code, record, stdout, err = _eval(capsys, models, tmp_path / "ds", tmp_path / "ev")
+    assert code == 0, err
+    assert record["spatial_context"] == "none"
+    assert "binomial5" in record["spatial_context_source"] and "box3" in record["spatial_context_source"]
+    assert "note: no spatial context" in stdout

@@ -168,9 +168,11 @@ def eval_command(
         help="d4: average the probabilities over the 8 rotations/mirrors of D4, making every model exactly "
         "D4-invariant."),
     slides: Path = typer.Option(None, "--slides", help="Folder with the source slides, for real rotation context."),
-    context: str = typer.Option("none", "--context", help="Combine each patch's probability with its slide "
-                                "neighbours' (index x, y): none, box3, binomial3 or binomial5. Patch-only figures "
-                                "are reported beside."),
+    context: str | None = typer.Option(
+        None, "--context", help="Combine each patch's probability with its slide neighbours' (index x, y): none, "
+        "box3, binomial3 or binomial5. Patch-only figures are reported beside. Default: the kernel of the models' "
+        "operating points (the one predict applies) when the index has x, y, else none.",
+        show_default="from the model, else none"),
     threshold: float | None = typer.Option(
         None, "--threshold", help="Binary tasks: a patch is positive when p(positive) is at or above this, for "
         "accuracy, balanced accuracy, F1 and label changes. Default: an exported model's operating point (the "
@@ -193,7 +195,8 @@ def eval_command(
     for result in record["runs"]:
         rows = [[r["view"], r["exact"], r["auc"], r["accuracy"], r["balanced_accuracy"], r["f1"],
                  r["invariance_mean"], r["invariance_max"]] for r in result["views"]]
-        print_table(f"{result['run']} on {split} (n={result['n']}, tta={record['tta']}, context={context}, "
+        print_table(f"{result['run']} on {split} (n={result['n']}, tta={record['tta']}, "
+                    f"context={record['spatial_context']} ({record['spatial_context_source']}), "
                     f"threshold={result['threshold']:g} ({result['threshold_source']}))",
                     ["View (deg)", "Exact", "AUC", "Acc", "Bal. acc", "F1", "|dp| mean", "|dp| max"], rows)
         inv = result["invariance"]
@@ -223,6 +226,8 @@ def eval_command(
                           r["f1"]] for r in patients])
     if any(math.isnan(r["auc"]) for result in record["runs"] for r in result["views"]):
         console.print(f"note: AUC is undefined (nan) because not every class occurs in the {split} split")
+    if record["spatial_context_source"].startswith("default ("):
+        console.print(f"note: no spatial context: {record['spatial_context_source'][len('default ('):-1]}")
     console.print(f"rotation context: {record['context']}")
     files = record["files"]
     plots = ", ".join(files[k] for k in ("plot", "roc", "pr", "calibration") if k in files)

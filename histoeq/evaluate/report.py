@@ -88,13 +88,15 @@ def replicate_key(run: str | Path) -> str | None:
 
 def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path, *, split: str = "test",
                   rotations: int = 8, flips: bool = False, tta: str | None = None, slides: Path | None = None,
-                  device: str = "auto", batch_size: int = 512, limit: int | None = None, context: str = NO_CONTEXT,
+                  device: str = "auto", batch_size: int = 512, limit: int | None = None, context: str | None = NO_CONTEXT,
                   threshold: float | None = None, loaders: Mapping[str, PredictorLoader] = CHECKPOINT_LOADERS,
                   progress: ProgressFn = null_progress) -> dict[str, Any]:
     """Evaluate each run on `split` of `data` at N rotations (and mirrors); write eval.json and the plot.
 
     With a ``context`` kernel, metrics are of each patch's probability combined with its slide neighbours'
-    (`histoeq.slide.context`), with the patch-only figures kept beside them. Binary labels are p(positive) at or
+    (`histoeq.slide.context`), with the patch-only figures kept beside them; None takes the kernel of the models'
+    operating points (the one `histoeq predict` applies), when they agree and the index has tile positions, else
+    none, and the record says where it came from. Binary labels are p(positive) at or
     above ``threshold``; None takes each model's own operating point (an exported model that carries one, see
     `histoeq.export.metadata.OperatingPoint`), else 0.5, and each run records the threshold and where it came
     from. `loaders` opens model files by suffix (`load_predictor`); run folders are always checkpoints."""
@@ -106,7 +108,7 @@ def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path,
         raise HistoeqError(f"--rotations must be at least 1, got {rotations}")
     if batch_size < 1:
         raise HistoeqError(f"--batch-size must be at least 1, got {batch_size}")
-    if context != NO_CONTEXT:
+    if context is not None and context != NO_CONTEXT:
         context_kernel(context)
     if threshold is not None and not 0 < threshold < 1:  # NaN fails both comparisons
         raise HistoeqError(f"--threshold must be in (0, 1), got {threshold}")
@@ -130,7 +132,8 @@ def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path,
                                      f"has {len(dataset.classes)} ({', '.join(dataset.classes)})")
     inputs = prepare_inputs(dataset, split=split, rotations=rotations, flips=flips, slides=slides, limit=limit,
                             progress=progress)
-    if context != NO_CONTEXT:
+    context, context_source = _context_for(predictors, context, inputs)
+    if context_source == "option" and context != NO_CONTEXT:
         _check_positions(inputs, data, context)
     stain = _normalise_stain(inputs, predictors, dataset.meta)
     results, probabilities, context_probabilities = [], [], []
@@ -146,7 +149,8 @@ def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path,
         context_probabilities.append(result.pop("context_probabilities", None))
         results.append({"run": p.name, **p.info, **result, "threshold_source": threshold_source})
     record = {"data": str(data), "split": split, "rotations": rotations, "flips": flips, "tta": tta or "none",
-              "context": inputs.context, "spatial_context": context, "n": int(len(inputs.labels)), "stain": stain,
+              "context": inputs.context, "spatial_context": context, "spatial_context_source": context_source,
+              "n": int(len(inputs.labels)), "stain": stain,
               "runs": results}
     labels = [_short_label(r["run"], r.get("model_config")) for r in results]
     rotation_context = inputs.context.split(" (")[0]
@@ -243,6 +247,29 @@ def _normalise_stain(inputs: EvalInputs, predictors: Sequence[Predictor], datase
     patients = inputs.patients if inputs.patients is not None else np.zeros(len(images), dtype=int)
     unchanged = normalise_groups(images, patients, stain, companions)
     return {"method": stain.get("method"), "applied": "per patient, by eval", "unchanged": unchanged}
+
+
+def _context_for(predictors: Sequence[Predictor], context: str | None, inputs: EvalInputs) -> tuple[str, str]:
+    """The context kernel every run is scored with and its source.
+
+    The option wins. Otherwise the models' operating points decide, since their thresholds were chosen for
+    probabilities combined with that kernel: scoring them patch-only at that threshold would report figures no
+    `histoeq predict` user gets. Models that disagree, or an index without usable tile positions, fall back to
+    none, and the source says why."""
+    if context is not None:
+        return context, "option"
+    kernels = {(p.info.get("operating_point") or {}).get("context", NO_CONTEXT) for p in predictors}
+    kernels.discard(NO_CONTEXT)
+    if not kernels:
+        return NO_CONTEXT, "default"
+    if len(kernels) > 1:
+        return NO_CONTEXT, f"default (the models' operating points differ: {', '.join(sorted(kernels))})"
+    (kernel,) = kernels
+    try:
+        _check_positions(inputs, "", kernel)
+    except InputError:
+        return NO_CONTEXT, f"default (the model's {kernel} needs tile positions x, y, distinct per slide; the index has none)"
+    return kernel, "model"
 
 
 def _threshold_for(predictor: Predictor, threshold: float | None) -> tuple[float, str]:

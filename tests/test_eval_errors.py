@@ -91,6 +91,11 @@ def test_per_patient_metrics_and_predictions_csv(setup, tmp_path, capsys):
     assert mean["value"] == pytest.approx(np.mean([per_patient[p]["auc"] for p in "ab"]))
     assert mean["ci95"][0] <= mean["value"] <= mean["ci95"][1]
     assert level["pooled_auc"]["value"] == pytest.approx(pooled["auc"])
+    for name in ("balanced_accuracy", "f1"):  # at the threshold the run was scored at, with patient intervals
+        estimate = level[f"pooled_{name}"]
+        assert estimate["value"] == pytest.approx(pooled[name])
+        assert estimate["ci95"][0] <= estimate["value"] <= estimate["ci95"][1]
+    assert level["threshold"] == result["threshold"]
 
 
 @pytest.mark.parametrize("size", [0, -1])

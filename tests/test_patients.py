@@ -7,8 +7,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import balanced_accuracy_score, f1_score
 
-from histoeq.evaluate.patients import choose_threshold, holm, mean_patient_auc, paired_auc_difference, per_patient_auc
+from histoeq.evaluate.patients import (
+    choose_threshold,
+    holm,
+    mean_patient_auc,
+    paired_auc_difference,
+    per_patient_auc,
+    pooled_metric,
+)
 from histoeq.slide.context import smooth_on_grid
 from tests.conftest import run_cli
 
@@ -39,6 +47,37 @@ def test_paired_difference_detects_a_consistent_gain_and_not_noise() -> None:
     noisy = base.assign(auc=base["auc"] + np.array([0.02, -0.02] * 5))
     est = paired_auc_difference(base, noisy, n_boot=2000)
     assert est.low < 0 < est.high and est.p > 0.5
+
+
+@pytest.mark.parametrize("metric", ["balanced_accuracy", "f1"])
+def test_pooled_rates_match_scoring_each_resample_of_patients(metric: str) -> None:
+    """Balanced accuracy and F1 are summed from per-patient confusion counts: the same figures as concatenating
+    each resample's patches and scoring them with scikit-learn, including resamples with one class only."""
+    rng = np.random.default_rng(4)
+    patients = np.repeat(["a", "b", "c", "d", "e", "f"], [30, 12, 25, 40, 8, 20])
+    labels = rng.integers(0, 2, patients.size)
+    labels[patients == "b"] = 0  # a patient without positives: some resamples lack a class
+    labels[patients == "e"] = 1
+    scores = labels * 0.3 + rng.random(patients.size)
+    threshold, n_boot = 0.55, 300
+    est = pooled_metric(labels, scores, patients, metric, threshold, n_boot=n_boot, seed=7)
+
+    def score(sel_labels: np.ndarray, sel_scores: np.ndarray) -> float:
+        called = (sel_scores >= threshold).astype(int)
+        if metric == "f1":
+            return f1_score(sel_labels, called, zero_division=0)
+        return balanced_accuracy_score(sel_labels, called) if np.unique(sel_labels).size == 2 else np.nan
+
+    names = np.unique(patients)
+    picks = np.random.default_rng(7).integers(0, len(names), size=(n_boot, len(names)))
+    reps = []
+    for pick in picks:
+        rows = np.concatenate([np.flatnonzero(patients == names[k]) for k in pick])
+        reps.append(score(labels[rows], scores[rows]))
+    reps = np.array(reps)
+    assert est.value == pytest.approx(score(labels, scores), abs=1e-12)
+    assert [est.low, est.high] == pytest.approx(np.percentile(reps[np.isfinite(reps)], [2.5, 97.5]), abs=1e-12)
+    assert est.low < est.value < est.high
 
 
 def test_threshold_maximises_balanced_accuracy() -> None:

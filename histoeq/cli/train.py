@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -206,17 +207,16 @@ def eval_command(
                       f"label changes {result['label_change_fraction']:.2%}")
         level = result.get("patient_level")
         if level:
-            m, pooled = level["mean_patient_auc"], level["pooled_auc"]
-            console.print(f"patient level ({level['patients']} patients, 95 % patient-bootstrap intervals): mean "
-                          f"per-patient AUC {m['value']:.4f} [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]; pooled AUC "
-                          f"{pooled['value']:.4f} [{pooled['ci95'][0]:.4f}, {pooled['ci95'][1]:.4f}]")
+            console.print(f"patient level ({level['patients']} patients, 95 % patient-bootstrap intervals): "
+                          f"mean per-patient AUC {_estimate(level['mean_patient_auc'])}; pooled AUC "
+                          f"{_estimate(level['pooled_auc'])}, bal. acc "
+                          f"{_estimate(level.get('pooled_balanced_accuracy'))}, F1 {_estimate(level.get('pooled_f1'))}")
         patch = result.get("patch_only")
         if patch:
             line = (f"patch-only (without context): AUC {patch['auc']:.4f}, bal. acc {patch['balanced_accuracy']:.4f}, "
                     f"F1 {patch['f1']:.4f}")
             if patch.get("patient_level"):
-                m = patch["patient_level"]["mean_patient_auc"]
-                line += f"; mean per-patient AUC {m['value']:.4f} [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]"
+                line += f"; mean per-patient AUC {_estimate(patch['patient_level']['mean_patient_auc'])}"
             console.print(line)
         patients = result.get("per_patient") or []
         if len(patients) > 1:
@@ -232,6 +232,14 @@ def eval_command(
     files = record["files"]
     plots = ", ".join(files[k] for k in ("plot", "roc", "pr", "calibration") if k in files)
     console.print(f"wrote {files['json']}, {plots} and {files['predictions']}")
+
+
+def _estimate(estimate: dict[str, Any] | None) -> str:
+    """'value [low, high]' of a patient-level estimate in eval.json ('n/a' where undefined)."""
+    if not estimate or estimate["value"] is None or math.isnan(estimate["value"]):
+        return "n/a"
+    low, high = estimate["ci95"]
+    return f"{estimate['value']:.4f} [{low:.4f}, {high:.4f}]"
 
 
 def _fmt(value: float | None) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 N_BOOT = 10_000
 THRESHOLD_GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
@@ -70,24 +70,51 @@ def pooled_metric(labels: np.ndarray, scores: np.ndarray, patients: np.ndarray, 
     """Pooled AUC, balanced accuracy or F1 (at `threshold`) with an interval from resampling whole patients."""
     labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
     patients = np.asarray(patients).astype(str)
-
-    def value(sel_labels: np.ndarray, sel_scores: np.ndarray) -> float:
-        if metric == "auc":
-            return float(roc_auc_score(sel_labels, sel_scores)) if np.unique(sel_labels).size == 2 else np.nan
-        pred = (sel_scores >= threshold).astype(int)
-        if metric == "balanced_accuracy":
-            return float(balanced_accuracy_score(sel_labels, pred)) if np.unique(sel_labels).size == 2 else np.nan
-        if metric == "f1":
-            return float(f1_score(sel_labels, pred, zero_division=0))
+    names, inverse = np.unique(patients, return_inverse=True)
+    picks = _bootstrap_indices(len(names), n_boot, seed)
+    if metric in ("balanced_accuracy", "f1"):
+        return _pooled_rate(labels, scores >= threshold, inverse, picks, metric)
+    if metric != "auc":
         raise ValueError(f"unknown metric {metric!r}")
 
-    names, inverse = np.unique(patients, return_inverse=True)
+    def auc(sel_labels: np.ndarray, sel_scores: np.ndarray) -> float:
+        return float(roc_auc_score(sel_labels, sel_scores)) if np.unique(sel_labels).size == 2 else np.nan
+
     members = [np.flatnonzero(inverse == k) for k in range(len(names))]
     reps = np.empty(n_boot)
-    for b, pick in enumerate(_bootstrap_indices(len(names), n_boot, seed)):
+    for b, pick in enumerate(picks):
         rows = np.concatenate([members[k] for k in pick])
-        reps[b] = value(labels[rows], scores[rows])
-    return _interval(value(labels, scores), reps)
+        reps[b] = auc(labels[rows], scores[rows])
+    return _interval(auc(labels, scores), reps)
+
+
+def _pooled_rate(labels: np.ndarray, called: np.ndarray, inverse: np.ndarray, picks: np.ndarray,
+                 metric: str) -> Estimate:
+    """Balanced accuracy or F1 of pooled patches for every resample of patients.
+
+    Both depend on the patches only through the confusion counts, and a resample's counts are the sum of its
+    patients' counts, so each replicate is a weighted sum of a per-patient table: the same figures as scoring
+    the concatenated patches with scikit-learn (balanced accuracy undefined without both classes, F1 0 when
+    nothing is positive), without rebuilding 10,000 arrays."""
+    n_patients = int(inverse.max()) + 1 if inverse.size else 0
+    positive, called = np.asarray(labels) == 1, np.asarray(called, dtype=bool)
+    counts = np.stack([np.bincount(inverse, weights=(positive & called).astype(float), minlength=n_patients),
+                       np.bincount(inverse, weights=(~positive & called).astype(float), minlength=n_patients),
+                       np.bincount(inverse, weights=(positive & ~called).astype(float), minlength=n_patients),
+                       np.bincount(inverse, weights=(~positive & ~called).astype(float), minlength=n_patients)],
+                      axis=1)  # per patient: tp, fp, fn, tn
+    n_boot = len(picks)
+    times = np.bincount((np.arange(n_boot)[:, None] * n_patients + picks).ravel(),
+                        minlength=n_boot * n_patients).reshape(n_boot, n_patients)
+    totals = np.vstack([counts.sum(axis=0), times @ counts])  # row 0: the sample itself
+
+    tp, fp, fn, tn = totals.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if metric == "balanced_accuracy":
+            values = np.where((tp + fn > 0) & (tn + fp > 0), (tp / (tp + fn) + tn / (tn + fp)) / 2, np.nan)
+        else:
+            values = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+    return _interval(float(values[0]), values[1:])
 
 
 def choose_threshold(labels: np.ndarray, scores: np.ndarray) -> float:

@@ -88,8 +88,9 @@ def replicate_key(run: str | Path) -> str | None:
 
 def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path, *, split: str = "test",
                   rotations: int = 8, flips: bool = False, tta: str | None = None, slides: Path | None = None,
-                  device: str = "auto", batch_size: int = 512, limit: int | None = None, context: str | None = NO_CONTEXT,
-                  threshold: float | None = None, loaders: Mapping[str, PredictorLoader] = CHECKPOINT_LOADERS,
+                  device: str = "auto", batch_size: int = 512, limit: int | None = None,
+                  context: str | None = NO_CONTEXT, threshold: float | None = None,
+                  loaders: Mapping[str, PredictorLoader] = CHECKPOINT_LOADERS,
                   progress: ProgressFn = null_progress) -> dict[str, Any]:
     """Evaluate each run on `split` of `data` at N rotations (and mirrors); write eval.json and the plot.
 
@@ -268,7 +269,8 @@ def _context_for(predictors: Sequence[Predictor], context: str | None, inputs: E
     try:
         _check_positions(inputs, "", kernel)
     except InputError:
-        return NO_CONTEXT, f"default (the model's {kernel} needs tile positions x, y, distinct per slide; the index has none)"
+        return NO_CONTEXT, (f"default (the model's {kernel} needs tile positions x, y, distinct per slide; the index "
+                            "has none)")
     return kernel, "model"
 
 

@@ -184,11 +184,11 @@ def evaluate_predictor(predict_fn: PredictFn, inputs: Any, *, tta: str | None = 
     result = _summarise(inputs, rows, scores, labels_per_view, tta)
     result["threshold"] = threshold
     result["per_patient"] = per_patient_metrics(inputs, identity_probs, threshold)
-    result["patient_level"] = patient_level(inputs, identity_probs)
+    result["patient_level"] = patient_level(inputs, identity_probs, threshold)
     result["spatial_context"] = context
     if context != NO_CONTEXT and patch_only is not None:
         result["patch_only"] = {**classification_metrics(inputs.labels, patch_only, threshold),
-                                "patient_level": patient_level(inputs, patch_only)}
+                                "patient_level": patient_level(inputs, patch_only, threshold)}
     if keep_probabilities:  # the model's own output, and the combined one when there is a context
         result["probabilities"] = patch_only
         if context != NO_CONTEXT:
@@ -213,10 +213,11 @@ def per_patient_metrics(inputs: EvalInputs, probs: np.ndarray | None, threshold:
     return rows
 
 
-def patient_level(inputs: EvalInputs, probs: np.ndarray | None, n_boot: int = 2_000) -> dict[str, Any] | None:
-    """Mean per-patient AUC and pooled AUC of the unrotated view with patient-bootstrap 95 % intervals (binary
-    tasks with at least two patients): on a few patients these intervals, not the seed spread, say how much a
-    figure can be trusted (docs/protocol.md)."""
+def patient_level(inputs: EvalInputs, probs: np.ndarray | None, threshold: float = 0.5,
+                  n_boot: int = 2_000) -> dict[str, Any] | None:
+    """Mean per-patient AUC, and pooled AUC, balanced accuracy and F1 (at `threshold`), of the unrotated view
+    with patient-bootstrap 95 % intervals (binary tasks with at least two patients): on a few patients these
+    intervals, not the seed spread, say how much a figure can be trusted (docs/protocol.md)."""
     if inputs.patients is None or probs is None or not (probs.ndim == 1 or probs.shape[1] == 2):
         return None
     if len(np.unique(inputs.patients)) < 2 or len(np.unique(inputs.labels)) < 2:
@@ -224,11 +225,14 @@ def patient_level(inputs: EvalInputs, probs: np.ndarray | None, n_boot: int = 2_
     score = positive_score(probs)
     table = per_patient_auc(inputs.labels, score, inputs.patients)
     mean = mean_patient_auc(table, n_boot=n_boot)
-    pooled = pooled_metric(inputs.labels, score, inputs.patients, "auc", n_boot=n_boot)
+    pooled = {f"pooled_{metric}": pooled_metric(inputs.labels, score, inputs.patients, metric, threshold,
+                                                n_boot=n_boot)
+              for metric in ("auc", "balanced_accuracy", "f1")}
     return {"patients": int(table["auc"].notna().sum()),
             "excluded_one_class": table.loc[table["auc"].isna(), "patient"].tolist(),
             "mean_patient_auc": {"value": mean.value, "ci95": [mean.low, mean.high]},
-            "pooled_auc": {"value": pooled.value, "ci95": [pooled.low, pooled.high]},
+            **{name: {"value": e.value, "ci95": [e.low, e.high]} for name, e in pooled.items()},
+            "threshold": threshold,
             "bootstrap": f"{n_boot} patient resamples, seed 0, percentile interval"}
 
 

@@ -229,7 +229,7 @@ def cell_row(model: str, augment: str, fraction: float, seed: int, run_json: dic
         "label_change_fraction": result["label_change_fraction"],
     }
     level = result.get("patient_level") or {}  # absent for multi-class tasks or a single test patient
-    for name in ("mean_patient_auc", "pooled_auc"):
+    for name in ("mean_patient_auc", "pooled_auc", "pooled_balanced_accuracy", "pooled_f1"):
         estimate = level.get(name, {"value": None, "ci95": [None, None]})
         row[name] = estimate["value"]
         row[f"{name}_ci95_low"], row[f"{name}_ci95_high"] = estimate["ci95"]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The IDC sweep at the scale two CPU cores allow (issue #6): CNN width 8 (18.7k parameters, the G-CNNs matched to
+# The IDC sweep at the scale two CPU cores allow: CNN width 8 (18.7k parameters, the G-CNNs matched to
 # it), 3 epochs per cell, 3 seeds. Ordered so the cells the claims need finish first; every step resumes, so
 # rerunning this script continues an interrupted sweep. Usage: experiments/idc-cpu-w8/cpu_sweep.sh DATASET OUT
 # SEEDS=N FIRST_SEED=S run seeds S..S+N-1 instead of 0..2, so seeds can be added later or split over processes

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Copy the finished folds of CV arms into the results folder (records only: cell.json, run.json, eval.json,
-# metrics.jsonl, val_predictions.csv; no weights), so an arm interrupted between sessions resumes from git:
+# metrics.jsonl, val_predictions.csv; no weights), so an interrupted arm resumes from git:
 #   experiments/idc-cv-protocol/keep_folds.sh WORK RESULTS ARM...      # WORK/ARM -> RESULTS/ARM
 #   experiments/idc-cv-protocol/keep_folds.sh --restore WORK RESULTS ARM...   # RESULTS/ARM -> WORK/ARM
 # A finished cell (cell.json present) is skipped by run_arm.sh on resume; WORK/ARM/oof.csv (the folds'

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Issue #6, session 7: Macenko normalisation for the shipped se2 recipe, judged on 23 validation patients.
+# Macenko normalisation for the shipped se2 recipe, judged on 23 validation patients.
 #
 # Why: README "E" tried per-patient stain normalisation with the width-8 CNN under the 5-fold patient CV; Macenko
 # failed the rule on the validation patients (mean delta balanced accuracy -0.015, better in 2 of 5 folds) while
 # it was ahead on the 4 test patients in all 5 fold models (+0.040 AUC). The shipped family is se2, not the CNN,
-# and 5 fold models of one seed each are noisy. This session has a lent GPU, where the se2 width-8 recipe costs
+# and 5 fold models of one seed each are noisy. It ran with a lent GPU, where the se2 width-8 recipe costs
 # seconds per run, so the same question is asked of the shipped recipe with two models per fold.
 #
 # The rule, written and committed before any of the runs it judges was trained (GPU run:
@@ -29,7 +29,7 @@
 #   candidate was seen: the six members trained on the GPU cannot be evaluated here. se2's steerable filter basis
 #   was orthonormalised with an SVD whose singular-vector signs depend on the LAPACK build (numpy 2.5.2 there,
 #   2.4.6 here), so their coefficients make other filters on this machine (validation AUC 0.25 here against 0.92
-#   logged on the device: a bug, fixed in histoeq/nn/kernels.py in this session). Step 1 is unaffected: its runs
+#   logged on the device: a bug, fixed in histoeq/nn/kernels.py since). Step 1 is unaffected: its runs
 #   were trained and evaluated on the device. The candidate is therefore the same recipe (se2 C8 width 8, seeds
 #   3-8, 3 epochs, batch 128, AdamW 1e-3, no augmentation) trained on this machine's CPU from the original PNG
 #   patches, Macenko-normalised with `histoeq normalise --method macenko` (reference from the training

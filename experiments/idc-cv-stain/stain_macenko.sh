@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue #6, session 6, second pre-registered stain experiment (the first, experiments/idc-cv-stain/stain_normalise.sh, tried Reinhard).
+# The second pre-registered stain experiment (the first, experiments/idc-cv-stain/stain_normalise.sh, tried Reinhard).
 #
 # Why a second one: Reinhard matches each patient's L*a*b* mean and sd to a reference, and these statistics move with
 # the patient's tumour burden (a mostly-IDC patient is darker on average), so it lightened IDC-rich patients and

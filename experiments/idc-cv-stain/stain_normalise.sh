@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue #6, session 6 (no GPU lent): does per-patient stain normalisation help, and should the default use it?
+# On 2 CPU cores: does per-patient stain normalisation help, and should the default use it?
 #
 # Why: the shipped model ranks the test patients' patches well (AUC 0.935) but its fixed 0.5 threshold falls
 # differently per patient (balanced accuracy 0.66-0.88 per test slide); stain augmentation lost to no augmentation

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# Issue #6, session 4: should the shipped model become the mean-probability ensemble of the three stain seeds?
+# Should the shipped model become the mean-probability ensemble of the three stain seeds?
 #
 # The rule, written and committed before any number of the ensemble was computed:
 #   * Candidate: the mean of the class probabilities of p4m width 32, stain augmentation, 16 epochs, seeds 0, 1 and
-#     2: every seed that recipe was trained with (session 3, .work/gpu3b/final), none chosen or dropped.
+#     2: every seed that recipe was trained with (the first selection, .work/gpu3b/final), none chosen or dropped.
 #   * It replaces seed 0 alone (the shipped model) if its validation AUC on the original PNG patches is at least
 #     the shipped model's minus the tie margin used before: 0.9362 - 0.002 = 0.9342. Validation cannot rank the
 #     seeds (their AUCs lie within 0.003), so the ensemble is not expected to win on validation; the rule only
 #     refuses an ensemble that is worse there. The reason to ensemble is the seed variance that validation cannot
 #     see (test AUC 0.897-0.931 across the three seeds).
 #   * The threshold stays 0.5 on p(IDC). Nothing else (weights, members, threshold) is tuned afterwards.
-# Disclosure: the three members' own test AUCs were computed in session 3 (models/idc-p4m.md), before this rule;
+# Disclosure: the three members' own test AUCs were computed in the first selection (models/idc-p4m.md), before this rule;
 # the ensemble's test numbers are therefore not a blind estimate, only one that involved no choice among seeds.
 #
 # Usage: experiments/idc-p4m-ensemble/ship_ensemble.sh IDC_DATASET MEMBER_RUN... (from the repository root, venv active)

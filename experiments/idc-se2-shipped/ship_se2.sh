@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue #6, session 5 (no GPU lent): should the default model become a small se2 ensemble trained on the CPU?
+# On 2 CPU cores: should the default model become a small se2 ensemble trained on the CPU?
 #
 # The rule, written and committed before any member below was trained:
 #   * Candidate: se2 (C8, no mirrors in its group) at width 8 (16,126 parameters), trained with the recipe of sweep

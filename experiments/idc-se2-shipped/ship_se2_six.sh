@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue #6, session 6 (no GPU lent): does the default gain from three more members?
+# On 2 CPU cores: does the default gain from three more members?
 #
 # The rule, written and committed before any member below was trained:
 #   * Candidate: the shipped ensemble's three members (models/idc-se2-run/member{0,1,2}, seeds 3/4/5) plus three new

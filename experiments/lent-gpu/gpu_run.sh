@@ -19,7 +19,7 @@
 #    Cells this machine already has (p4m fraction 1, se2 seed 0 at fraction 1) are rerun here: the 64 MiB limit
 #    leaves no room to carry them; gathering locally with .work/gpu3/sweep keeps one of each pair.
 #
-# Measured on an H200 (session 3), do not repeat: 20 processes on one GPU are far slower than their sum. p4m at
+# Measured on an H200, do not repeat: 20 processes on one GPU are far slower than their sum. p4m at
 # width 32 trains at 4 s/epoch alone but took 52-77 s/epoch among 20 processes and 18 s/epoch among 3 (with
 # stain augmentation, which runs per patch on the CPU); the cnn sweep cells took 6 minutes, the G-CNN cells did
 # not finish in 7. Run few processes, and give the G-CNN cells their own budget.
@@ -69,7 +69,7 @@ candidate() {  # model width augment seed data epochs batch; the run folder is n
 # CANDIDATES (none by default): runs on the full train split, "model:width:augment:seed[:data[:epochs[:batch]]]"
 # each (data idc, FINAL_EPOCHS, batch 512 unless given); space-separated entries run in parallel, comma-separated
 # ones in order within one process, each time-boxed to what is left of BUDGET.
-# Session 3 ran CANDIDATES="p4m:32:none:0 p4m:32:stain:0 p4m:32:stain:1 p4m:32:stain:2 p4m:48:stain:0".
+# The first selection ran CANDIDATES="p4m:32:none:0 p4m:32:stain:0 p4m:32:stain:1 p4m:32:stain:2 p4m:48:stain:0".
 CANDIDATES=${CANDIDATES-}
 for chain in $CANDIDATES; do
   (
@@ -81,7 +81,7 @@ for chain in $CANDIDATES; do
   ) &
 done
 
-# Session 3 ran SWEEP_JOBS="cnn:none cnn:rot90 p4m:none se2:none se2:rot90" SEEDS="0 1 2" (15 processes) and
+# Sweep B ran SWEEP_JOBS="cnn:none cnn:rot90 p4m:none se2:none se2:rot90" SEEDS="0 1 2" (15 processes) and
 # finished the cnn cells (docs/results/idc-h200-w32); the defaults now run the G-CNN cells, one process per
 # model/augmentation with all three seeds in it (SEEDS=all), 3 processes in all.
 for job in ${SWEEP_JOBS-p4m:none se2:none se2:rot90}; do

@@ -191,14 +191,21 @@ def evaluate_runs(runs: Sequence[str | Path], data: str | Path, out: str | Path,
 
 def _check_positions(inputs: EvalInputs, data: str | Path, context: str) -> None:
     """Spatial context needs each patch's x, y, distinct within its slide: refused before any model runs."""
+    problem = _positions_problem(inputs)
+    if problem:
+        raise InputError(data, f"--context {context} needs tile positions x, y{problem}")
+
+
+def _positions_problem(inputs: EvalInputs) -> str | None:
+    """Why the index's tile positions cannot place patches on a grid (the end of a sentence), or None."""
     import pandas as pd
 
     if inputs.positions is None or inputs.slides is None:
-        raise InputError(data, f"--context {context} needs tile positions x, y and the dataset index has none")
+        return " and the dataset index has none"
     keys = pd.DataFrame({"slide": inputs.slides, "x": inputs.positions[:, 0], "y": inputs.positions[:, 1]})
     if keys.duplicated().any():
-        raise InputError(data, f"--context {context} needs tile positions x, y, and several patches of one slide "
-                               "share a position (an index without positions?)")
+        return ", and several patches of one slide share a position (an index without positions?)"
+    return None
 
 
 def predictions_table(inputs: EvalInputs, runs: Sequence[str], probabilities: Sequence[Any],
@@ -266,11 +273,9 @@ def _context_for(predictors: Sequence[Predictor], context: str | None, inputs: E
     if len(kernels) > 1:
         return NO_CONTEXT, f"default (the models' operating points differ: {', '.join(sorted(kernels))})"
     (kernel,) = kernels
-    try:
-        _check_positions(inputs, "", kernel)
-    except InputError:
-        return NO_CONTEXT, (f"default (the model's {kernel} needs tile positions x, y, distinct per slide; the index "
-                            "has none)")
+    problem = _positions_problem(inputs)
+    if problem:
+        return NO_CONTEXT, f"default (the model's {kernel} needs tile positions x, y{problem})"
     return kernel, "model"
 
 
